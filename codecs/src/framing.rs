@@ -47,7 +47,9 @@ impl LengthPrefix {
     }
 
     fn read(self, p: &[u8]) -> Result<usize, CodecError> {
-        let bad = CodecError::BadLengthPrefix { at: Location::Frame };
+        let bad = CodecError::BadLengthPrefix {
+            at: Location::Frame,
+        };
         match self {
             LengthPrefix::Binary2 => Ok(usize::from(u16::from_be_bytes([p[0], p[1]]))),
             LengthPrefix::Binary4 => Ok(u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize),
@@ -79,8 +81,8 @@ impl LengthPrefix {
                 }
             }
             LengthPrefix::Bcd2 => {
-                p[0] = (((len / 1000) % 10) << 4 | (len / 100) % 10) as u8;
-                p[1] = (((len / 10) % 10) << 4 | len % 10) as u8;
+                p[0] = ((((len / 1000) % 10) << 4) | ((len / 100) % 10)) as u8;
+                p[1] = ((((len / 10) % 10) << 4) | (len % 10)) as u8;
             }
         }
     }
@@ -173,9 +175,9 @@ impl Framer {
         }
         let mut len = self.config.prefix.read(&src[..width])?;
         if self.config.length_includes_prefix {
-            len = len
-                .checked_sub(width)
-                .ok_or(CodecError::BadLengthPrefix { at: Location::Frame })?;
+            len = len.checked_sub(width).ok_or(CodecError::BadLengthPrefix {
+                at: Location::Frame,
+            })?;
         }
         if len > self.config.max_frame_bytes {
             return Err(CodecError::TooLong {
@@ -304,9 +306,18 @@ mod tests {
     #[test]
     fn known_wire_forms() {
         let msg = [b'x'; 300];
-        assert_eq!(&frame_bytes(&framer(LengthPrefix::Binary2, 0, 8192), &[], &msg)[..2], &[0x01, 0x2c]);
-        assert_eq!(&frame_bytes(&framer(LengthPrefix::Ascii4, 0, 8192), &[], &msg)[..4], b"0300");
-        assert_eq!(&frame_bytes(&framer(LengthPrefix::Bcd2, 0, 8192), &[], &msg)[..2], &[0x03, 0x00]);
+        assert_eq!(
+            &frame_bytes(&framer(LengthPrefix::Binary2, 0, 8192), &[], &msg)[..2],
+            &[0x01, 0x2c]
+        );
+        assert_eq!(
+            &frame_bytes(&framer(LengthPrefix::Ascii4, 0, 8192), &[], &msg)[..4],
+            b"0300"
+        );
+        assert_eq!(
+            &frame_bytes(&framer(LengthPrefix::Bcd2, 0, 8192), &[], &msg)[..2],
+            &[0x03, 0x00]
+        );
         assert_eq!(
             &frame_bytes(&framer(LengthPrefix::Binary4, 0, 8192), &[], &msg)[..4],
             &[0, 0, 0x01, 0x2c]
@@ -320,7 +331,11 @@ mod tests {
         let mut src = BytesMut::from(&[0x00, 101][..]);
         assert!(matches!(
             f.decode(&mut src),
-            Err(CodecError::TooLong { len: 101, max: 100, .. })
+            Err(CodecError::TooLong {
+                len: 101,
+                max: 100,
+                ..
+            })
         ));
         // Exactly the maximum is fine.
         let mut src = BytesMut::from(&[0x00, 100][..]);
@@ -340,7 +355,9 @@ mod tests {
             let mut src = BytesMut::from(bad);
             assert_eq!(
                 f.decode(&mut src),
-                Err(CodecError::BadLengthPrefix { at: Location::Frame })
+                Err(CodecError::BadLengthPrefix {
+                    at: Location::Frame
+                })
             );
         }
         let f = framer(LengthPrefix::Bcd2, 0, 8192);
@@ -349,7 +366,10 @@ mod tests {
         // A length that cannot even hold the fixed header.
         let f = framer(LengthPrefix::Binary2, 5, 8192);
         let mut src = BytesMut::from(&[0x00, 0x03, 1, 2, 3][..]);
-        assert!(matches!(f.decode(&mut src), Err(CodecError::Truncated { .. })));
+        assert!(matches!(
+            f.decode(&mut src),
+            Err(CodecError::Truncated { .. })
+        ));
         // A prefix that counts itself but is smaller than itself.
         let f = Framer::new(FrameConfig {
             length_includes_prefix: true,

@@ -35,7 +35,9 @@ fn credit_transfer() -> Transaction {
 #[test]
 fn shipped_dialects_load() {
     for name in iso8583::builtin_names() {
-        iso8583::builtin(name).unwrap().unwrap_or_else(|e| panic!("{name}: {e}"));
+        iso8583::builtin(name)
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
 
@@ -85,8 +87,13 @@ fn every_dialect_round_trips_a_credit_transfer_and_its_response() {
         resp.auth_id = Some(AuthId::parse(b"A1B2C3").unwrap());
         for t in [req, resp] {
             let mut out = BytesMut::new();
-            c.encode(&t, &mut out).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(c.decode(&out).unwrap_or_else(|e| panic!("{name}: {e}")), t, "{name}");
+            c.encode(&t, &mut out)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                c.decode(&out).unwrap_or_else(|e| panic!("{name}: {e}")),
+                t,
+                "{name}"
+            );
         }
     }
 }
@@ -109,7 +116,10 @@ fn iso93_renumbers_mtis_and_translates_action_codes() {
     m2.fields.insert(39, b"999".to_vec());
     let mut out2 = BytesMut::new();
     c.encode_message(&m2, &mut out2).unwrap();
-    assert_eq!(c.decode(&out2).unwrap().response_code, Some(ResponseCode::DO_NOT_HONOUR));
+    assert_eq!(
+        c.decode(&out2).unwrap().response_code,
+        Some(ResponseCode::DO_NOT_HONOUR)
+    );
     // Network management: 0800 echo is 1804 with function code 831.
     let mut echo = Transaction::new(Mti::NETWORK);
     echo.transmitted_at = Some(TransmissionDateTime::parse(b"1123093015").unwrap());
@@ -134,7 +144,12 @@ fn bcd_dialect_packs_numerics_and_carries_a_tpdu() {
     // A message this dialect does not lay out (the idempotency key field) is refused.
     let mut m = c.decode_message(&out).unwrap();
     m.fields.insert(123, b"x".to_vec());
-    assert!(matches!(c.encode_message(&m, &mut BytesMut::new()), Err(CodecError::UndefinedField { at: Location::Field(123) })));
+    assert!(matches!(
+        c.encode_message(&m, &mut BytesMut::new()),
+        Err(CodecError::UndefinedField {
+            at: Location::Field(123)
+        })
+    ));
 }
 
 fn decode_err(c: &Iso8583Codec, input: &[u8]) -> CodecError {
@@ -154,28 +169,69 @@ fn known_bad_inputs_are_refused_with_the_field_named() {
     // Trailing bytes.
     let mut long = good.clone();
     long.extend_from_slice(b"X");
-    assert!(matches!(decode_err(&c, &long), CodecError::Invalid { at: Location::Message, .. }));
+    assert!(matches!(
+        decode_err(&c, &long),
+        CodecError::Invalid {
+            at: Location::Message,
+            ..
+        }
+    ));
     // Non-digit MTI, non-hex bitmap.
-    assert_eq!(decode_err(&c, b"02a0B238000100C00000").location(), Location::Mti);
-    assert_eq!(decode_err(&c, b"0200G238000100C00000").location(), Location::Bitmap);
+    assert_eq!(
+        decode_err(&c, b"02a0B238000100C00000").location(),
+        Location::Mti
+    );
+    assert_eq!(
+        decode_err(&c, b"0200G238000100C00000").location(),
+        Location::Bitmap
+    );
     // A letter in the amount.
     let s = std::str::from_utf8(&good).unwrap();
     let bad_amount = s.replacen("000000012345", "00000001234X", 1);
-    assert_eq!(decode_err(&c, bad_amount.as_bytes()), CodecError::BadContent { at: Location::Field(4), class: "n" });
+    assert_eq!(
+        decode_err(&c, bad_amount.as_bytes()),
+        CodecError::BadContent {
+            at: Location::Field(4),
+            class: "n"
+        }
+    );
     // Non-digit and negative LLVAR lengths, and a length past the buffer.
-    for (from, to) in [("06888001", "0x888001"), ("06888001", "-6888001"), ("020gw-", "999gw-")] {
+    for (from, to) in [
+        ("06888001", "0x888001"),
+        ("06888001", "-6888001"),
+        ("020gw-", "999gw-"),
+    ] {
         let bad = s.replacen(from, to, 1);
         let e = decode_err(&c, bad.as_bytes());
-        assert!(matches!(e.location(), Location::Field(32 | 123)), "{to}: {e}");
+        assert!(
+            matches!(e.location(), Location::Field(32 | 123)),
+            "{to}: {e}"
+        );
     }
     // LLVAR over its maximum (F32 max 11).
     let bad = s.replacen("06888001", "12888001888001", 1);
-    assert_eq!(decode_err(&c, bad.as_bytes()), CodecError::TooLong { at: Location::Field(32), len: 12, max: 11 });
+    assert_eq!(
+        decode_err(&c, bad.as_bytes()),
+        CodecError::TooLong {
+            at: Location::Field(32),
+            len: 12,
+            max: 11
+        }
+    );
     // A field the canonical type refuses: month 13.
     let bad = s.replacen("1123093015", "1323093015", 1);
-    assert!(matches!(decode_err(&c, bad.as_bytes()), CodecError::Value { at: Location::Field(7), .. }));
+    assert!(matches!(
+        decode_err(&c, bad.as_bytes()),
+        CodecError::Value {
+            at: Location::Field(7),
+            ..
+        }
+    ));
     // Secondary bitmap announced but empty.
-    assert_eq!(decode_err(&c, b"0200800000000000000000000000000000000").location(), Location::Bitmap);
+    assert_eq!(
+        decode_err(&c, b"0200800000000000000000000000000000000").location(),
+        Location::Bitmap
+    );
 }
 
 #[test]
@@ -188,7 +244,12 @@ fn invalid_bcd_nibbles_are_refused() {
     // Header 5, MTI 2, bitmap 16, F3 3 bytes, then F4: corrupt a nibble of the amount.
     let mut bad = out.to_vec();
     bad[5 + 2 + 16 + 3] = 0x0a;
-    assert_eq!(decode_err(&c, &bad), CodecError::BadBcd { at: Location::Field(4) });
+    assert_eq!(
+        decode_err(&c, &bad),
+        CodecError::BadBcd {
+            at: Location::Field(4)
+        }
+    );
     // A BCD MTI nibble above 9.
     let mut bad = out.to_vec();
     bad[5] = 0x0f;
@@ -202,21 +263,40 @@ fn bitmap_bits_the_dialect_does_not_define_are_refused() {
     let mut msg = vec![0x60, 0, 1, 0, 0, 0x02, 0x00];
     msg.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 0, 0]);
     msg.extend_from_slice(&[0; 6]);
-    assert_eq!(decode_err(&c, &msg), CodecError::UndefinedField { at: Location::Field(5) });
+    assert_eq!(
+        decode_err(&c, &msg),
+        CodecError::UndefinedField {
+            at: Location::Field(5)
+        }
+    );
     // Field 22 is laid out but not mapped: this dialect rejects unmapped fields.
-    let mut m = IsoMessage { mti: *b"0200", ..Default::default() };
+    let mut m = IsoMessage {
+        mti: *b"0200",
+        ..Default::default()
+    };
     m.fields.insert(22, b"051".to_vec());
     let mut out = BytesMut::new();
     c.encode_message(&m, &mut out).unwrap();
-    assert_eq!(decode_err(&c, &out), CodecError::UndefinedField { at: Location::Field(22) });
+    assert_eq!(
+        decode_err(&c, &out),
+        CodecError::UndefinedField {
+            at: Location::Field(22)
+        }
+    );
     // The canonical dialect checks and ignores laid-out extra fields.
     let canonical = codec("canonical");
-    let mut m = IsoMessage { mti: *b"0200", ..Default::default() };
+    let mut m = IsoMessage {
+        mti: *b"0200",
+        ..Default::default()
+    };
     m.fields.insert(22, b"051".to_vec());
     m.fields.insert(11, b"000001".to_vec());
     out.clear();
     canonical.encode_message(&m, &mut out).unwrap();
-    assert_eq!(canonical.decode(&out).unwrap().stan, Some(Stan::new(1).unwrap()));
+    assert_eq!(
+        canonical.decode(&out).unwrap().stan,
+        Some(Stan::new(1).unwrap())
+    );
 }
 
 fn arb_text(class: &'static str, min: usize, max: usize) -> impl Strategy<Value = String> {

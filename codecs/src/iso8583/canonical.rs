@@ -96,7 +96,10 @@ impl CanonicalField {
 
     /// The field's name in dialect files.
     pub fn name(self) -> &'static str {
-        NAMES.iter().find(|(_, f)| *f == self).map_or("?", |(n, _)| n)
+        NAMES
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("?", |(n, _)| n)
     }
 
     /// Look a field up by its dialect-file name.

@@ -30,7 +30,10 @@ pub use spec::{Dialect, DialectError, FieldLength, FieldSpec};
 
 use canonical::SCRATCH_BYTES;
 use spec::Unmapped;
-use wire::{bit, logical, read_bitmap, read_field, read_mti, write_bitmap, write_field, write_mti, Bitmap, Reader};
+use wire::{
+    bit, logical, read_bitmap, read_field, read_mti, write_bitmap, write_field, write_mti, Bitmap,
+    Reader,
+};
 
 use crate::error::{CodecError, Location};
 use crate::model::{Mti, Transaction};
@@ -38,10 +41,22 @@ use crate::MessageCodec;
 
 /// Dialects shipped in `configs/dialects/`, by name.
 const BUILTIN: &[(&str, &str)] = &[
-    ("canonical", include_str!("../../../configs/dialects/canonical.toml")),
-    ("iso87-ascii-binary-bitmap", include_str!("../../../configs/dialects/iso87-ascii-binary-bitmap.toml")),
-    ("iso87-bcd-binary", include_str!("../../../configs/dialects/iso87-bcd-binary.toml")),
-    ("iso93-ebcdic", include_str!("../../../configs/dialects/iso93-ebcdic.toml")),
+    (
+        "canonical",
+        include_str!("../../../configs/dialects/canonical.toml"),
+    ),
+    (
+        "iso87-ascii-binary-bitmap",
+        include_str!("../../../configs/dialects/iso87-ascii-binary-bitmap.toml"),
+    ),
+    (
+        "iso87-bcd-binary",
+        include_str!("../../../configs/dialects/iso87-bcd-binary.toml"),
+    ),
+    (
+        "iso93-ebcdic",
+        include_str!("../../../configs/dialects/iso93-ebcdic.toml"),
+    ),
 ];
 
 /// Names of the dialects shipped with the switch.
@@ -76,7 +91,9 @@ pub struct Iso8583Codec {
 impl Iso8583Codec {
     /// A codec for `dialect`.
     pub fn new(dialect: Dialect) -> Self {
-        Iso8583Codec { dialect: Arc::new(dialect) }
+        Iso8583Codec {
+            dialect: Arc::new(dialect),
+        }
     }
 
     /// A codec for a shipped dialect. Panics only if a shipped file is
@@ -95,16 +112,21 @@ impl Iso8583Codec {
         let d = &*self.dialect;
         let mut scratch = [0u8; SCRATCH_BYTES];
         let mut txn = Transaction::new(Mti::CREDIT_TRANSFER);
-        let mti = self.walk(msg, |n, spec, raw, units| match d.canonical_of[usize::from(n)] {
-            Some(cf) => {
-                let at = Location::Field(n);
-                let mut v = logical(raw, units, spec, n, &mut scratch)?;
-                if let Some(t) = &d.translation_of[usize::from(n)] {
-                    v = t.to_canonical(v).ok_or(CodecError::Invalid { at, reason: "value has no translation" })?;
+        let mti = self.walk(msg, |n, spec, raw, units| {
+            match d.canonical_of[usize::from(n)] {
+                Some(cf) => {
+                    let at = Location::Field(n);
+                    let mut v = logical(raw, units, spec, n, &mut scratch)?;
+                    if let Some(t) = &d.translation_of[usize::from(n)] {
+                        v = t.to_canonical(v).ok_or(CodecError::Invalid {
+                            at,
+                            reason: "value has no translation",
+                        })?;
+                    }
+                    cf.set(&mut txn, v).map_err(|e| CodecError::value(at, e))
                 }
-                cf.set(&mut txn, v).map_err(|e| CodecError::value(at, e))
+                None => Ok(()),
             }
-            None => Ok(()),
         })?;
         txn.mti = d.to_canonical_mti(mti);
         Ok(txn)
@@ -124,10 +146,15 @@ impl Iso8583Codec {
         self.write_preamble(d.to_dialect_mti(txn.mti), bits, out);
         let mut buf = [0u8; SCRATCH_BYTES];
         for (n, cf) in &d.mapped {
-            let Some(len) = cf.write(txn, &mut buf) else { continue };
+            let Some(len) = cf.write(txn, &mut buf) else {
+                continue;
+            };
             let at = Location::Field(*n);
             let value = match &d.translation_of[usize::from(*n)] {
-                Some(t) => t.to_dialect(&buf[..len]).ok_or(CodecError::Invalid { at, reason: "value has no translation" }),
+                Some(t) => t.to_dialect(&buf[..len]).ok_or(CodecError::Invalid {
+                    at,
+                    reason: "value has no translation",
+                }),
                 None => Ok(&buf[..len]),
             };
             let result = match (&d.fields[usize::from(*n)], value) {
@@ -152,7 +179,10 @@ impl Iso8583Codec {
             fields.insert(n, v.to_vec());
             Ok(())
         })?;
-        Ok(IsoMessage { mti: *mti.as_bytes(), fields })
+        Ok(IsoMessage {
+            mti: *mti.as_bytes(),
+            fields,
+        })
     }
 
     /// Encode a message from its fields. On error `out` is left as it was.
@@ -162,7 +192,9 @@ impl Iso8583Codec {
         let mut bits: Bitmap = 0;
         for n in msg.fields.keys() {
             if !(2..=128).contains(n) || d.fields[usize::from(*n)].is_none() {
-                return Err(CodecError::UndefinedField { at: Location::Field(*n) });
+                return Err(CodecError::UndefinedField {
+                    at: Location::Field(*n),
+                });
             }
             bits |= bit(*n);
         }
@@ -170,7 +202,11 @@ impl Iso8583Codec {
         self.write_preamble(mti, bits, out);
         for (n, v) in &msg.fields {
             // Checked above: every key is laid out by the dialect.
-            let spec = d.fields[usize::from(*n)].as_ref().ok_or(CodecError::UndefinedField { at: Location::Field(*n) })?;
+            let spec = d.fields[usize::from(*n)]
+                .as_ref()
+                .ok_or(CodecError::UndefinedField {
+                    at: Location::Field(*n),
+                })?;
             if let Err(e) = write_field(*n, spec, v, out) {
                 out.truncate(start);
                 return Err(e);
@@ -196,7 +232,9 @@ impl Iso8583Codec {
         let d = &*self.dialect;
         self.walk_fields(msg, |n, spec, raw, units| {
             if d.unmapped == Unmapped::Reject && d.canonical_of[usize::from(n)].is_none() {
-                return Err(CodecError::UndefinedField { at: Location::Field(n) });
+                return Err(CodecError::UndefinedField {
+                    at: Location::Field(n),
+                });
             }
             visit(n, spec, raw, units)
         })
@@ -212,7 +250,8 @@ impl Iso8583Codec {
         let d = &*self.dialect;
         let mut r = Reader { buf: msg, pos: 0 };
         r.take(d.header.len(), Location::Header)?;
-        let mti = Mti::parse(&read_mti(&mut r, d.mti)?).map_err(|e| CodecError::value(Location::Mti, e))?;
+        let mti = Mti::parse(&read_mti(&mut r, d.mti)?)
+            .map_err(|e| CodecError::value(Location::Mti, e))?;
         let mut bits = read_bitmap(&mut r, d.bitmap)? & !bit(1);
         while bits != 0 {
             // Field numbers run 2..=128 here: leading_zeros of a non-zero u128 is < 128.
@@ -220,7 +259,9 @@ impl Iso8583Codec {
             bits &= !bit(n);
             let spec = d.fields[usize::from(n)]
                 .as_ref()
-                .ok_or(CodecError::UndefinedField { at: Location::Field(n) })?;
+                .ok_or(CodecError::UndefinedField {
+                    at: Location::Field(n),
+                })?;
             let (raw, units) = read_field(&mut r, n, spec)?;
             visit(n, spec, raw, units)?;
         }

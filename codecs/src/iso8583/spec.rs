@@ -192,7 +192,10 @@ pub(crate) struct Translation {
 impl Translation {
     /// The dialect's value for a canonical one.
     pub fn to_dialect(&self, canonical: &[u8]) -> Option<&[u8]> {
-        self.pairs.iter().find(|(c, _)| c == canonical).map(|(_, d)| d.as_slice())
+        self.pairs
+            .iter()
+            .find(|(c, _)| c == canonical)
+            .map(|(_, d)| d.as_slice())
     }
 
     /// The canonical value for one of the dialect's.
@@ -280,8 +283,12 @@ impl Dialect {
     pub fn from_toml(text: &str) -> Result<Dialect, DialectError> {
         let file: DialectFile = toml::from_str(text).map_err(|e| DialectError {
             dialect: "<unparsed>".into(),
-            problems: vec![e.message().to_string()
-                + &e.span().map(|s| format!(" (at byte {})", s.start)).unwrap_or_default()],
+            problems: vec![
+                e.message().to_string()
+                    + &e.span()
+                        .map(|s| format!(" (at byte {})", s.start))
+                        .unwrap_or_default(),
+            ],
         })?;
         Self::build(file)
     }
@@ -324,7 +331,9 @@ impl Dialect {
                 continue;
             }
             if canonical_of[n].is_some() {
-                problems.push(format!("{at}: field {number} already carries another canonical field"));
+                problems.push(format!(
+                    "{at}: field {number} already carries another canonical field"
+                ));
                 continue;
             }
             canonical_of[n] = Some(cf);
@@ -334,7 +343,8 @@ impl Dialect {
         let mut translation_of: [Option<Arc<Translation>>; 129] = std::array::from_fn(|_| None);
         for (name, t) in &file.translate {
             let at = format!("translate.{name}");
-            let field = CanonicalField::from_name(name).and_then(|cf| mapped.iter().find(|(_, c)| *c == cf));
+            let field = CanonicalField::from_name(name)
+                .and_then(|cf| mapped.iter().find(|(_, c)| *c == cf));
             let Some((n, _)) = field else {
                 problems.push(format!("{at}: not a canonical field mapped in [map]"));
                 continue;
@@ -342,7 +352,9 @@ impl Dialect {
             let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
             for (c, d) in &t.values {
                 if pairs.iter().any(|(_, seen)| seen == d.as_bytes()) {
-                    problems.push(format!("{at}.values.{c}: dialect value {d:?} is used twice"));
+                    problems.push(format!(
+                        "{at}.values.{c}: dialect value {d:?} is used twice"
+                    ));
                 }
                 pairs.push((c.clone().into_bytes(), d.clone().into_bytes()));
             }
@@ -352,7 +364,10 @@ impl Dialect {
             }));
         }
         if !problems.is_empty() {
-            return Err(DialectError { dialect: file.name, problems });
+            return Err(DialectError {
+                dialect: file.name,
+                problems,
+            });
         }
         Ok(Dialect {
             description: file.description.unwrap_or_default(),
@@ -422,7 +437,9 @@ fn field_spec(f: &FieldFile, file: &DialectFile, at: &str) -> Result<FieldSpec, 
         KindFile::Fixed => match (f.len, f.max) {
             (Some(n), None) if (1..=999).contains(&n) => Some(FieldLength::Fixed(n)),
             _ => {
-                problems.push(format!("{at}: a fixed field needs len (1 to 999) and no max"));
+                problems.push(format!(
+                    "{at}: a fixed field needs len (1 to 999) and no max"
+                ));
                 None
             }
         },
@@ -434,7 +451,9 @@ fn field_spec(f: &FieldFile, file: &DialectFile, at: &str) -> Result<FieldSpec, 
             };
             let limit = 10u16.pow(u32::from(digits)) - 1;
             match (f.max, f.len) {
-                (Some(max), None) if max >= 1 && max <= limit => Some(FieldLength::Var { digits, max }),
+                (Some(max), None) if max >= 1 && max <= limit => {
+                    Some(FieldLength::Var { digits, max })
+                }
                 _ => {
                     problems.push(format!(
                         "{at}: a variable field needs max (1 to {limit}) and no len"
@@ -446,9 +465,9 @@ fn field_spec(f: &FieldFile, file: &DialectFile, at: &str) -> Result<FieldSpec, 
     };
     match (f.class, data) {
         (CharClass::B, DataEncoding::Binary) => {}
-        (CharClass::B, _) | (_, DataEncoding::Binary) => {
-            problems.push(format!("{at}: binary data goes with class b and only with it"))
-        }
+        (CharClass::B, _) | (_, DataEncoding::Binary) => problems.push(format!(
+            "{at}: binary data goes with class b and only with it"
+        )),
         (CharClass::N | CharClass::Z, DataEncoding::Bcd) => {}
         (_, DataEncoding::Bcd) => problems.push(format!("{at}: BCD data needs class n or z")),
         _ => {}
@@ -518,10 +537,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = Dialect::from_toml(
-            "name='x'\nmti='ascii'\nbitmap='hex'\ncolour='red'\n[fields]\n",
-        )
-        .unwrap_err();
+        let err =
+            Dialect::from_toml("name='x'\nmti='ascii'\nbitmap='hex'\ncolour='red'\n[fields]\n")
+                .unwrap_err();
         assert!(err.problems[0].contains("colour"), "{err}");
     }
 }

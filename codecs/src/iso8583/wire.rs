@@ -5,7 +5,9 @@
 use bytes::{BufMut, BytesMut};
 
 use super::ebcdic_tables::{ASCII_TO_EBCDIC, EBCDIC_TO_ASCII};
-use super::spec::{BcdPad, BitmapEncoding, DataEncoding, FieldLength, FieldSpec, MtiEncoding, PrefixEncoding};
+use super::spec::{
+    BcdPad, BitmapEncoding, DataEncoding, FieldLength, FieldSpec, MtiEncoding, PrefixEncoding,
+};
 use crate::error::{CodecError, Location};
 use crate::model::CharClass;
 
@@ -29,7 +31,11 @@ impl<'a> Reader<'a> {
     pub fn take(&mut self, n: usize, at: Location) -> Result<&'a [u8], CodecError> {
         let available = self.buf.len() - self.pos;
         if n > available {
-            return Err(CodecError::Truncated { at, needed: n, available });
+            return Err(CodecError::Truncated {
+                at,
+                needed: n,
+                available,
+            });
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -69,7 +75,9 @@ pub(crate) fn read_mti(r: &mut Reader<'_>, enc: MtiEncoding) -> Result<[u8; 4], 
                 *d = ebcdic_to_ascii(*b).unwrap_or(0);
             }
         }
-        MtiEncoding::Bcd => unpack_bcd(r.take(2, at)?, 4, BcdPad::Left, CharClass::N, at, &mut mti)?,
+        MtiEncoding::Bcd => {
+            unpack_bcd(r.take(2, at)?, 4, BcdPad::Left, CharClass::N, at, &mut mti)?
+        }
     }
     if !CharClass::N.admits(&mti) {
         return Err(CodecError::BadContent { at, class: "n" });
@@ -162,15 +170,25 @@ fn prefix_width(enc: PrefixEncoding, digits: u8) -> usize {
     }
 }
 
-fn read_prefix(r: &mut Reader<'_>, enc: PrefixEncoding, digits: u8, at: Location) -> Result<usize, CodecError> {
+fn read_prefix(
+    r: &mut Reader<'_>,
+    enc: PrefixEncoding,
+    digits: u8,
+    at: Location,
+) -> Result<usize, CodecError> {
     let raw = r.take(prefix_width(enc, digits), at)?;
     let bad = CodecError::BadLengthPrefix { at };
     match enc {
         PrefixEncoding::Ascii => raw.iter().try_fold(0usize, |acc, b| {
-            b.is_ascii_digit().then(|| acc * 10 + usize::from(b - b'0')).ok_or(bad)
+            b.is_ascii_digit()
+                .then(|| acc * 10 + usize::from(b - b'0'))
+                .ok_or(bad)
         }),
         PrefixEncoding::Ebcdic => raw.iter().try_fold(0usize, |acc, b| {
-            (0xf0..=0xf9).contains(b).then(|| acc * 10 + usize::from(b - 0xf0)).ok_or(bad)
+            (0xf0..=0xf9)
+                .contains(b)
+                .then(|| acc * 10 + usize::from(b - 0xf0))
+                .ok_or(bad)
         }),
         PrefixEncoding::Bcd => raw.iter().try_fold(0usize, |acc, b| {
             let (hi, lo) = (b >> 4, b & 0xf);
@@ -186,7 +204,11 @@ fn write_prefix(len: usize, enc: PrefixEncoding, digits: u8, out: &mut BytesMut)
     let width = prefix_width(enc, digits);
     match enc {
         PrefixEncoding::Ascii | PrefixEncoding::Ebcdic => {
-            let zero = if enc == PrefixEncoding::Ascii { b'0' } else { 0xf0 };
+            let zero = if enc == PrefixEncoding::Ascii {
+                b'0'
+            } else {
+                0xf0
+            };
             for i in (0..width).rev() {
                 out.put_u8(zero + ((len / 10usize.pow(i as u32)) % 10) as u8);
             }
@@ -194,7 +216,7 @@ fn write_prefix(len: usize, enc: PrefixEncoding, digits: u8, out: &mut BytesMut)
         PrefixEncoding::Bcd => {
             for i in (0..width).rev() {
                 let pair = (len / 100usize.pow(i as u32)) % 100;
-                out.put_u8(((pair / 10) << 4 | pair % 10) as u8);
+                out.put_u8((((pair / 10) << 4) | (pair % 10)) as u8);
             }
         }
         PrefixEncoding::Binary => {
@@ -217,14 +239,22 @@ fn wire_len(data: DataEncoding, units: usize) -> usize {
 /// Read field `n`'s length and raw bytes and check its content class.
 /// Returns the raw wire bytes and the length in units.
 #[inline]
-pub(crate) fn read_field<'a>(r: &mut Reader<'a>, n: u8, spec: &FieldSpec) -> Result<(&'a [u8], usize), CodecError> {
+pub(crate) fn read_field<'a>(
+    r: &mut Reader<'a>,
+    n: u8,
+    spec: &FieldSpec,
+) -> Result<(&'a [u8], usize), CodecError> {
     let at = Location::Field(n);
     let units = match spec.length {
         FieldLength::Fixed(len) => usize::from(len),
         FieldLength::Var { digits, max } => {
             let len = read_prefix(r, spec.prefix, digits, at)?;
             if len > usize::from(max) {
-                return Err(CodecError::TooLong { at, len, max: usize::from(max) });
+                return Err(CodecError::TooLong {
+                    at,
+                    len,
+                    max: usize::from(max),
+                });
             }
             len
         }
@@ -236,9 +266,14 @@ pub(crate) fn read_field<'a>(r: &mut Reader<'a>, n: u8, spec: &FieldSpec) -> Res
 
 /// Check the content class of raw field bytes without copying them.
 fn check_raw(raw: &[u8], units: usize, spec: &FieldSpec, at: Location) -> Result<(), CodecError> {
-    let bad = CodecError::BadContent { at, class: spec.class.name() };
+    let bad = CodecError::BadContent {
+        at,
+        class: spec.class.name(),
+    };
     match spec.data {
-        DataEncoding::Ascii | DataEncoding::Binary => spec.class.admits(raw).then_some(()).ok_or(bad),
+        DataEncoding::Ascii | DataEncoding::Binary => {
+            spec.class.admits(raw).then_some(()).ok_or(bad)
+        }
         DataEncoding::Ebcdic => raw
             .iter()
             .all(|b| ebcdic_to_ascii(*b).is_some_and(|a| spec.class.admits(&[a])))
@@ -255,11 +290,21 @@ fn check_raw(raw: &[u8], units: usize, spec: &FieldSpec, at: Location) -> Result
 /// binary data, otherwise transcoded into `scratch`. Content was checked by
 /// [`read_field`].
 #[inline]
-pub(crate) fn logical<'s>(raw: &'s [u8], units: usize, spec: &FieldSpec, n: u8, scratch: &'s mut [u8]) -> Result<&'s [u8], CodecError> {
+pub(crate) fn logical<'s>(
+    raw: &'s [u8],
+    units: usize,
+    spec: &FieldSpec,
+    n: u8,
+    scratch: &'s mut [u8],
+) -> Result<&'s [u8], CodecError> {
     let at = Location::Field(n);
     match spec.data {
         DataEncoding::Ascii | DataEncoding::Binary => Ok(raw),
-        _ if units > scratch.len() => Err(CodecError::TooLong { at, len: units, max: scratch.len() }),
+        _ if units > scratch.len() => Err(CodecError::TooLong {
+            at,
+            len: units,
+            max: scratch.len(),
+        }),
         DataEncoding::Ebcdic => {
             for (d, b) in scratch.iter_mut().zip(raw) {
                 *d = ebcdic_to_ascii(*b).unwrap_or(b'?');
@@ -274,26 +319,46 @@ pub(crate) fn logical<'s>(raw: &'s [u8], units: usize, spec: &FieldSpec, n: u8, 
 }
 
 /// Write field `n` with logical `value` (ASCII text, or raw bytes for class b).
-pub(crate) fn write_field(n: u8, spec: &FieldSpec, value: &[u8], out: &mut BytesMut) -> Result<(), CodecError> {
+pub(crate) fn write_field(
+    n: u8,
+    spec: &FieldSpec,
+    value: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), CodecError> {
     let at = Location::Field(n);
     let units = value.len();
     match spec.length {
         FieldLength::Fixed(len) => {
             let len = usize::from(len);
             if units > len {
-                return Err(CodecError::TooLong { at, len: units, max: len });
+                return Err(CodecError::TooLong {
+                    at,
+                    len: units,
+                    max: len,
+                });
             }
             if units < len {
-                return Err(CodecError::Truncated { at, needed: len, available: units });
+                return Err(CodecError::Truncated {
+                    at,
+                    needed: len,
+                    available: units,
+                });
             }
         }
         FieldLength::Var { max, .. } if units > usize::from(max) => {
-            return Err(CodecError::TooLong { at, len: units, max: usize::from(max) });
+            return Err(CodecError::TooLong {
+                at,
+                len: units,
+                max: usize::from(max),
+            });
         }
         FieldLength::Var { .. } => {}
     }
     if !spec.class.admits(value) {
-        return Err(CodecError::BadContent { at, class: spec.class.name() });
+        return Err(CodecError::BadContent {
+            at,
+            class: spec.class.name(),
+        });
     }
     if let FieldLength::Var { digits, .. } = spec.length {
         write_prefix(units, spec.prefix, digits, out);
@@ -303,7 +368,10 @@ pub(crate) fn write_field(n: u8, spec: &FieldSpec, value: &[u8], out: &mut Bytes
         DataEncoding::Ebcdic => {
             for b in value {
                 // Class checks above admit printable ASCII only (b is excluded from EBCDIC).
-                out.put_u8(ascii_to_ebcdic(*b).ok_or(CodecError::BadContent { at, class: spec.class.name() })?);
+                out.put_u8(ascii_to_ebcdic(*b).ok_or(CodecError::BadContent {
+                    at,
+                    class: spec.class.name(),
+                })?);
             }
         }
         DataEncoding::Bcd => pack_bcd(value, spec.pad, out),
@@ -331,13 +399,28 @@ fn pack_bcd(digits: &[u8], pad: BcdPad, out: &mut BytesMut) {
     }
 }
 
-fn unpack_bcd(raw: &[u8], units: usize, pad: BcdPad, class: CharClass, at: Location, out: &mut [u8]) -> Result<(), CodecError> {
+fn unpack_bcd(
+    raw: &[u8],
+    units: usize,
+    pad: BcdPad,
+    class: CharClass,
+    at: Location,
+    out: &mut [u8],
+) -> Result<(), CodecError> {
     bcd_walk(raw, units, pad, class, at, out, true)
 }
 
 /// Walk the nibbles of a BCD value, checking pad and digit nibbles, and
 /// (when `write`) storing ASCII digits into `out`.
-fn bcd_walk(raw: &[u8], units: usize, pad: BcdPad, class: CharClass, at: Location, out: &mut [u8], write: bool) -> Result<(), CodecError> {
+fn bcd_walk(
+    raw: &[u8],
+    units: usize,
+    pad: BcdPad,
+    class: CharClass,
+    at: Location,
+    out: &mut [u8],
+    write: bool,
+) -> Result<(), CodecError> {
     let bad = CodecError::BadBcd { at };
     let odd = units % 2 == 1;
     let skip_first = odd && pad == BcdPad::Left;
@@ -371,8 +454,20 @@ fn bcd_walk(raw: &[u8], units: usize, pad: BcdPad, class: CharClass, at: Locatio
 mod tests {
     use super::*;
 
-    fn spec(length: FieldLength, class: CharClass, data: DataEncoding, prefix: PrefixEncoding, pad: BcdPad) -> FieldSpec {
-        FieldSpec { length, class, data, prefix, pad }
+    fn spec(
+        length: FieldLength,
+        class: CharClass,
+        data: DataEncoding,
+        prefix: PrefixEncoding,
+        pad: BcdPad,
+    ) -> FieldSpec {
+        FieldSpec {
+            length,
+            class,
+            data,
+            prefix,
+            pad,
+        }
     }
 
     fn round_trip(s: &FieldSpec, value: &[u8]) -> Vec<u8> {
@@ -390,12 +485,33 @@ mod tests {
     #[test]
     fn bcd_odd_lengths_pad_on_the_chosen_side() {
         let var = FieldLength::Var { digits: 2, max: 19 };
-        let left = spec(var, CharClass::N, DataEncoding::Bcd, PrefixEncoding::Bcd, BcdPad::Left);
+        let left = spec(
+            var,
+            CharClass::N,
+            DataEncoding::Bcd,
+            PrefixEncoding::Bcd,
+            BcdPad::Left,
+        );
         assert_eq!(round_trip(&left, b"12345"), [0x05, 0x01, 0x23, 0x45]);
-        let right = spec(var, CharClass::N, DataEncoding::Bcd, PrefixEncoding::Binary, BcdPad::Right);
+        let right = spec(
+            var,
+            CharClass::N,
+            DataEncoding::Bcd,
+            PrefixEncoding::Binary,
+            BcdPad::Right,
+        );
         assert_eq!(round_trip(&right, b"12345"), [0x05, 0x12, 0x34, 0x5f]);
-        let z = spec(FieldLength::Var { digits: 2, max: 37 }, CharClass::Z, DataEncoding::Bcd, PrefixEncoding::Bcd, BcdPad::Right);
-        assert_eq!(round_trip(&z, b"4761=2212"), [0x09, 0x47, 0x61, 0xd2, 0x21, 0x2f]);
+        let z = spec(
+            FieldLength::Var { digits: 2, max: 37 },
+            CharClass::Z,
+            DataEncoding::Bcd,
+            PrefixEncoding::Bcd,
+            BcdPad::Right,
+        );
+        assert_eq!(
+            round_trip(&z, b"4761=2212"),
+            [0x09, 0x47, 0x61, 0xd2, 0x21, 0x2f]
+        );
     }
 
     #[test]
@@ -407,7 +523,16 @@ mod tests {
             (PrefixEncoding::Bcd, &[0x01, 0x23][..]),
             (PrefixEncoding::Binary, &[0x00, 0x7b][..]),
         ] {
-            let s = spec(FieldLength::Var { digits: 3, max: 999 }, CharClass::Ans, DataEncoding::Ascii, prefix, BcdPad::Left);
+            let s = spec(
+                FieldLength::Var {
+                    digits: 3,
+                    max: 999,
+                },
+                CharClass::Ans,
+                DataEncoding::Ascii,
+                prefix,
+                BcdPad::Left,
+            );
             let mut out = BytesMut::new();
             write_field(9, &s, &v, &mut out).unwrap();
             assert_eq!(&out[..head.len()], head, "{prefix:?}");
@@ -418,28 +543,60 @@ mod tests {
 
     #[test]
     fn ebcdic_text_round_trips() {
-        let s = spec(FieldLength::Fixed(8), CharClass::Ans, DataEncoding::Ebcdic, PrefixEncoding::Ebcdic, BcdPad::Left);
-        assert_eq!(round_trip(&s, b"TERM 01/"), [0xe3, 0xc5, 0xd9, 0xd4, 0x40, 0xf0, 0xf1, 0x61]);
+        let s = spec(
+            FieldLength::Fixed(8),
+            CharClass::Ans,
+            DataEncoding::Ebcdic,
+            PrefixEncoding::Ebcdic,
+            BcdPad::Left,
+        );
+        assert_eq!(
+            round_trip(&s, b"TERM 01/"),
+            [0xe3, 0xc5, 0xd9, 0xd4, 0x40, 0xf0, 0xf1, 0x61]
+        );
     }
 
     #[test]
     fn bad_bytes_are_named_errors() {
-        let n4 = spec(FieldLength::Fixed(4), CharClass::N, DataEncoding::Bcd, PrefixEncoding::Ascii, BcdPad::Left);
-        let mut r = Reader { buf: &[0x12, 0x3a], pos: 0 };
-        assert_eq!(read_field(&mut r, 3, &n4), Err(CodecError::BadBcd { at: Location::Field(3) }));
-        let ll = spec(FieldLength::Var { digits: 2, max: 10 }, CharClass::N, DataEncoding::Ascii, PrefixEncoding::Ascii, BcdPad::Left);
+        let n4 = spec(
+            FieldLength::Fixed(4),
+            CharClass::N,
+            DataEncoding::Bcd,
+            PrefixEncoding::Ascii,
+            BcdPad::Left,
+        );
+        let mut r = Reader {
+            buf: &[0x12, 0x3a],
+            pos: 0,
+        };
+        assert_eq!(
+            read_field(&mut r, 3, &n4),
+            Err(CodecError::BadBcd {
+                at: Location::Field(3)
+            })
+        );
+        let ll = spec(
+            FieldLength::Var { digits: 2, max: 10 },
+            CharClass::N,
+            DataEncoding::Ascii,
+            PrefixEncoding::Ascii,
+            BcdPad::Left,
+        );
         for (input, want) in [
             (&b"1"[..], "truncated"),
             (b"-1", "prefix"),
             (b"1a", "prefix"),
             (b"11", "over the maximum"),
             (b"05123", "truncated"),
-            (b"0212a", "truncated"),
+            (b"0412a", "truncated"),
             (b"0312a", "class n"),
         ] {
             let mut r = Reader { buf: input, pos: 0 };
             let e = read_field(&mut r, 2, &ll).unwrap_err().to_string();
-            assert!(e.starts_with("field 2") && e.contains(want), "{input:?}: {e}");
+            assert!(
+                e.starts_with("field 2") && e.contains(want),
+                "{input:?}: {e}"
+            );
         }
     }
 
@@ -452,6 +609,9 @@ mod tests {
         write_bitmap(bit(3) | bit(128), BitmapEncoding::Hex, &mut out);
         assert_eq!(&out[..], b"A0000000000000000000000000000001");
         let mut r = Reader { buf: &out, pos: 0 };
-        assert_eq!(read_bitmap(&mut r, BitmapEncoding::Hex).unwrap(), bit(1) | bit(3) | bit(128));
+        assert_eq!(
+            read_bitmap(&mut r, BitmapEncoding::Hex).unwrap(),
+            bit(1) | bit(3) | bit(128)
+        );
     }
 }

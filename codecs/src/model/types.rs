@@ -791,17 +791,15 @@ impl ProxyId {
         const WHAT: &str = "proxy id";
         let ok = match kind {
             // +CCC-NNNN..., e.g. +852-91234567
-            ProxyKind::Mobile => {
-                let dash = value.iter().position(|b| *b == b'-');
-                matches!(dash, Some(d) if d >= 2 && d <= 4)
-                    && value[0] == b'+'
-                    && dash.is_some_and(|d| {
-                        CharClass::N.admits(&value[1..d])
-                            && value.len() - d - 1 >= 6
-                            && value.len() - d - 1 <= 15
-                            && CharClass::N.admits(&value[d + 1..])
-                    })
-            }
+            ProxyKind::Mobile => match value.iter().position(|b| *b == b'-') {
+                Some(d) if value.first() == Some(&b'+') && (2..=4).contains(&d) => {
+                    let (country, number) = (&value[1..d], &value[d + 1..]);
+                    CharClass::N.admits(country)
+                        && (6..=15).contains(&number.len())
+                        && CharClass::N.admits(number)
+                }
+                _ => false,
+            },
             ProxyKind::Email => {
                 let at = value.iter().filter(|b| **b == b'@').count();
                 at == 1
