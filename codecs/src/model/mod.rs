@@ -23,8 +23,8 @@ pub enum TxnKind {
     StatusInquiry,
     /// Network management: sign-on, sign-off, echo (0800/0810).
     NetworkManagement,
-    /// Return of funds (pacs.004); carried as a 0200 variant upstream is not
-    /// allowed, so only bank-side codecs produce it.
+    /// Return of funds (pacs.004): a 0200/0210 with processing code
+    /// [`ProcessingCode::RETURN`]; only bank-side codecs produce it.
     Return,
 }
 
@@ -171,7 +171,12 @@ impl Transaction {
 
     /// What this message is, if the switch handles its MTI class.
     pub fn kind(&self) -> Option<TxnKind> {
-        TxnKind::of_mti(self.mti)
+        match TxnKind::of_mti(self.mti)? {
+            TxnKind::CreditTransfer if self.processing_code == Some(ProcessingCode::RETURN) => {
+                Some(TxnKind::Return)
+            }
+            kind => Some(kind),
+        }
     }
 
     /// Whether this message answers another.

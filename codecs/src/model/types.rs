@@ -380,6 +380,8 @@ impl ProcessingCode {
     pub const CREDIT_TRANSFER: ProcessingCode = ProcessingCode(*b"400000");
     /// `000000`: purchase (card-style networks).
     pub const PURCHASE: ProcessingCode = ProcessingCode(*b"000000");
+    /// `200000`: return of funds (pacs.004), carried on a 0200.
+    pub const RETURN: ProcessingCode = ProcessingCode(*b"200000");
 
     fn check(_: &[u8; 6]) -> Result<(), ValueError> {
         Ok(())
@@ -589,6 +591,8 @@ impl ResponseCode {
     pub const APPROVED: ResponseCode = ResponseCode(*b"00");
     /// `05` do not honour.
     pub const DO_NOT_HONOUR: ResponseCode = ResponseCode(*b"05");
+    /// `09` request in progress: not final (ISO 20022 `PDNG`).
+    pub const PENDING: ResponseCode = ResponseCode(*b"09");
     /// `12` invalid transaction.
     pub const INVALID_TRANSACTION: ResponseCode = ResponseCode(*b"12");
     /// `13` invalid amount.
