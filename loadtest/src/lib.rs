@@ -1,0 +1,13 @@
+//! # fps-loadtest
+//!
+//! Owns the tools that measure fps-switch without writing code: the
+//! open-loop load generator ([`schedule`], [`report`], [`load`]), the bank
+//! simulators and the demo orchestration. Scheduling and reporting are
+//! sans-I/O and unit-tested; [`load`] drives them over sockets.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod load;
+pub mod report;
+pub mod schedule;
