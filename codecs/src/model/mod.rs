@@ -204,6 +204,8 @@ impl Transaction {
         r.network_code = self.network_code;
         r.original = self.original;
         r.receiving_bank = self.receiving_bank;
+        r.sending_bank = self.sending_bank;
+        r.settlement_date = self.settlement_date;
         r.idempotency_key = self.idempotency_key;
         r.message_id = self.message_id;
         r.end_to_end_id = self.end_to_end_id;
