@@ -1,1 +1,29 @@
-//! in progress
+//! # fps-switch
+//!
+//! The payment switch daemon (DESIGN.md): the upstream mTLS listener
+//! speaking the canonical ISO 8583 protocol ([`upstream`]), pooled and
+//! multiplexed links to banks ([`bank`]), the request [`pipeline`], the
+//! admin HTTP endpoints ([`admin`]) and the configuration ([`config`]).
+//! Protocol work is done by `fps-codecs`; this crate owns sockets, timers
+//! and tasks.
+//!
+//! Not yet here (later issues): idempotency and the journal, reversals
+//! (see [`reversal`]), routing by proxy/BIN through `fps-routing`, MACs and
+//! signatures through `fps-hsm`, bank-originated traffic.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod app;
+pub mod bank;
+pub mod clock;
+pub mod config;
+pub mod metrics;
+pub mod pipeline;
+pub mod reversal;
+pub mod tls;
+pub mod upstream;
+
+pub use app::{StartError, Switch};
+pub use config::Config;

@@ -1,0 +1,473 @@
+//! The pool of links to one bank: `min` kept open by supervisors that
+//! reconnect with exponential backoff and jitter, more opened under load up
+//! to `max`, least-loaded selection.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use fps_codecs::framing::Framer;
+use fps_codecs::model::{BankCode, EndToEndId, Transaction};
+use rustls_pki_types::ServerName;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+use super::link::{run_link, Link, LinkEnd};
+use super::{BankCodec, MatchBy, OutboundIds, SendError};
+use crate::config::{BankConfig, CodecName};
+use crate::metrics as m;
+use crate::tls;
+
+/// First reconnect delay.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Fresh outbound ids tried when a match key is already in flight.
+const MAX_KEY_ATTEMPTS: usize = 3;
+
+/// What every link of a bank shares.
+#[derive(Debug)]
+pub(crate) struct BankShared {
+    pub(crate) name: String,
+    pub(crate) code: BankCode,
+    pub(crate) codec: BankCodec,
+    pub(crate) framer: Framer,
+    /// Zero bytes of the framing's `header_len` (a configured header value
+    /// comes with the dialects that need one).
+    pub(crate) frame_header: Vec<u8>,
+    pub(crate) ids: OutboundIds,
+    pub(crate) max_in_flight: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) echo_interval: Duration,
+    pub(crate) connect_timeout: Duration,
+    endpoints: Vec<String>,
+    tls: Option<BankTls>,
+}
+
+/// The TLS client side of a bank's links.
+struct BankTls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for BankTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BankTls")
+            .field("server_name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The links to one bank.
+#[derive(Debug)]
+pub struct BankPool {
+    shared: Arc<BankShared>,
+    slots: Vec<RwLock<Option<Arc<Link>>>>,
+    min: usize,
+    started: AtomicUsize,
+    connects: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+    supervisors: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// One slot of a pool in `/links`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkStatus {
+    /// Slot number.
+    pub slot: usize,
+    /// Whether a signed-on link is there.
+    pub up: bool,
+    /// The endpoint it is connected to.
+    pub endpoint: Option<String>,
+    /// Requests in flight on it.
+    pub in_flight: usize,
+}
+
+/// A pool in `/links`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    /// Bank name.
+    pub bank: String,
+    /// Bank code.
+    pub code: String,
+    /// Links up.
+    pub up: usize,
+    /// Configured minimum.
+    pub min: usize,
+    /// Configured maximum.
+    pub max: usize,
+    /// Connection attempts so far.
+    pub connects: u64,
+    /// Every started slot.
+    pub links: Vec<LinkStatus>,
+}
+
+/// Why a pool cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolBuildError {
+    /// TLS material.
+    #[error("bank {bank}: {source}")]
+    Tls {
+        /// Bank name.
+        bank: String,
+        /// Why.
+        source: tls::TlsError,
+    },
+    /// Settings the validation should have refused.
+    #[error("bank {bank}: {reason}")]
+    Invalid {
+        /// Bank name.
+        bank: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl BankPool {
+    /// A pool for a validated bank config. Starts nothing: see [`BankPool::start`].
+    pub fn new(
+        cfg: &BankConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Self>, PoolBuildError> {
+        let invalid = |reason: String| PoolBuildError::Invalid {
+            bank: cfg.name.clone(),
+            reason,
+        };
+        let code = BankCode::parse(cfg.code.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        let codec_name = CodecName::parse(&cfg.codec).ok_or_else(|| invalid("codec".into()))?;
+        let codec = BankCodec::build(&codec_name).map_err(|e| invalid(e.to_string()))?;
+        let framer = Framer::new(cfg.framing).map_err(|e| invalid(e.to_string()))?;
+        let tls = match &cfg.tls {
+            Some(t) => {
+                let client = tls::bank_client_config(&t.cert, &t.key, &t.ca).map_err(|source| {
+                    PoolBuildError::Tls {
+                        bank: cfg.name.clone(),
+                        source,
+                    }
+                })?;
+                let name =
+                    tls::server_name(&t.server_name).map_err(|source| PoolBuildError::Tls {
+                        bank: cfg.name.clone(),
+                        source,
+                    })?;
+                Some(BankTls {
+                    connector: TlsConnector::from(client),
+                    name,
+                })
+            }
+            None => None,
+        };
+        let shared = Arc::new(BankShared {
+            name: cfg.name.clone(),
+            code,
+            codec,
+            framer,
+            frame_header: vec![0; cfg.framing.header_len],
+            ids: OutboundIds::new(code),
+            max_in_flight: cfg.max_in_flight,
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            echo_interval: Duration::from_millis(cfg.echo_interval_ms),
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            endpoints: cfg.endpoints.clone(),
+            tls,
+        });
+        metrics::gauge!(m::POOL_LINKS, "bank" => cfg.name.clone()).set(0.0);
+        Ok(Arc::new(BankPool {
+            shared,
+            slots: (0..cfg.pool.max).map(|_| RwLock::new(None)).collect(),
+            min: cfg.pool.min,
+            started: AtomicUsize::new(0),
+            connects: AtomicU64::new(0),
+            shutdown,
+            supervisors: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The bank's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The bank's code.
+    pub fn code(&self) -> BankCode {
+        self.shared.code
+    }
+
+    /// The deadline of one request to this bank.
+    pub fn request_timeout(&self) -> Duration {
+        self.shared.request_timeout
+    }
+
+    /// Start the supervisors of the `min` links.
+    pub fn start(self: &Arc<Self>) {
+        for _ in 0..self.min {
+            self.grow();
+        }
+    }
+
+    /// Stop every supervisor and link.
+    pub fn stop(&self) {
+        for h in self
+            .supervisors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            h.abort();
+        }
+    }
+
+    /// Whether at least one link is up.
+    pub fn is_ready(&self) -> bool {
+        self.live_links().next().is_some()
+    }
+
+    /// Status for `/links`.
+    pub fn status(&self) -> PoolStatus {
+        let started = self.started.load(Ordering::Relaxed).min(self.slots.len());
+        let links: Vec<LinkStatus> = (0..started)
+            .map(|slot| {
+                let link = self.slots[slot]
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                LinkStatus {
+                    slot,
+                    up: link.is_some(),
+                    endpoint: link.as_ref().map(|l| l.endpoint.clone()),
+                    in_flight: link.as_ref().map_or(0, |l| l.in_flight()),
+                }
+            })
+            .collect();
+        PoolStatus {
+            bank: self.shared.name.clone(),
+            code: self.shared.code.to_string(),
+            up: links.iter().filter(|l| l.up).count(),
+            min: self.min,
+            max: self.slots.len(),
+            connects: self.connects.load(Ordering::Relaxed),
+            links,
+        }
+    }
+
+    /// Send a request to the bank on the least-loaded link. `txn` is the
+    /// bank-bound transaction without ids: the pool assigns the switch's
+    /// outbound STAN, RRN and message id. Returns what was sent (for the
+    /// reversal machinery) with the outcome.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut txn: Transaction,
+        deadline: Instant,
+    ) -> (Transaction, Result<Transaction, SendError>) {
+        let Some(link) = self.pick() else {
+            return (txn, Err(SendError::NotSent("no link up")));
+        };
+        let mut result = Err(SendError::NotSent("match key already in flight"));
+        for _ in 0..MAX_KEY_ATTEMPTS {
+            self.assign_ids(&mut txn);
+            result = link.request(&txn, deadline).await;
+            if result != Err(SendError::NotSent("match key already in flight")) {
+                break;
+            }
+        }
+        if let Err(e) = &result {
+            metrics::counter!(m::SEND_FAILURES, "bank" => self.shared.name.clone(), "kind" => e.kind())
+                .increment(1);
+        }
+        (txn, result)
+    }
+
+    fn assign_ids(&self, txn: &mut Transaction) {
+        let ids = &self.shared.ids;
+        txn.stan = Some(ids.next_stan());
+        txn.rrn = Some(ids.next_rrn());
+        if self.shared.codec.match_by != MatchBy::IsoFields {
+            let id = ids.next_message_id();
+            txn.message_id = Some(id);
+            if txn.end_to_end_id.is_none() {
+                txn.end_to_end_id = EndToEndId::parse(id.as_str().as_bytes()).ok();
+            }
+        }
+    }
+
+    fn live_links(&self) -> impl Iterator<Item = Arc<Link>> + '_ {
+        self.slots
+            .iter()
+            .filter_map(|s| s.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// The least-loaded live link; opens one more link (up to `max`) when
+    /// the best is three quarters full or none is up.
+    fn pick(self: &Arc<Self>) -> Option<Arc<Link>> {
+        let best = self.live_links().min_by_key(|l| l.in_flight());
+        let busy = best
+            .as_ref()
+            .is_none_or(|l| l.in_flight() * 4 >= self.shared.max_in_flight * 3);
+        if busy {
+            self.grow();
+        }
+        best
+    }
+
+    /// Start one more link supervisor, if a slot is free.
+    fn grow(self: &Arc<Self>) {
+        let slot = self.started.fetch_add(1, Ordering::Relaxed);
+        if slot >= self.slots.len() {
+            self.started.store(self.slots.len(), Ordering::Relaxed);
+            return;
+        }
+        let handle = tokio::spawn(supervise(self.clone(), slot));
+        self.supervisors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+    }
+
+    fn set_slot(&self, slot: usize, link: Option<Arc<Link>>) {
+        let up = link.is_some();
+        let old = std::mem::replace(
+            &mut *self.slots[slot].write().unwrap_or_else(|p| p.into_inner()),
+            link,
+        );
+        let gauge = metrics::gauge!(m::POOL_LINKS, "bank" => self.shared.name.clone());
+        match (old.is_some(), up) {
+            (false, true) => gauge.increment(1.0),
+            (true, false) => gauge.decrement(1.0),
+            _ => {}
+        }
+    }
+}
+
+/// Keep slot `slot` connected until shutdown.
+async fn supervise(pool: Arc<BankPool>, slot: usize) {
+    let bank = pool.shared.clone();
+    let mut shutdown = pool.shutdown.clone();
+    let mut backoff = Backoff::new(slot as u64);
+    let mut attempt = slot;
+    while !*shutdown.borrow() {
+        let endpoint = bank.endpoints[attempt % bank.endpoints.len()].clone();
+        attempt = attempt.wrapping_add(1);
+        pool.connects.fetch_add(1, Ordering::Relaxed);
+        let pool2 = pool.clone();
+        let on_ready = |link: Arc<Link>| {
+            tracing::info!(bank = %bank.name, slot, endpoint = %link.endpoint, "bank link up");
+            pool2.set_slot(slot, Some(link));
+        };
+        let end = match tokio::time::timeout(bank.connect_timeout, dial(&bank, &endpoint)).await {
+            Ok(Ok(Stream::Tls(s))) => {
+                Some(run_link(bank.clone(), endpoint.clone(), s, on_ready).await)
+            }
+            Ok(Ok(Stream::Plain(s))) => {
+                Some(run_link(bank.clone(), endpoint.clone(), s, on_ready).await)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(bank = %bank.name, slot, endpoint = %endpoint, error = %e, "bank connect failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(bank = %bank.name, slot, endpoint = %endpoint, "bank connect timed out");
+                None
+            }
+        };
+        let was_up = pool.slots[slot]
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        pool.set_slot(slot, None);
+        let result = match end {
+            None => "connect_failed",
+            Some(LinkEnd::SignOnFailed) => "sign_on_failed",
+            Some(_) => "ended",
+        };
+        metrics::counter!(m::RECONNECTS, "bank" => bank.name.clone(), "result" => result)
+            .increment(1);
+        if let Some(end) = end {
+            tracing::warn!(bank = %bank.name, slot, endpoint = %endpoint, reason = ?end, "bank link down");
+        }
+        if was_up {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+enum Stream {
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+
+async fn dial(bank: &BankShared, endpoint: &str) -> std::io::Result<Stream> {
+    let tcp = TcpStream::connect(endpoint).await?;
+    tcp.set_nodelay(true)?;
+    match &bank.tls {
+        Some(t) => {
+            let s = t.connector.connect(t.name.clone(), tcp).await?;
+            Ok(Stream::Tls(Box::new(s)))
+        }
+        None => Ok(Stream::Plain(tcp)),
+    }
+}
+
+/// Exponential backoff with jitter: each delay is drawn in `cap/2..=cap`.
+#[derive(Debug)]
+struct Backoff {
+    cap: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new(seed: u64) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+        Backoff {
+            cap: BACKOFF_START,
+            rng: nanos ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.cap = BACKOFF_START;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        // SplitMix64 step: good enough to spread reconnects apart.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let cap_ms = self.cap.as_millis() as u64;
+        let delay = Duration::from_millis(cap_ms / 2 + z % (cap_ms / 2 + 1));
+        self.cap = (self.cap * 2).min(BACKOFF_MAX);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_resets() {
+        let mut b = Backoff::new(7);
+        let mut last_cap = Duration::ZERO;
+        for _ in 0..20 {
+            let d = b.next_delay();
+            assert!(d <= BACKOFF_MAX);
+            last_cap = b.cap;
+        }
+        assert_eq!(last_cap, BACKOFF_MAX);
+        b.reset();
+        assert!(b.next_delay() <= BACKOFF_START);
+    }
+}

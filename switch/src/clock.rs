@@ -1,0 +1,77 @@
+//! Wall-clock values the switch puts in messages it originates (F7). Kept
+//! here so tests and simulation can see every place the clock is read.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fps_codecs::model::{SettlementDate, TransmissionDateTime};
+
+/// Hong Kong time, UTC+8, in which FPS business days run.
+const HKT_OFFSET_SECS: u64 = 8 * 3_600;
+
+/// F7 `MMDDhhmmss` (UTC) for now.
+pub fn transmission_now() -> TransmissionDateTime {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    transmission_at(secs)
+}
+
+/// F7 `MMDDhhmmss` (UTC) for a Unix time in seconds.
+pub fn transmission_at(unix_secs: u64) -> TransmissionDateTime {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let (_, month, day) = civil_from_days(days);
+    let text = format!(
+        "{month:02}{day:02}{:02}{:02}{:02}",
+        rem / 3_600,
+        (rem % 3_600) / 60,
+        rem % 60
+    );
+    TransmissionDateTime::parse(text.as_bytes()).expect("a real date and time is valid")
+}
+
+/// Today's interbank settlement date (Hong Kong calendar day).
+///
+/// TODO(settlement): FPS cut-off times and holidays move the settlement date;
+/// this is the calendar day in HKT.
+pub fn settlement_date_today() -> SettlementDate {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    settlement_date_at(secs)
+}
+
+/// The HKT calendar day of a Unix time, as a settlement date.
+pub fn settlement_date_at(unix_secs: u64) -> SettlementDate {
+    let (year, month, day) = civil_from_days(((unix_secs + HKT_OFFSET_SECS) / 86_400) as i64);
+    let text = format!("{year:04}{month:02}{day:02}");
+    SettlementDate::parse(text.as_bytes()).expect("a real date is valid")
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian, UTC).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_instants() {
+        assert_eq!(transmission_at(0).as_str(), "0101000000");
+        // 2024-02-29T13:45:07Z
+        assert_eq!(transmission_at(1_709_214_307).as_str(), "0229134507");
+        // 2024-02-29T16:00:00Z is already 1 March in Hong Kong.
+        assert_eq!(settlement_date_at(1_709_222_400).as_str(), "20240301");
+    }
+}

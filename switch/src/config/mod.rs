@@ -1,0 +1,346 @@
+//! The daemon's TOML configuration: typed sections, every table
+//! `deny_unknown_fields`, and a validation pass ([`validate`]) that collects
+//! *every* problem as `key.path: reason` before anything is bound.
+
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use fps_codecs::framing::FrameConfig;
+use serde::Deserialize;
+
+pub use validate::{ConfigError, ConfigErrors};
+
+/// Largest number of upstream connections a config may allow.
+pub const MAX_UPSTREAM_CONNECTIONS: usize = 65_536;
+/// Largest number of requests in flight on one upstream connection.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 65_536;
+/// Largest number of requests in flight on one bank link. Well below the
+/// 999,999 STAN space so that a STAN is never reused while in flight.
+pub const MAX_IN_FLIGHT_PER_LINK: usize = 16_384;
+/// Largest pool of links to one bank.
+pub const MAX_LINKS_PER_BANK: usize = 64;
+/// Largest number of banks in one config.
+pub const MAX_BANKS: usize = 1_024;
+/// Longest timeout any setting may ask for (10 minutes).
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
+const _: () = assert!(MAX_IN_FLIGHT_PER_LINK < 999_999 / 2);
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The switch's own identity in the payment scheme.
+    #[serde(default)]
+    pub switch: SwitchConfig,
+    /// The listener the upstream gateway connects to.
+    pub upstream: UpstreamConfig,
+    /// The admin HTTP listener (metrics, health, link status).
+    pub admin: AdminConfig,
+    /// Graceful shutdown.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// The banks the switch keeps links to.
+    #[serde(default)]
+    pub banks: Vec<BankConfig>,
+}
+
+impl Config {
+    /// Parse TOML text. Syntax and type errors come back as one error (the
+    /// TOML parser stops at the first); semantic checks are [`Config::validate`].
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
+        toml::from_str(text).map_err(|e| {
+            let path = e
+                .span()
+                .map(|s| {
+                    let line = text
+                        .get(..s.start)
+                        .map_or(0, |t| t.matches('\n').count() + 1);
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "toml".to_owned());
+            ConfigErrors::one(path, e.message().trim().to_owned())
+        })
+    }
+
+    /// Read, parse and validate a config file. Relative paths inside it are
+    /// taken relative to the current directory (the daemon's working dir).
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::one(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let cfg = Config::from_toml_str(&text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check every setting, returning all problems at once. Reads (but never
+    /// binds or connects) the certificate and key files named.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        validate::validate(self)
+    }
+
+    /// A one-line summary for `check-config`.
+    pub fn summary(&self) -> String {
+        format!(
+            "config ok: upstream {} ({}), admin {}, {} bank(s): {}",
+            self.upstream.bind,
+            if self.upstream.tls {
+                "mTLS"
+            } else {
+                "PLAINTEXT"
+            },
+            self.admin.bind,
+            self.banks.len(),
+            self.banks
+                .iter()
+                .map(|b| format!("{} {} [{}]", b.code, b.name, b.codec))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// The switch's own identity.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchConfig {
+    /// The switch's FPS participant (clearing member) code, 3 digits: the
+    /// debtor agent of the transfers it sends. Required by ISO 20022 banks.
+    pub participant_code: Option<String>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` (default) or `json`, one line per event either way.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` env-filter directive, e.g. `info,fps_switch=debug`.
+    /// `RUST_LOG` overrides it.
+    #[serde(default = "default_log_filter")]
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            filter: default_log_filter(),
+        }
+    }
+}
+
+fn default_log_filter() -> String {
+    "info".to_owned()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The upstream listener (canonical protocol, DESIGN.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `ip:port` to listen on.
+    pub bind: String,
+    /// Mutual TLS 1.3 (default). `false` is plaintext, for local tests only.
+    #[serde(default = "yes")]
+    pub tls: bool,
+    /// PEM certificate chain of the switch (when `tls`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the switch (when `tls`).
+    pub key: Option<PathBuf>,
+    /// PEM CA certificate(s) that gateway client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    /// Most concurrent upstream connections; more are accepted and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most requests in flight per connection; reading stops when full.
+    #[serde(default = "default_max_in_flight_conn")]
+    pub max_in_flight_per_connection: usize,
+    /// Largest frame accepted (prefix excluded).
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Time allowed for the TLS handshake.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// A connection with nothing read and nothing in flight for this long is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+/// The admin HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port` to listen on.
+    pub bind: String,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout_ms: default_drain_timeout_ms(),
+        }
+    }
+}
+
+/// One bank and the pool of links the switch keeps to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BankConfig {
+    /// Bank code (F100), 3 digits.
+    pub code: String,
+    /// Short name for logs, metrics labels and `/links` (`[a-z0-9_-]`).
+    pub name: String,
+    /// Interface standard: `iso8583:<dialect>`, `iso20022` or `json`.
+    pub codec: String,
+    /// Length prefix and header of each message on the link.
+    #[serde(default)]
+    pub framing: FrameConfig,
+    /// `host:port` of the bank's endpoints, tried in turn.
+    pub endpoints: Vec<String>,
+    /// mTLS to the bank. Absent only with `danger_plaintext = true`.
+    pub tls: Option<BankTlsConfig>,
+    /// Talk to the bank without TLS (local simulators only).
+    #[serde(default)]
+    pub danger_plaintext: bool,
+    /// How many links to keep.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// Deadline of one request to the bank.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Most requests in flight on one link.
+    #[serde(default = "default_max_in_flight_link")]
+    pub max_in_flight: usize,
+    /// Send an echo (0800/301) when a link has been quiet this long (ISO 8583).
+    #[serde(default = "default_echo_interval_ms")]
+    pub echo_interval_ms: u64,
+    /// Time allowed for TCP connect plus TLS handshake plus sign-on.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+/// TLS settings of a bank link.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BankTlsConfig {
+    /// PEM client certificate chain the switch presents to this bank.
+    pub cert: PathBuf,
+    /// PEM private key of that certificate.
+    pub key: PathBuf,
+    /// PEM CA certificate(s) of the bank: the only roots trusted for it.
+    pub ca: PathBuf,
+    /// Name sent in SNI and checked against the bank's certificate.
+    pub server_name: String,
+}
+
+/// Link pool size.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Links kept open at all times.
+    #[serde(default = "one")]
+    pub min: usize,
+    /// Links opened at most (extra ones open under load).
+    #[serde(default = "default_pool_max")]
+    pub max: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            min: one(),
+            max: default_pool_max(),
+        }
+    }
+}
+
+/// A bank's interface standard, parsed from `codec = "..."`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecName {
+    /// An ISO 8583 dialect shipped in `configs/dialects/`.
+    Iso8583(String),
+    /// ISO 20022 XML.
+    Iso20022,
+    /// The JSON bank API.
+    Json,
+}
+
+impl CodecName {
+    /// Parse `iso8583:<dialect>`, `iso20022` or `json`.
+    pub fn parse(s: &str) -> Option<CodecName> {
+        match s {
+            "iso20022" => Some(CodecName::Iso20022),
+            "json" => Some(CodecName::Json),
+            _ => s
+                .strip_prefix("iso8583:")
+                .filter(|d| !d.is_empty())
+                .map(|d| CodecName::Iso8583(d.to_owned())),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn default_pool_max() -> usize {
+    4
+}
+fn default_max_connections() -> usize {
+    1_024
+}
+fn default_max_in_flight_conn() -> usize {
+    4_096
+}
+fn default_max_frame_bytes() -> usize {
+    fps_codecs::framing::DEFAULT_MAX_FRAME_BYTES
+}
+fn default_handshake_timeout_ms() -> u64 {
+    5_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    300_000
+}
+fn default_drain_timeout_ms() -> u64 {
+    10_000
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_in_flight_link() -> usize {
+    2_048
+}
+fn default_echo_interval_ms() -> u64 {
+    30_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}

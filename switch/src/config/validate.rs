@@ -1,0 +1,403 @@
+//! Semantic checks of a parsed [`Config`]: every problem is collected with
+//! its key path (`banks[2].endpoints[0]: not host:port`), nothing is bound.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use fps_codecs::framing::Framer;
+
+use super::*;
+use crate::tls;
+
+/// One problem in the config, at a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where, e.g. `banks[2].endpoints[0]`.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Every problem found in a config (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub(crate) fn one(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path: path.into(),
+            reason: reason.into(),
+        }])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Default)]
+struct Collector(Vec<ConfigError>);
+
+impl Collector {
+    fn err(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn range<T: PartialOrd + fmt::Display>(&mut self, path: String, v: T, lo: T, hi: T) {
+        if v < lo || v > hi {
+            self.err(path, format!("{v} is outside {lo}..={hi}"));
+        }
+    }
+
+    fn socket_addr(&mut self, path: String, v: &str) {
+        if v.parse::<SocketAddr>().is_err() {
+            self.err(path, "not ip:port");
+        }
+    }
+
+    fn certs(&mut self, path: String, file: &Path) {
+        if let Err(e) = tls::load_certs(file) {
+            self.err(path, file_reason(e));
+        }
+    }
+
+    fn key(&mut self, path: String, file: &Path) {
+        if let Err(e) = tls::load_key(file) {
+            self.err(path, file_reason(e));
+        }
+    }
+}
+
+fn file_reason(e: tls::TlsError) -> String {
+    match e {
+        tls::TlsError::File { path, reason } => format!("{reason} ({path})"),
+        other => other.to_string(),
+    }
+}
+
+pub(super) fn validate(cfg: &Config) -> Result<(), ConfigErrors> {
+    let mut c = Collector::default();
+    upstream(&mut c, &cfg.upstream);
+    c.socket_addr("admin.bind".into(), &cfg.admin.bind);
+    c.range(
+        "shutdown.drain_timeout_ms".into(),
+        cfg.shutdown.drain_timeout_ms,
+        0,
+        MAX_TIMEOUT_MS,
+    );
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.filter) {
+        c.err("log.filter", format!("not a tracing filter: {e}"));
+    }
+    if cfg.banks.len() > MAX_BANKS {
+        c.err("banks", format!("more than {MAX_BANKS} banks"));
+    }
+    match &cfg.switch.participant_code {
+        Some(code) if fps_codecs::model::BankCode::parse(code.as_bytes()).is_err() => {
+            c.err("switch.participant_code", "not 3 digits");
+        }
+        Some(_) => {}
+        None => {
+            for (i, b) in cfg.banks.iter().enumerate() {
+                if CodecName::parse(&b.codec) == Some(CodecName::Iso20022) {
+                    c.err(
+                        "switch.participant_code",
+                        format!("required by banks[{i}] (iso20022 needs the debtor agent)"),
+                    );
+                }
+            }
+        }
+    }
+    let mut codes = HashSet::new();
+    let mut names = HashSet::new();
+    for (i, b) in cfg.banks.iter().enumerate() {
+        let p = format!("banks[{i}]");
+        if !codes.insert(b.code.as_str()) {
+            c.err(
+                format!("{p}.code"),
+                format!("duplicate bank code {:?}", b.code),
+            );
+        }
+        if !names.insert(b.name.as_str()) {
+            c.err(
+                format!("{p}.name"),
+                format!("duplicate bank name {:?}", b.name),
+            );
+        }
+        bank(&mut c, &p, b);
+    }
+    if c.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(c.0))
+    }
+}
+
+fn upstream(c: &mut Collector, u: &UpstreamConfig) {
+    c.socket_addr("upstream.bind".into(), &u.bind);
+    if u.tls {
+        for (key, file) in [
+            ("cert", &u.cert),
+            ("key", &u.key),
+            ("client_ca", &u.client_ca),
+        ] {
+            match file {
+                None => c.err(format!("upstream.{key}"), "required when tls = true"),
+                Some(f) if key == "key" => c.key(format!("upstream.{key}"), f),
+                Some(f) => c.certs(format!("upstream.{key}"), f),
+            }
+        }
+    }
+    c.range(
+        "upstream.max_connections".into(),
+        u.max_connections,
+        1,
+        MAX_UPSTREAM_CONNECTIONS,
+    );
+    c.range(
+        "upstream.max_in_flight_per_connection".into(),
+        u.max_in_flight_per_connection,
+        1,
+        MAX_IN_FLIGHT_PER_CONNECTION,
+    );
+    // The canonical prefix is 2 bytes: 65,535 is the largest expressible frame.
+    c.range(
+        "upstream.max_frame_bytes".into(),
+        u.max_frame_bytes,
+        64,
+        0xffff,
+    );
+    c.range(
+        "upstream.handshake_timeout_ms".into(),
+        u.handshake_timeout_ms,
+        1,
+        MAX_TIMEOUT_MS,
+    );
+    c.range(
+        "upstream.idle_timeout_ms".into(),
+        u.idle_timeout_ms,
+        1,
+        24 * 3_600_000,
+    );
+}
+
+fn bank(c: &mut Collector, p: &str, b: &BankConfig) {
+    if fps_codecs::model::BankCode::parse(b.code.as_bytes()).is_err() {
+        c.err(format!("{p}.code"), "not 3 digits");
+    }
+    if b.name.is_empty()
+        || b.name.len() > 32
+        || !b
+            .name
+            .bytes()
+            .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == b'-' || x == b'_')
+    {
+        c.err(format!("{p}.name"), "must be 1-32 characters of [a-z0-9_-]");
+    }
+    match CodecName::parse(&b.codec) {
+        None => c.err(
+            format!("{p}.codec"),
+            "not one of iso8583:<dialect>, iso20022, json",
+        ),
+        Some(CodecName::Iso8583(d)) => match fps_codecs::iso8583::builtin(&d) {
+            None => c.err(
+                format!("{p}.codec"),
+                format!(
+                    "unknown ISO 8583 dialect {d:?} (known: {})",
+                    fps_codecs::iso8583::builtin_names()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some(Err(e)) => c.err(format!("{p}.codec"), format!("dialect {d:?}: {e}")),
+            Some(Ok(_)) => {}
+        },
+        Some(_) => {}
+    }
+    if let Err(e) = Framer::new(b.framing) {
+        c.err(format!("{p}.framing"), e.to_string());
+    }
+    if b.endpoints.is_empty() {
+        c.err(
+            format!("{p}.endpoints"),
+            "at least one endpoint is required",
+        );
+    }
+    for (j, ep) in b.endpoints.iter().enumerate() {
+        if !is_host_port(ep) {
+            c.err(format!("{p}.endpoints[{j}]"), "not host:port");
+        }
+    }
+    match (&b.tls, b.danger_plaintext) {
+        (None, false) => c.err(
+            format!("{p}.tls"),
+            "required (or set danger_plaintext = true for a local simulator)",
+        ),
+        (Some(_), true) => c.err(
+            format!("{p}.danger_plaintext"),
+            "cannot be combined with a [tls] section",
+        ),
+        (Some(t), false) => {
+            c.certs(format!("{p}.tls.cert"), &t.cert);
+            c.key(format!("{p}.tls.key"), &t.key);
+            c.certs(format!("{p}.tls.ca"), &t.ca);
+            if tls::server_name(&t.server_name).is_err() {
+                c.err(
+                    format!("{p}.tls.server_name"),
+                    "not a DNS name or IP address",
+                );
+            }
+        }
+        (None, true) => {}
+    }
+    c.range(format!("{p}.pool.max"), b.pool.max, 1, MAX_LINKS_PER_BANK);
+    if b.pool.min > b.pool.max {
+        c.err(format!("{p}.pool.min"), "greater than pool.max");
+    }
+    c.range(
+        format!("{p}.request_timeout_ms"),
+        b.request_timeout_ms,
+        1,
+        MAX_TIMEOUT_MS,
+    );
+    c.range(
+        format!("{p}.max_in_flight"),
+        b.max_in_flight,
+        1,
+        MAX_IN_FLIGHT_PER_LINK,
+    );
+    c.range(
+        format!("{p}.echo_interval_ms"),
+        b.echo_interval_ms,
+        100,
+        24 * 3_600_000,
+    );
+    c.range(
+        format!("{p}.connect_timeout_ms"),
+        b.connect_timeout_ms,
+        1,
+        MAX_TIMEOUT_MS,
+    );
+}
+
+/// `host:port` with a non-empty host (name, IPv4 or `[IPv6]`) and a port 1..=65535.
+fn is_host_port(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    port_ok && host_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_shapes() {
+        assert!(is_host_port("127.0.0.1:9000"));
+        assert!(is_host_port("bank.example:443"));
+        assert!(is_host_port("[::1]:443"));
+        assert!(!is_host_port("bank.example"));
+        assert!(!is_host_port(":443"));
+        assert!(!is_host_port("bank:0"));
+        assert!(!is_host_port("bank:99999"));
+        assert!(!is_host_port("ba nk:1"));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let cfg = Config::from_toml_str(
+            r#"
+            [upstream]
+            bind = "nowhere"
+            tls = true
+            cert = "/nonexistent/cert.pem"
+            max_connections = 0
+            [admin]
+            bind = "127.0.0.1:0"
+            [[banks]]
+            code = "04"
+            name = "Bad Name"
+            codec = "iso8583:nope"
+            endpoints = ["bank", "127.0.0.1:1"]
+            danger_plaintext = true
+            pool = { min = 3, max = 2 }
+            "#,
+        )
+        .unwrap();
+        let errs = cfg.validate().unwrap_err().to_string();
+        for want in [
+            "upstream.bind: not ip:port",
+            "upstream.cert: file not found",
+            "upstream.key: required",
+            "upstream.client_ca: required",
+            "upstream.max_connections: 0 is outside",
+            "banks[0].code: not 3 digits",
+            "banks[0].name: must be",
+            "banks[0].codec: unknown ISO 8583 dialect",
+            "banks[0].endpoints[0]: not host:port",
+            "banks[0].pool.min: greater than pool.max",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+        }
+        assert!(!errs.contains("endpoints[1]"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = Config::from_toml_str(
+            "[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\nbogus = 1\n[admin]\nbind = \"127.0.0.1:0\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod dev_config {
+    use super::*;
+
+    /// The shipped dev config parses; before the dev PKI script has run the
+    /// only errors are its missing certificate files.
+    #[test]
+    fn dev_config_is_valid_but_for_missing_pki_files() {
+        let cfg = Config::from_toml_str(include_str!("../../../configs/dev/switch.toml")).unwrap();
+        assert_eq!(cfg.banks.len(), 4);
+        if let Err(errs) = cfg.validate() {
+            for e in &errs.0 {
+                assert!(e.reason.contains("target/dev-pki/"), "{e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Metric names and the Prometheus recorder.
+//!
+//! Label values are bounded: bank *names* from config, MTI class digits,
+//! response codes (2 characters), fixed reason words. Never a STAN, RRN,
+//! account or proxy id.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Upstream requests answered, by `bank`, `class` (MTI class) and `code` (F39).
+pub const REQUESTS: &str = "fps_switch_requests_total";
+/// End-to-end latency of an upstream request, seconds, by `class`.
+pub const REQUEST_SECONDS: &str = "fps_switch_request_duration_seconds";
+/// Bank round trip, seconds, by `bank`.
+pub const BANK_RTT_SECONDS: &str = "fps_switch_bank_round_trip_seconds";
+/// Requests in flight from upstream.
+pub const UPSTREAM_IN_FLIGHT: &str = "fps_switch_upstream_in_flight";
+/// Open upstream connections.
+pub const UPSTREAM_CONNECTIONS: &str = "fps_switch_upstream_connections";
+/// Upstream connections refused, by `reason`.
+pub const UPSTREAM_REFUSED: &str = "fps_switch_upstream_connections_refused_total";
+/// Frames that could not be read, by `side` (`upstream`/`bank`) and `reason`.
+pub const FRAME_ERRORS: &str = "fps_switch_frame_errors_total";
+/// Requests in flight to a bank, by `bank`.
+pub const BANK_IN_FLIGHT: &str = "fps_switch_bank_in_flight";
+/// Open (signed-on) links, by `bank`.
+pub const POOL_LINKS: &str = "fps_switch_bank_links";
+/// Link (re)connect attempts, by `bank` and `result`.
+pub const RECONNECTS: &str = "fps_switch_bank_connects_total";
+/// Bank requests that hit their deadline, by `bank`.
+pub const TIMEOUTS: &str = "fps_switch_bank_timeouts_total";
+/// Bank answers that arrived with no one waiting, by `bank`.
+pub const LATE_RESPONSES: &str = "fps_switch_bank_late_responses_total";
+/// Send failures, by `bank` and `kind` (`not_sent`/`outcome_unknown`/`rejected`).
+pub const SEND_FAILURES: &str = "fps_switch_bank_send_failures_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the Prometheus recorder as the process's `metrics` recorder (once
+/// per process: later calls, e.g. several switches in one test binary, share
+/// the first) and return a handle that renders the text exposition.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,209 @@
+//! One upstream connection: a reader that frames and decodes, a task per
+//! request, and a writer fed by a bounded channel. A per-connection
+//! semaphore bounds requests in flight; when it is empty the reader stops
+//! reading, which pushes back on the gateway through TCP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use fps_codecs::model::{ResponseCode, Transaction};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use super::{salvage, ConnSettings};
+use crate::metrics as m;
+use crate::pipeline::Pipeline;
+
+/// Most bytes the writer gathers from queued answers into one write.
+const MAX_WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Run the TLS handshake (if any), then serve the connection.
+pub(super) async fn accept(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    settings: Arc<ConnSettings>,
+    pipeline: Arc<Pipeline>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(acceptor) = tls else {
+        serve(tcp, peer, settings, pipeline, shutdown).await;
+        return;
+    };
+    match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => serve(stream, peer, settings, pipeline, shutdown).await,
+        Ok(Err(e)) => {
+            metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "tls_handshake").increment(1);
+            tracing::warn!(%peer, error = %e, "upstream TLS handshake failed");
+        }
+        Err(_) => {
+            metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "handshake_timeout").increment(1);
+            tracing::warn!(%peer, "upstream TLS handshake timed out");
+        }
+    }
+}
+
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy)]
+enum Close {
+    PeerClosed,
+    ReadError,
+    Idle,
+    BadFrame,
+    Undecodable,
+    Shutdown,
+}
+
+async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    settings: Arc<ConnSettings>,
+    pipeline: Arc<Pipeline>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let gauge = metrics::gauge!(m::UPSTREAM_CONNECTIONS);
+    gauge.increment(1.0);
+    tracing::info!(%peer, "upstream connection open");
+    let (mut rd, wr) = tokio::io::split(stream);
+    // Every request task holds a permit while it may send, so the channel
+    // never holds more than max_in_flight answers.
+    let (tx, rx) = mpsc::channel::<BytesMut>(settings.max_in_flight);
+    let writer = tokio::spawn(write_loop(rx, wr));
+    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut requests: u64 = 0;
+
+    let close = 'conn: loop {
+        loop {
+            let frame = match settings.framer.decode(&mut buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    metrics::counter!(m::FRAME_ERRORS, "side" => "upstream", "reason" => "framing")
+                        .increment(1);
+                    tracing::warn!(%peer, error = %e, "bad upstream frame: closing connection");
+                    break 'conn Close::BadFrame;
+                }
+            };
+            // Backpressure: no more reading until a request finishes.
+            let permit = tokio::select! {
+                p = in_flight.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break 'conn Close::Shutdown,
+                },
+                _ = shutdown.changed() => break 'conn Close::Shutdown,
+            };
+            requests += 1;
+            match settings.codec.decode(&frame.message) {
+                Ok(req) => {
+                    tokio::spawn(handle(
+                        req,
+                        permit,
+                        tx.clone(),
+                        settings.clone(),
+                        pipeline.clone(),
+                    ));
+                }
+                Err(e) => {
+                    metrics::counter!(m::FRAME_ERRORS, "side" => "upstream", "reason" => "decode")
+                        .increment(1);
+                    match salvage::format_error_answer(&settings.codec, &frame.message) {
+                        Some(answer) => {
+                            tracing::info!(%peer, error = %e, stan = ?answer.stan.map(|s| s.value()), "undecodable upstream request: answered 30");
+                            send(&answer, &settings, &tx).await;
+                            drop(permit);
+                        }
+                        None => {
+                            tracing::warn!(%peer, error = %e, "undecodable upstream message: closing connection");
+                            break 'conn Close::Undecodable;
+                        }
+                    }
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            break Close::Shutdown;
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(settings.idle_timeout, rd.read_buf(&mut buf)) => r,
+            _ = shutdown.changed() => break Close::Shutdown,
+        };
+        match read {
+            Ok(Ok(0)) => break Close::PeerClosed,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => break Close::ReadError,
+            Err(_) if in_flight.available_permits() == settings.max_in_flight => break Close::Idle,
+            Err(_) => {}
+        }
+    };
+    // In-flight requests still answer; the writer ends when the last one has.
+    drop(tx);
+    let _ = writer.await;
+    gauge.decrement(1.0);
+    tracing::info!(%peer, reason = ?close, requests, "upstream connection closed");
+}
+
+async fn handle(
+    req: Transaction,
+    permit: OwnedSemaphorePermit,
+    tx: mpsc::Sender<BytesMut>,
+    settings: Arc<ConnSettings>,
+    pipeline: Arc<Pipeline>,
+) {
+    let gauge = metrics::gauge!(m::UPSTREAM_IN_FLIGHT);
+    gauge.increment(1.0);
+    if let Some(answer) = pipeline.handle(req).await {
+        send(&answer, &settings, &tx).await;
+    }
+    gauge.decrement(1.0);
+    drop(permit);
+}
+
+/// Encode and queue one answer. If the full answer cannot be encoded, a
+/// bare `96` carrying only the matching fields goes instead: every request
+/// gets exactly one answer.
+async fn send(answer: &Transaction, settings: &ConnSettings, tx: &mpsc::Sender<BytesMut>) {
+    let mut frame = BytesMut::with_capacity(256);
+    if !encode(answer, settings, &mut frame) {
+        tracing::error!(mti = %answer.mti, "cannot encode upstream answer: sending 96");
+        let mut bare = Transaction::new(answer.mti);
+        bare.transmitted_at = answer.transmitted_at;
+        bare.stan = answer.stan;
+        bare.rrn = answer.rrn;
+        bare.terminal_id = answer.terminal_id;
+        bare.response_code = Some(ResponseCode::SYSTEM_MALFUNCTION);
+        frame.clear();
+        if !encode(&bare, settings, &mut frame) {
+            return;
+        }
+    }
+    // Fails only when the writer is gone (connection broken): nothing to do.
+    let _ = tx.send(frame).await;
+}
+
+fn encode(answer: &Transaction, settings: &ConnSettings, out: &mut BytesMut) -> bool {
+    let Ok(mark) = settings.framer.begin(&[], out) else {
+        return false;
+    };
+    settings.codec.encode(answer, out).is_ok() && settings.framer.finish(mark, out).is_ok()
+}
+
+async fn write_loop<S: AsyncWrite>(mut rx: mpsc::Receiver<BytesMut>, mut wr: WriteHalf<S>) {
+    while let Some(mut batch) = rx.recv().await {
+        while batch.len() < MAX_WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}

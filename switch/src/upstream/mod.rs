@@ -1,0 +1,172 @@
+//! The upstream listener: canonical ISO 8583 over mTLS (DESIGN.md), many
+//! requests in flight per connection, answered in any order.
+
+mod connection;
+pub mod salvage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fps_codecs::framing::{FrameConfig, Framer, LengthPrefix};
+use fps_codecs::iso8583::Iso8583Codec;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::UpstreamConfig;
+use crate::metrics as m;
+use crate::pipeline::Pipeline;
+
+/// Settings every upstream connection shares.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnSettings {
+    pub(crate) framer: Framer,
+    pub(crate) codec: Iso8583Codec,
+    pub(crate) max_in_flight: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// Why the upstream listener cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// TLS material.
+    #[error("upstream TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// Settings the validation should have refused.
+    #[error("upstream: {0}")]
+    Invalid(String),
+}
+
+/// The bound upstream listener, ready to serve.
+pub struct Upstream {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    settings: Arc<ConnSettings>,
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Prepare the listener on an already-bound socket (injected, so tests
+    /// and socket activation can pass their own).
+    pub fn new(cfg: &UpstreamConfig, listener: TcpListener) -> Result<Self, UpstreamError> {
+        let tls = if cfg.tls {
+            let (Some(cert), Some(key), Some(ca)) = (&cfg.cert, &cfg.key, &cfg.client_ca) else {
+                return Err(UpstreamError::Invalid(
+                    "tls needs cert, key and client_ca".into(),
+                ));
+            };
+            Some(TlsAcceptor::from(crate::tls::upstream_server_config(
+                cert, key, ca,
+            )?))
+        } else {
+            tracing::warn!("upstream listener is PLAINTEXT (tls = false)");
+            None
+        };
+        let framer = Framer::new(FrameConfig {
+            prefix: LengthPrefix::Binary2,
+            header_len: 0,
+            length_includes_prefix: false,
+            max_frame_bytes: cfg.max_frame_bytes,
+        })
+        .map_err(|e| UpstreamError::Invalid(e.to_string()))?;
+        let codec = Iso8583Codec::builtin("canonical")
+            .ok_or_else(|| UpstreamError::Invalid("canonical dialect missing".into()))?;
+        Ok(Upstream {
+            listener,
+            tls,
+            settings: Arc::new(ConnSettings {
+                framer,
+                codec,
+                max_in_flight: cfg.max_in_flight_per_connection,
+                handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+                idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+            }),
+            connections: Arc::new(Semaphore::new(cfg.max_connections)),
+            max_connections: cfg.max_connections,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accept connections until `shutdown` turns true; then stop accepting
+    /// and return a handle that waits for the open connections to drain.
+    pub async fn serve(
+        self,
+        pipeline: Arc<Pipeline>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Drain {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = shutdown.changed() => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off a little instead of spinning.
+                    tracing::warn!(error = %e, "upstream accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "max_connections").increment(1);
+                tracing::warn!(%peer, max = self.max_connections, "upstream connection refused: max_connections reached");
+                drop(tcp);
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let tls = self.tls.clone();
+            let settings = self.settings.clone();
+            let pipeline = pipeline.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                connection::accept(tcp, peer, tls, settings, pipeline, shutdown).await;
+            });
+        }
+        tracing::info!("upstream listener stopped accepting");
+        Drain {
+            connections: self.connections,
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+/// Waits for upstream connections to finish their in-flight requests.
+#[derive(Debug)]
+pub struct Drain {
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl Drain {
+    /// Wait until every connection has closed or `deadline` passes.
+    /// Returns whether everything drained.
+    pub async fn wait(self, deadline: Duration) -> bool {
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        tokio::time::timeout(deadline, self.connections.acquire_many(all))
+            .await
+            .is_ok()
+    }
+}

@@ -1,0 +1,139 @@
+//! `fps-switch check-config`: every error with its key path, exit code 2;
+//! a good config prints one summary line and exits 0.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn check(path: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fps-switch"))
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_good_config_passes_with_a_one_line_summary() {
+    let pki = Pki::new();
+    let peer = closed_port().await;
+    let text = config_toml(
+        &pki,
+        &[BankSpec {
+            code: "004",
+            name: "bank004",
+            codec: "iso8583:iso87-bcd-binary",
+            addr: peer,
+            request_timeout_ms: 1_000,
+        }],
+        "",
+    );
+    let path = write_file(&pki.dir, "good.toml", &text);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("004 bank004"), "{stdout}");
+}
+
+#[test]
+fn a_broken_config_reports_every_error_with_its_path_and_exits_2() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.crt").display().to_string();
+    let not_pem = write_file(&pki.dir, "not-pem.crt", "hello")
+        .display()
+        .to_string();
+    let text = format!(
+        r#"
+[upstream]
+bind = "localhost"
+tls = true
+cert = "/nonexistent/switch.crt"
+key = "{not_pem}"
+client_ca = "{ca}"
+max_frame_bytes = 100000
+
+[admin]
+bind = "127.0.0.1:9100"
+
+[[banks]]
+code = "004"
+name = "ok"
+codec = "iso8583:iso87-bcd-binary"
+endpoints = ["127.0.0.1:1"]
+danger_plaintext = true
+
+[[banks]]
+code = "004"
+name = "dup"
+codec = "iso8583:iso87-bcd-binary"
+endpoints = ["127.0.0.1:1"]
+danger_plaintext = true
+
+[[banks]]
+code = "12"
+name = "bad"
+codec = "xml"
+endpoints = ["127.0.0.1:1", "no-port"]
+pool = {{ min = 5, max = 1 }}
+[banks.tls]
+cert = "/nonexistent/c.crt"
+key = "/nonexistent/c.key"
+ca = "{not_pem}"
+server_name = "bad name!"
+"#
+    );
+    let path = write_file(&pki.dir, "broken.toml", &text);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    for want in [
+        "upstream.bind: not ip:port",
+        "upstream.cert: file not found",
+        "upstream.key: no private key",
+        "upstream.max_frame_bytes: 100000 is outside",
+        "banks[1].code: duplicate bank code",
+        "banks[2].code: not 3 digits",
+        "banks[2].codec: not one of",
+        "banks[2].endpoints[1]: not host:port",
+        "banks[2].tls.cert: file not found",
+        "banks[2].tls.key: file not found",
+        "banks[2].tls.ca: no CERTIFICATE",
+        "banks[2].tls.server_name: not a DNS name",
+        "banks[2].pool.min: greater than pool.max",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("banks[2].endpoints[0]"), "{stderr}");
+}
+
+#[test]
+fn unknown_keys_and_syntax_errors_exit_2() {
+    let pki = Pki::new();
+    let path = write_file(
+        &pki.dir,
+        "unknown.toml",
+        "[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\nmax_conections = 5\n[admin]\nbind = \"127.0.0.1:0\"\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("max_conections"), "{stderr}");
+    let (code, _, stderr) = check(&pki.dir.join("missing.toml"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn version_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fps-switch"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fps-switch"));
+}

@@ -1,0 +1,580 @@
+//! Test support: an in-process PKI (rcgen), a TLS bank peer speaking a
+//! dialect through the codecs crate, a gateway client speaking the
+//! canonical protocol, and a switch started on 127.0.0.1:0.
+
+#![allow(dead_code, missing_debug_implementations)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fps_codecs::framing::{FrameConfig, Framer};
+use fps_codecs::iso8583::Iso8583Codec;
+use fps_codecs::model::*;
+use fps_codecs::MessageCodec;
+use fps_switch::{Config, Switch};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+// ---------------------------------------------------------------- PKI
+
+/// Certificates and keys written as PEM files in a fresh directory.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+static DIR_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn ca(name: &str) -> (Issuer<'static, KeyPair>, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = p.self_signed(&key).unwrap();
+    (Issuer::new(p, key), cert.pem())
+}
+
+fn leaf(issuer: &Issuer<'static, KeyPair>, cn: &str, server: bool) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec![cn.to_owned(), "localhost".to_owned()]).unwrap();
+    p.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    let cert = p.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = std::env::temp_dir().join(format!(
+            "fps-switch-test-{}-{}",
+            std::process::id(),
+            DIR_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (issuer, ca_pem) = ca("fps test ca");
+        let (other, other_pem) = ca("some other ca");
+        let w = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        w("ca.crt", &ca_pem);
+        w("other-ca.crt", &other_pem);
+        for (name, cn, server, iss) in [
+            ("switch", "switch.test", true, &issuer),
+            ("gateway", "gateway.test", false, &issuer),
+            ("switch-client", "switch.test", false, &issuer),
+            ("bank", "bank.test", true, &issuer),
+            ("rogue", "gateway.test", false, &other),
+        ] {
+            let (cert, key) = leaf(iss, cn, server);
+            w(&format!("{name}.crt"), &cert);
+            w(&format!("{name}.key"), &key);
+        }
+        Pki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn certs(&self, name: &str) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_file_iter(self.path(name))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect()
+    }
+
+    fn key(&self, name: &str) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::from_pem_file(self.path(name)).unwrap()
+    }
+
+    fn roots(&self) -> Arc<rustls::RootCertStore> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in self.certs("ca.crt") {
+            roots.add(c).unwrap();
+        }
+        Arc::new(roots)
+    }
+
+    /// A TLS client trusting the test CA, presenting `identity` (`gateway`,
+    /// `rogue`) or no certificate.
+    pub fn client(&self, identity: Option<&str>) -> tokio_rustls::TlsConnector {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(self.roots());
+        let cfg = match identity {
+            Some(id) => b
+                .with_client_auth_cert(
+                    self.certs(&format!("{id}.crt")),
+                    self.key(&format!("{id}.key")),
+                )
+                .unwrap(),
+            None => b.with_no_client_auth(),
+        };
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    }
+
+    /// The bank's TLS server: requires a client certificate from the test CA.
+    fn bank_server(&self) -> tokio_rustls::TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.certs("bank.crt"), self.key("bank.key"))
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------- framing
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+fn framer() -> Framer {
+    Framer::new(FrameConfig::default()).unwrap()
+}
+
+async fn read_frame(s: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> Option<BytesMut> {
+    let f = framer();
+    loop {
+        if let Some(frame) = f.decode(buf).ok()? {
+            return Some(frame.message);
+        }
+        if s.read_buf(buf).await.ok()? == 0 {
+            return None;
+        }
+    }
+}
+
+fn frame(codec: &dyn MessageCodec, txn: &Transaction) -> BytesMut {
+    let f = framer();
+    let mut out = BytesMut::new();
+    let mark = f.begin(&[], &mut out).unwrap();
+    codec.encode(txn, &mut out).unwrap();
+    f.finish(mark, &mut out).unwrap();
+    out
+}
+
+// ---------------------------------------------------------------- bank peer
+
+/// How the test bank answers financial requests.
+#[derive(Clone, Copy, Debug)]
+pub enum Behaviour {
+    /// Approve after a random delay up to `max_delay_ms` (so answers go out
+    /// of order).
+    Approve { max_delay_ms: u64 },
+    /// Answer with this code at once.
+    Decline(&'static [u8; 2]),
+    /// Never answer financial requests (network management still answered).
+    Silent,
+}
+
+/// A TLS bank server speaking an ISO 8583 dialect.
+pub struct BankPeer {
+    pub addr: SocketAddr,
+    pub financial_requests: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl BankPeer {
+    /// A bank speaking `codec` as named in config (`iso8583:<dialect>`,
+    /// `iso20022`, `json`), 2-byte binary length framing.
+    pub async fn start(pki: &Pki, codec: &str, behaviour: Behaviour) -> BankPeer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = pki.bank_server();
+        let codec: Arc<dyn MessageCodec> = match codec {
+            "iso20022" => Arc::new(fps_codecs::iso20022::Iso20022Codec::default()),
+            "json" => Arc::new(fps_codecs::json::JsonCodec::new()),
+            other => {
+                Arc::new(Iso8583Codec::builtin(other.strip_prefix("iso8583:").unwrap()).unwrap())
+            }
+        };
+        let count = Arc::new(AtomicUsize::new(0));
+        let (stop, mut stopped) = oneshot::channel();
+        let c2 = count.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    a = listener.accept() => a.unwrap(),
+                    _ = &mut stopped => return,
+                };
+                let acceptor = acceptor.clone();
+                let codec = codec.clone();
+                let count = c2.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        serve_bank(tls, codec, behaviour, count).await;
+                    }
+                });
+            }
+        });
+        BankPeer {
+            addr,
+            financial_requests: count,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for BankPeer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn serve_bank(
+    stream: impl Stream + 'static,
+    codec: Arc<dyn MessageCodec>,
+    behaviour: Behaviour,
+    count: Arc<AtomicUsize>,
+) {
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<BytesMut>(4096);
+    tokio::spawn(async move {
+        let mut wr = wr;
+        while let Some(f) = rx.recv().await {
+            if wr.write_all(&f).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = BytesMut::new();
+    let mut seed: u64 = 0x1234_5678;
+    while let Some(msg) = read_frame(&mut rd, &mut buf).await {
+        let req = codec.decode(&msg).expect("the switch sends valid messages");
+        let (answer, delay) = if req.mti.class() == 8 {
+            (Some(req.response(ResponseCode::APPROVED)), 0)
+        } else {
+            count.fetch_add(1, Ordering::Relaxed);
+            match behaviour {
+                Behaviour::Approve { max_delay_ms } => {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let mut a = req.response(ResponseCode::APPROVED);
+                    a.auth_id = Some(AuthId::parse(b"AUTH01").unwrap());
+                    (Some(a), (seed >> 33) % (max_delay_ms + 1))
+                }
+                Behaviour::Decline(code) => {
+                    (Some(req.response(ResponseCode::parse(code).unwrap())), 0)
+                }
+                Behaviour::Silent => (None, 0),
+            }
+        };
+        if let Some(mut a) = answer {
+            // ISO 20022 answers carry the settlement date and agents too.
+            a.settlement_date = req.settlement_date;
+            a.sending_bank = req.sending_bank;
+            let f = frame(&*codec, &a);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                let _ = tx.send(f).await;
+            });
+        }
+    }
+}
+
+// ---------------------------------------------------------------- gateway
+
+/// An upstream gateway connection speaking the canonical protocol.
+pub struct Gateway {
+    stream: Box<dyn Stream>,
+    buf: BytesMut,
+    codec: Iso8583Codec,
+}
+
+impl Gateway {
+    /// Connect with mTLS presenting `identity` (or none).
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        pki: &Pki,
+        identity: Option<&str>,
+    ) -> std::io::Result<Gateway> {
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = pki
+            .client(identity)
+            .connect(ServerName::try_from("switch.test").unwrap(), tcp)
+            .await?;
+        Ok(Gateway::wrap(Box::new(tls)))
+    }
+
+    /// Connect without TLS (listener with `tls = false`).
+    pub async fn connect_plain(addr: SocketAddr) -> std::io::Result<Gateway> {
+        Ok(Gateway::wrap(Box::new(TcpStream::connect(addr).await?)))
+    }
+
+    fn wrap(stream: Box<dyn Stream>) -> Gateway {
+        Gateway {
+            stream,
+            buf: BytesMut::new(),
+            codec: Iso8583Codec::builtin("canonical").unwrap(),
+        }
+    }
+
+    pub async fn send(&mut self, txn: &Transaction) {
+        let f = frame(&self.codec, txn);
+        self.stream.write_all(&f).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    /// The next answer, or `None` on EOF/error/timeout (10 s).
+    pub async fn recv(&mut self) -> Option<Transaction> {
+        let msg = tokio::time::timeout(
+            Duration::from_secs(10),
+            read_frame(&mut self.stream, &mut self.buf),
+        )
+        .await
+        .ok()??;
+        Some(
+            self.codec
+                .decode(&msg)
+                .expect("the switch sends valid canonical messages"),
+        )
+    }
+
+    /// Whether the switch closed the connection (within 5 s).
+    pub async fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    pub async fn request(&mut self, txn: &Transaction) -> Transaction {
+        self.send(txn).await;
+        self.recv().await.expect("an answer")
+    }
+}
+
+/// A canonical 0200 credit transfer to `bank`.
+pub fn credit_transfer(stan: u32, bank: &str) -> Transaction {
+    let mut t = Transaction::new(Mti::CREDIT_TRANSFER);
+    t.processing_code = Some(ProcessingCode::CREDIT_TRANSFER);
+    t.amount = Some(AmountMinor::new(12_345).unwrap());
+    t.transmitted_at = Some(TransmissionDateTime::parse(b"0315103000").unwrap());
+    t.stan = Some(Stan::new(stan).unwrap());
+    t.local_time = Some(LocalTime::parse(b"183000").unwrap());
+    t.local_date = Some(LocalDate::parse(b"0315").unwrap());
+    t.acquirer = Some(InstitutionId::parse(b"123456").unwrap());
+    t.rrn = Some(Rrn::parse(format!("GW{stan:010}").as_bytes()).unwrap());
+    t.terminal_id = Some(TerminalId::parse(b"TERM0001").unwrap());
+    t.merchant_id = Some(MerchantId::parse(b"MERCHANT0000001").unwrap());
+    t.currency = Some(Currency::HKD);
+    t.receiving_bank = Some(BankCode::parse(bank.as_bytes()).unwrap());
+    t.debtor_account = Some(Account::parse(b"123456789012").unwrap());
+    t.creditor_account = Some(Account::parse(b"987654321098").unwrap());
+    t
+}
+
+// ---------------------------------------------------------------- switch
+
+/// One bank in a test config.
+pub struct BankSpec {
+    pub code: &'static str,
+    pub name: &'static str,
+    /// As in config: `iso8583:<dialect>`, `iso20022`, `json`.
+    pub codec: &'static str,
+    pub addr: SocketAddr,
+    pub request_timeout_ms: u64,
+}
+
+/// A complete test config: mTLS upstream on 127.0.0.1:0 and these banks.
+pub fn config_toml(pki: &Pki, banks: &[BankSpec], extra_upstream: &str) -> String {
+    let p = |n: &str| pki.path(n).display().to_string();
+    let mut s = format!(
+        r#"
+[log]
+filter = "warn"
+
+[switch]
+participant_code = "950"
+
+[upstream]
+bind = "127.0.0.1:0"
+tls = true
+cert = "{}"
+key = "{}"
+client_ca = "{}"
+handshake_timeout_ms = 2000
+{extra_upstream}
+
+[admin]
+bind = "127.0.0.1:0"
+
+[shutdown]
+drain_timeout_ms = 2000
+"#,
+        p("switch.crt"),
+        p("switch.key"),
+        p("ca.crt")
+    );
+    for b in banks {
+        s += &format!(
+            r#"
+[[banks]]
+code = "{}"
+name = "{}"
+codec = "{}"
+endpoints = ["{}"]
+request_timeout_ms = {}
+connect_timeout_ms = 2000
+pool = {{ min = 1, max = 2 }}
+[banks.tls]
+cert = "{}"
+key = "{}"
+ca = "{}"
+server_name = "bank.test"
+"#,
+            b.code,
+            b.name,
+            b.codec,
+            b.addr,
+            b.request_timeout_ms,
+            p("switch-client.crt"),
+            p("switch-client.key"),
+            p("ca.crt"),
+        );
+    }
+    s
+}
+
+/// A running switch.
+pub struct Running {
+    pub upstream: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<bool>>,
+}
+
+impl Running {
+    /// Build and run a switch from TOML; waits until `/healthz` answers.
+    pub async fn start(toml_text: &str) -> Running {
+        let cfg = Config::from_toml_str(toml_text).expect("test config parses");
+        cfg.validate().expect("test config is valid");
+        let switch = Switch::build(&cfg).await.expect("switch builds");
+        let (upstream, admin) = (switch.upstream_addr(), switch.admin_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(switch.run(async {
+            let _ = stopped.await;
+        }));
+        Running {
+            upstream,
+            admin,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// Wait until `/readyz` says 200 (every bank has a link up).
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if http_get(self.admin, "/readyz").await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "switch not ready: {}",
+            http_get(self.admin, "/links").await.1
+        );
+    }
+
+    /// Shut down and return whether it drained.
+    pub async fn stop(mut self) -> bool {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.take().unwrap().await.unwrap()
+    }
+
+    /// Start shutting down; `join` waits for the end.
+    pub fn begin_stop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+    }
+
+    /// Wait for a shutdown begun with `begin_stop`.
+    pub async fn join(mut self) -> bool {
+        self.done.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// GET `path` from the admin server: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A port with nothing listening on it.
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
