@@ -1,0 +1,217 @@
+//! The PKCS#11 backend (cryptoki): SoftHSM2 in tests and the demo, the
+//! operator's HSM (Thales Luna, AWS CloudHSM, ...) in production.
+//!
+//! [`TokenSession`] is a logged-in read-write session for admin work
+//! ([`crate::admin`]); the workers' sessions are opened by the factory here
+//! and used in [`session`].
+
+mod keys;
+mod module;
+mod session;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use cryptoki::error::{Error, RvError};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+
+pub(crate) use keys::{
+    der_octet_string, find_key, key_type_of, map_error, mechanism_for, object_class,
+    protected_key_attributes, public_key_attributes, strip_octet_string, versions, ED25519_PARAMS,
+    P256_PARAMS,
+};
+pub(crate) use module::Module;
+
+use crate::pool::{Engine, EngineFactory};
+use crate::{HsmConfig, HsmError, Pin};
+
+/// Opens worker sessions on one token.
+pub(crate) struct Pkcs11Factory {
+    token: Token,
+    pin: Pin,
+}
+
+impl Pkcs11Factory {
+    /// Loads the module, finds the token and reads the PIN (config already
+    /// validated).
+    pub(crate) fn connect(config: &HsmConfig) -> Result<Self, HsmError> {
+        let missing = |field: &'static str| HsmError::InvalidConfig {
+            field,
+            reason: "required when backend = \"pkcs11\"".into(),
+        };
+        let path = config
+            .module_path
+            .as_deref()
+            .ok_or_else(|| missing("module_path"))?;
+        let label = config
+            .token_label
+            .as_deref()
+            .ok_or_else(|| missing("token_label"))?;
+        let pin = config
+            .pin_source()
+            .ok_or_else(|| missing("pin_env"))?
+            .read()?;
+        let token = Token::find(path, label)?;
+        Ok(Pkcs11Factory { token, pin })
+    }
+
+    pub(crate) fn token_label(&self) -> &str {
+        &self.token.label
+    }
+}
+
+impl EngineFactory for Pkcs11Factory {
+    fn open(&self) -> Result<Box<dyn Engine>, HsmError> {
+        // Read-only sessions suffice for signing; login is per token, so
+        // CKR_USER_ALREADY_LOGGED_IN from the 2nd session on is expected.
+        let session = self.token.login(&self.pin, false)?;
+        Ok(Box::new(session::Pkcs11Engine::new(
+            session,
+            Arc::clone(&self.token.mechanisms),
+            format!("token `{}`", self.token.label),
+        )))
+    }
+}
+
+/// A token found by label in a loaded module.
+#[derive(Debug)]
+struct Token {
+    module: Arc<Module>,
+    slot: Slot,
+    label: String,
+    /// Which of our mechanisms the token offers.
+    mechanisms: Arc<HashSet<crate::Mechanism>>,
+}
+
+impl Token {
+    fn find(module_path: &Path, label: &str) -> Result<Token, HsmError> {
+        let module = Module::open(module_path)?;
+        let slot = find_slot(&module, label)?;
+        let offered = module.ctx().get_mechanism_list(slot).map_err(map_error)?;
+        let mechanisms = crate::mechanism::ALL_MECHANISMS
+            .into_iter()
+            .filter(|m| offered.contains(&keys::mechanism_type(*m)))
+            .collect();
+        Ok(Token {
+            module,
+            slot,
+            label: label.to_owned(),
+            mechanisms: Arc::new(mechanisms),
+        })
+    }
+
+    fn login(&self, pin: &Pin, read_write: bool) -> Result<Session, HsmError> {
+        let ctx = self.module.ctx();
+        let session = if read_write {
+            ctx.open_rw_session(self.slot)
+        } else {
+            ctx.open_ro_session(self.slot)
+        }
+        .map_err(map_error)?;
+        match session.login(UserType::User, Some(pin.auth_pin())) {
+            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(Error::Pkcs11(RvError::PinIncorrect, _)) => Err(HsmError::WrongPin {
+                token: self.label.clone(),
+            }),
+            Err(Error::Pkcs11(RvError::PinLocked, _)) => Err(HsmError::PinLocked {
+                token: self.label.clone(),
+            }),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+}
+
+fn find_slot(module: &Module, label: &str) -> Result<Slot, HsmError> {
+    let ctx = module.ctx();
+    let mut available = Vec::new();
+    for slot in ctx.get_slots_with_token().map_err(map_error)? {
+        let Ok(info) = ctx.get_token_info(slot) else {
+            continue;
+        };
+        if !info.token_initialized() {
+            continue;
+        }
+        if info.label().trim_end() == label {
+            return Ok(slot);
+        }
+        available.push(info.label().trim_end().to_owned());
+    }
+    Err(HsmError::TokenNotFound {
+        label: label.to_owned(),
+        available,
+    })
+}
+
+/// A logged-in read-write session for admin work (listing, generating,
+/// rotating, importing keys). Keeps the module loaded while it lives.
+#[derive(Debug)]
+pub struct TokenSession {
+    session: Session,
+    token: Token,
+}
+
+impl TokenSession {
+    /// Loads `module_path`, finds the token labelled `token_label` and logs
+    /// in with the user `pin`.
+    pub fn open(module_path: &Path, token_label: &str, pin: &Pin) -> Result<Self, HsmError> {
+        let token = Token::find(module_path, token_label)?;
+        let session = token.login(pin, true)?;
+        Ok(TokenSession { session, token })
+    }
+
+    /// The raw cryptoki session (tests and advanced admin use).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The token label.
+    pub fn token_label(&self) -> &str {
+        &self.token.label
+    }
+
+    /// Whether the token offers the PKCS#11 mechanism that `mechanism` needs.
+    pub fn supports(&self, mechanism: crate::Mechanism) -> bool {
+        self.token.mechanisms.contains(&mechanism)
+    }
+}
+
+/// Initialises a fresh token labelled `token_label` in the first slot holding
+/// an uninitialised token (SoftHSM2 always offers one), and sets the user PIN.
+/// Does nothing if a token with that label already exists.
+pub fn init_token(
+    module_path: &Path,
+    token_label: &str,
+    so_pin: &Pin,
+    user_pin: &Pin,
+) -> Result<(), HsmError> {
+    let module = Module::open(module_path)?;
+    match find_slot(&module, token_label) {
+        Ok(_) => return Ok(()),
+        Err(HsmError::TokenNotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let ctx = module.ctx();
+    let slots = ctx.get_slots_with_token().map_err(map_error)?;
+    let free = slots
+        .into_iter()
+        .find(|slot| {
+            ctx.get_token_info(*slot)
+                .is_ok_and(|i| !i.token_initialized())
+        })
+        .ok_or_else(|| HsmError::Unavailable {
+            reason: "no slot with an uninitialised token".into(),
+        })?;
+    ctx.init_token(free, so_pin.auth_pin(), token_label)
+        .map_err(map_error)?;
+    // SoftHSM2 moves the new token to a new slot id: look it up again.
+    let slot = find_slot(&module, token_label)?;
+    let session = ctx.open_rw_session(slot).map_err(map_error)?;
+    session
+        .login(UserType::So, Some(so_pin.auth_pin()))
+        .map_err(map_error)?;
+    session.init_pin(user_pin.auth_pin()).map_err(map_error)?;
+    session.logout().map_err(map_error)?;
+    Ok(())
+}

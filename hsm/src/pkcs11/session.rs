@@ -1,0 +1,175 @@
+//! One worker's PKCS#11 session: key handle cache and the crypto calls.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use cryptoki::error::{Error, RvError};
+use cryptoki::object::ObjectHandle;
+use cryptoki::session::{Session, SessionState};
+use sha2::Digest;
+
+use super::keys::{ck_mechanism, find_key, key_type_fits, key_type_of, map_error, mechanism_type};
+use crate::keyring::{split_version, KeyClass};
+use crate::pool::Engine;
+use crate::{HsmError, Mechanism};
+
+/// Most handles cached per session (labels x classes in use); past it the
+/// cache is cleared rather than grown.
+const MAX_CACHED_HANDLES: usize = 1024;
+
+pub(crate) struct Pkcs11Engine {
+    session: Session,
+    /// Checked handles by (label, class, mechanism).
+    handles: HashMap<(String, KeyClass, Mechanism), ObjectHandle>,
+    mechanisms: Arc<HashSet<Mechanism>>,
+    store: String,
+}
+
+impl Pkcs11Engine {
+    pub(crate) fn new(
+        session: Session,
+        mechanisms: Arc<HashSet<Mechanism>>,
+        store: String,
+    ) -> Self {
+        Pkcs11Engine {
+            session,
+            handles: HashMap::new(),
+            mechanisms,
+            store,
+        }
+    }
+
+    /// The handle of `label` as `class`, checked to fit `mechanism`; cached
+    /// (handles stay valid for the session's life unless the key is deleted,
+    /// which surfaces as `Unavailable` and a fresh session).
+    fn key(
+        &mut self,
+        label: &str,
+        class: KeyClass,
+        mechanism: Mechanism,
+    ) -> Result<ObjectHandle, HsmError> {
+        if !self.mechanisms.contains(&mechanism) {
+            return Err(HsmError::UnsupportedMechanism {
+                mechanism,
+                reason: format!(
+                    "{} does not offer {}",
+                    self.store,
+                    mechanism_type(mechanism)
+                ),
+            });
+        }
+        if let Some(handle) = self.handles.get(&(label.to_owned(), class, mechanism)) {
+            return Ok(*handle);
+        }
+        let Some(handle) = find_key(&self.session, label, class, &self.store)? else {
+            // Private objects are invisible to a session whose login was
+            // lost (C_Logout elsewhere in the process, token reset): that is
+            // a session failure, not a missing key.
+            self.check_logged_in()?;
+            return Err(HsmError::KeyNotFound {
+                label: split_version(label)
+                    .map_or(label, |(base, _)| base)
+                    .to_owned(),
+                class: class.as_str(),
+                store: self.store.clone(),
+            });
+        };
+        match key_type_of(&self.session, handle)? {
+            Some(key_type) if key_type_fits(mechanism, key_type) => {}
+            found => {
+                return Err(HsmError::KeyTypeMismatch {
+                    label: label.to_owned(),
+                    mechanism,
+                    found: found.map_or_else(|| "untyped".to_owned(), |t| t.to_string()),
+                })
+            }
+        }
+        if self.handles.len() >= MAX_CACHED_HANDLES {
+            self.handles.clear();
+        }
+        self.handles
+            .insert((label.to_owned(), class, mechanism), handle);
+        Ok(handle)
+    }
+}
+
+impl Pkcs11Engine {
+    fn check_logged_in(&self) -> Result<(), HsmError> {
+        let info = self.session.get_session_info().map_err(map_error)?;
+        match info.session_state() {
+            SessionState::RoUser | SessionState::RwUser => Ok(()),
+            other => Err(HsmError::Unavailable {
+                reason: format!("session is no longer logged in ({other:?})"),
+            }),
+        }
+    }
+}
+
+/// What the token signs: ECDSA gets the SHA-256 digest (CKM_ECDSA), the
+/// others hash inside the mechanism.
+fn signed_data(mechanism: Mechanism, message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match mechanism {
+        Mechanism::EcdsaP256Sha256 => sha2::Sha256::digest(message).to_vec().into(),
+        _ => message.into(),
+    }
+}
+
+impl Engine for Pkcs11Engine {
+    fn versions(&mut self, label: &str, class: KeyClass) -> Result<Vec<u32>, HsmError> {
+        let versions = super::keys::versions(&self.session, label, class)?;
+        if versions.is_empty() {
+            self.check_logged_in()?;
+        }
+        Ok(versions)
+    }
+
+    fn sign(
+        &mut self,
+        versioned: &str,
+        mechanism: Mechanism,
+        message: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let key = self.key(versioned, KeyClass::Private, mechanism)?;
+        self.session
+            .sign(
+                &ck_mechanism(mechanism),
+                key,
+                &signed_data(mechanism, message),
+            )
+            .map_err(map_error)
+    }
+
+    fn verify(
+        &mut self,
+        versioned: &str,
+        mechanism: Mechanism,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, HsmError> {
+        let key = self.key(versioned, KeyClass::Public, mechanism)?;
+        match self.session.verify(
+            &ck_mechanism(mechanism),
+            key,
+            &signed_data(mechanism, message),
+            signature,
+        ) {
+            Ok(()) => Ok(true),
+            Err(Error::Pkcs11(RvError::SignatureInvalid | RvError::SignatureLenRange, _)) => {
+                Ok(false)
+            }
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    fn mac(
+        &mut self,
+        versioned: &str,
+        mechanism: Mechanism,
+        message: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let key = self.key(versioned, KeyClass::Secret, mechanism)?;
+        self.session
+            .sign(&ck_mechanism(mechanism), key, message)
+            .map_err(map_error)
+    }
+}

@@ -1,0 +1,601 @@
+//! The bounded worker pool shared by both backends (see the crate doc).
+//!
+//! A backend provides an [`EngineFactory`]; each worker thread owns one
+//! [`Engine`] (a logged-in PKCS#11 session, or a handle to the software key
+//! store). Key versions, MAC comparison, timeouts, session recovery and
+//! metrics live here, once, so both backends behave the same.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::keyring::{versioned_label, Accepted, KeyClass, KeyRing, Lookup};
+use crate::{metrics, HsmError, KeyRef, Mechanism, Operation};
+
+/// First wait before reopening a lost session.
+const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+/// Longest wait between reopen attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// One worker's handle on the key store. Calls may block.
+pub(crate) trait Engine: Send {
+    /// Versions of `label` present as `class` objects.
+    fn versions(&mut self, label: &str, class: KeyClass) -> Result<Vec<u32>, HsmError>;
+    /// Signs with the private key `versioned` (full label).
+    fn sign(
+        &mut self,
+        versioned: &str,
+        mechanism: Mechanism,
+        message: &[u8],
+    ) -> Result<Vec<u8>, HsmError>;
+    /// `Ok(true)` if `signature` verifies under the public key `versioned`.
+    fn verify(
+        &mut self,
+        versioned: &str,
+        mechanism: Mechanism,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, HsmError>;
+    /// The MAC of `message` under the secret key `versioned`.
+    fn mac(
+        &mut self,
+        versioned: &str,
+        mechanism: Mechanism,
+        message: &[u8],
+    ) -> Result<Vec<u8>, HsmError>;
+}
+
+/// Opens engines; called at start and whenever a session must be reopened.
+pub(crate) trait EngineFactory: Send + Sync + 'static {
+    /// Opens one engine (for PKCS#11: open a session and log in).
+    fn open(&self) -> Result<Box<dyn Engine>, HsmError>;
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Job {
+    /// A crypto operation.
+    Crypto(Operation),
+    /// Re-scan the key's versions as `class` and report them.
+    Scan(KeyClass),
+}
+
+/// What a worker answers.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// A MAC or signature.
+    Bytes(Vec<u8>),
+    /// A verification succeeded.
+    Verified,
+    /// A scan's result.
+    Versions(Accepted),
+}
+
+/// One queued request.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub job: Job,
+    pub key: KeyRef,
+    pub message: Bytes,
+    /// The signature or tag to check (empty otherwise).
+    pub expected: Bytes,
+    pub enqueued_at: Instant,
+    pub reply: oneshot::Sender<Result<Reply, HsmError>>,
+}
+
+/// State every worker reads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub keyring: KeyRing,
+    pub clock: Arc<dyn Clock>,
+    pub request_timeout: Duration,
+    /// Where keys live, for error messages (`token fps-switch`).
+    pub store_name: String,
+}
+
+/// The worker threads and the queue feeding them.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    queue: Option<Sender<Request>>,
+    workers: Vec<JoinHandle<()>>,
+    queue_bound: usize,
+}
+
+impl Pool {
+    /// Opens `threads` engines on the calling thread (so start-up errors such
+    /// as a wrong PIN are returned here), then starts one worker per engine.
+    pub fn start(
+        factory: Arc<dyn EngineFactory>,
+        shared: Arc<Shared>,
+        threads: usize,
+        queue_bound: usize,
+    ) -> Result<Pool, HsmError> {
+        let mut engines = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            engines.push(factory.open()?);
+        }
+        let (queue, rx) = crossbeam_channel::bounded(queue_bound);
+        let mut workers = Vec::with_capacity(threads);
+        for (index, engine) in engines.into_iter().enumerate() {
+            metrics::session_opened();
+            let worker = Worker {
+                engine: Some(engine),
+                rx: rx.clone(),
+                factory: Arc::clone(&factory),
+                shared: Arc::clone(&shared),
+                backoff: Backoff::new(),
+                last_error: String::new(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("fps-hsm-{index}"))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) => {
+                    // Workers already started exit when `queue` drops here.
+                    return Err(HsmError::Unavailable {
+                        reason: format!("cannot start hsm worker thread: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(Pool {
+            queue: Some(queue),
+            workers,
+            queue_bound,
+        })
+    }
+
+    /// Queues a request, or fails at once with `Busy` when the queue is full.
+    pub fn submit(&self, request: Request) -> Result<(), HsmError> {
+        let Some(queue) = &self.queue else {
+            return Err(HsmError::ShutDown);
+        };
+        match queue.try_send(request) {
+            Ok(()) => {
+                metrics::queue_depth(queue.len());
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(HsmError::Busy {
+                queue_bound: self.queue_bound,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(HsmError::ShutDown),
+        }
+    }
+
+    /// Requests waiting for a worker now.
+    pub fn queue_len(&self) -> usize {
+        self.queue.as_ref().map_or(0, Sender::len)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing the queue makes every worker finish its current request,
+        // answer nothing more, close its session and exit.
+        self.queue = None;
+        for worker in self.workers.drain(..) {
+            // A worker that panicked already dropped its requests' senders,
+            // so their callers saw ShutDown; nothing more to do here.
+            let _ = worker.join();
+        }
+    }
+}
+
+struct Worker {
+    engine: Option<Box<dyn Engine>>,
+    rx: Receiver<Request>,
+    factory: Arc<dyn EngineFactory>,
+    shared: Arc<Shared>,
+    backoff: Backoff,
+    last_error: String,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            let request = if self.engine.is_some() {
+                match self.rx.recv() {
+                    Ok(r) => Some(r),
+                    Err(_) => break,
+                }
+            } else {
+                // Session down: wake up when the next reopen is due even
+                // without traffic, so capacity comes back on its own.
+                match self.rx.recv_timeout(self.backoff.until_due(Instant::now())) {
+                    Ok(r) => Some(r),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            metrics::queue_depth(self.rx.len());
+            if self.engine.is_none() && self.backoff.is_due(Instant::now()) {
+                self.reopen();
+            }
+            if let Some(request) = request {
+                self.serve(request);
+            }
+        }
+        if self.engine.take().is_some() {
+            metrics::session_closed();
+        }
+    }
+
+    fn serve(&mut self, request: Request) {
+        let waited = request.enqueued_at.elapsed();
+        let op_label = match request.job {
+            Job::Crypto(op) => op.as_str(),
+            Job::Scan(_) => "scan",
+        };
+        metrics::queue_wait(waited);
+        if waited > self.shared.request_timeout {
+            let err = HsmError::Timeout {
+                waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            };
+            metrics::error(&err, op_label);
+            let _ = request.reply.send(Err(err));
+            return;
+        }
+        let started = Instant::now();
+        let mut result = self.attempt(&request);
+        if matches!(result, Err(HsmError::Unavailable { .. })) && self.engine.is_some() {
+            // The session was lost (closed handle, device error): reopen at
+            // once and retry; every operation here is idempotent.
+            self.drop_engine(&result);
+            metrics::session_reopen();
+            self.reopen();
+            if self.engine.is_some() {
+                result = self.attempt(&request);
+                if matches!(result, Err(HsmError::Unavailable { .. })) {
+                    self.drop_engine(&result);
+                }
+            }
+        }
+        match &result {
+            Ok(_) => metrics::op_latency(request.key.mechanism(), op_label, started.elapsed()),
+            Err(e) => metrics::error(e, op_label),
+        }
+        // The caller may have given up (its own deadline): nothing to do.
+        let _ = request.reply.send(result);
+    }
+
+    fn attempt(&mut self, request: &Request) -> Result<Reply, HsmError> {
+        let Some(engine) = self.engine.as_mut() else {
+            return Err(HsmError::Unavailable {
+                reason: format!(
+                    "hsm session down, reopening with backoff (last error: {})",
+                    self.last_error
+                ),
+            });
+        };
+        execute(engine.as_mut(), &self.shared, request)
+    }
+
+    fn drop_engine(&mut self, cause: &Result<Reply, HsmError>) {
+        if let Err(e) = cause {
+            self.last_error = e.to_string();
+        }
+        if self.engine.take().is_some() {
+            metrics::session_closed();
+            tracing::warn!(error = %self.last_error, "hsm session lost; reopening");
+        }
+    }
+
+    fn reopen(&mut self) {
+        match self.factory.open() {
+            Ok(engine) => {
+                self.engine = Some(engine);
+                self.backoff.reset();
+                metrics::session_opened();
+                tracing::info!("hsm session reopened");
+            }
+            Err(e) => {
+                self.last_error = e.to_string();
+                let wait = self.backoff.fail(Instant::now());
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "hsm session reopen failed");
+            }
+        }
+    }
+}
+
+/// Runs one request on an engine: version lookup, then the operation.
+fn execute(engine: &mut dyn Engine, shared: &Shared, request: &Request) -> Result<Reply, HsmError> {
+    let key = &request.key;
+    let mechanism = key.mechanism();
+    let class = match request.job {
+        Job::Scan(class) => {
+            let now = shared.clock.now();
+            return scan(engine, shared, key, class, now).map(Reply::Versions);
+        }
+        Job::Crypto(op) => {
+            if !mechanism.supports(op) {
+                return Err(HsmError::UnsupportedMechanism {
+                    mechanism,
+                    reason: format!(
+                        "key `{}` is a {} key; {} needs a {} mechanism",
+                        key.label(),
+                        if mechanism.is_mac() {
+                            "MAC"
+                        } else {
+                            "signature"
+                        },
+                        op,
+                        if op == Operation::Mac || op == Operation::VerifyMac {
+                            "MAC"
+                        } else {
+                            "signature"
+                        }
+                    ),
+                });
+            }
+            class_for(op)
+        }
+    };
+    let now = shared.clock.now();
+    let accepted = match shared.keyring.lookup(key.label(), class, now) {
+        Lookup::Fresh(accepted) => accepted,
+        Lookup::NeedsScan => scan(engine, shared, key, class, now)?,
+    };
+    let Job::Crypto(op) = request.job else {
+        unreachable!("scan returned above");
+    };
+    match op {
+        Operation::Sign => engine
+            .sign(
+                &versioned_label(key.label(), accepted.current),
+                mechanism,
+                &request.message,
+            )
+            .map(Reply::Bytes),
+        Operation::Mac => engine
+            .mac(
+                &versioned_label(key.label(), accepted.current),
+                mechanism,
+                &request.message,
+            )
+            .map(Reply::Bytes),
+        Operation::VerifyMac => {
+            for version in accepted.verify_order() {
+                let label = versioned_label(key.label(), version);
+                let tag = match engine.mac(&label, mechanism, &request.message) {
+                    Ok(tag) => tag,
+                    // A previous version deleted before the overlap ended.
+                    Err(HsmError::KeyNotFound { .. }) if version != accepted.current => continue,
+                    Err(e) => return Err(e),
+                };
+                if bool::from(tag.as_slice().ct_eq(&request.expected)) {
+                    return Ok(Reply::Verified);
+                }
+            }
+            Err(HsmError::MacMismatch)
+        }
+        Operation::Verify => {
+            for version in accepted.verify_order() {
+                let label = versioned_label(key.label(), version);
+                match engine.verify(&label, mechanism, &request.message, &request.expected) {
+                    Ok(true) => return Ok(Reply::Verified),
+                    Ok(false) => {}
+                    Err(HsmError::KeyNotFound { .. }) if version != accepted.current => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(HsmError::SignatureInvalid)
+        }
+    }
+}
+
+fn scan(
+    engine: &mut dyn Engine,
+    shared: &Shared,
+    key: &KeyRef,
+    class: KeyClass,
+    now: Instant,
+) -> Result<Accepted, HsmError> {
+    let versions = engine.versions(key.label(), class)?;
+    shared
+        .keyring
+        .observe(key.label(), class, &versions, now)
+        .ok_or_else(|| HsmError::KeyNotFound {
+            label: key.label().to_owned(),
+            class: class.as_str(),
+            store: shared.store_name.clone(),
+        })
+}
+
+/// The object class an operation uses.
+pub(crate) fn class_for(op: Operation) -> KeyClass {
+    match op {
+        Operation::Sign => KeyClass::Private,
+        Operation::Verify => KeyClass::Public,
+        Operation::Mac | Operation::VerifyMac => KeyClass::Secret,
+    }
+}
+
+/// Exponential backoff between session reopen attempts.
+#[derive(Debug)]
+struct Backoff {
+    next_wait: Duration,
+    due_at: Option<Instant>,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            next_wait: BACKOFF_INITIAL,
+            due_at: None,
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Backoff::new();
+    }
+
+    /// Records a failed attempt; returns the wait before the next one.
+    fn fail(&mut self, now: Instant) -> Duration {
+        let wait = self.next_wait;
+        self.due_at = Some(now + wait);
+        self.next_wait = (self.next_wait * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    fn is_due(&self, now: Instant) -> bool {
+        self.due_at.is_none_or(|due| now >= due)
+    }
+
+    fn until_due(&self, now: Instant) -> Duration {
+        self.due_at
+            .map_or(Duration::ZERO, |due| due.saturating_duration_since(now))
+            .max(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::clock::SystemClock;
+
+    /// An engine whose MAC is the message reversed, failing on demand.
+    struct FakeEngine {
+        fail_next: Arc<AtomicUsize>,
+    }
+
+    impl Engine for FakeEngine {
+        fn versions(&mut self, _: &str, _: KeyClass) -> Result<Vec<u32>, HsmError> {
+            Ok(vec![1])
+        }
+        fn sign(&mut self, _: &str, _: Mechanism, _: &[u8]) -> Result<Vec<u8>, HsmError> {
+            unreachable!("MAC-only fake")
+        }
+        fn verify(&mut self, _: &str, _: Mechanism, _: &[u8], _: &[u8]) -> Result<bool, HsmError> {
+            unreachable!("MAC-only fake")
+        }
+        fn mac(&mut self, _: &str, _: Mechanism, message: &[u8]) -> Result<Vec<u8>, HsmError> {
+            if self
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(HsmError::Unavailable {
+                    reason: "fake device error".into(),
+                });
+            }
+            Ok(message.iter().rev().copied().collect())
+        }
+    }
+
+    struct FakeFactory {
+        fail_next: Arc<AtomicUsize>,
+        open_failures: AtomicUsize,
+        opens: AtomicUsize,
+    }
+
+    impl EngineFactory for FakeFactory {
+        fn open(&self) -> Result<Box<dyn Engine>, HsmError> {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            if self
+                .open_failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(HsmError::Unavailable {
+                    reason: "fake token removed".into(),
+                });
+            }
+            Ok(Box::new(FakeEngine {
+                fail_next: Arc::clone(&self.fail_next),
+            }))
+        }
+    }
+
+    fn pool(factory: Arc<FakeFactory>) -> Pool {
+        let shared = Arc::new(Shared {
+            keyring: KeyRing::new(Duration::from_secs(60), Duration::from_secs(60)),
+            clock: Arc::new(SystemClock),
+            request_timeout: Duration::from_secs(5),
+            store_name: "fake".into(),
+        });
+        Pool::start(factory, shared, 1, 4).unwrap()
+    }
+
+    fn mac(pool: &Pool, message: &'static [u8]) -> Result<Reply, HsmError> {
+        let (tx, rx) = oneshot::channel();
+        pool.submit(Request {
+            job: Job::Crypto(Operation::Mac),
+            key: KeyRef::new("k", Mechanism::HmacSha256).unwrap(),
+            message: Bytes::from_static(message),
+            expected: Bytes::new(),
+            enqueued_at: Instant::now(),
+            reply: tx,
+        })?;
+        rx.blocking_recv().map_err(|_| HsmError::ShutDown)?
+    }
+
+    #[test]
+    fn lost_session_is_reopened_and_retried_transparently() {
+        let factory = Arc::new(FakeFactory {
+            fail_next: Arc::new(AtomicUsize::new(1)),
+            open_failures: AtomicUsize::new(0),
+            opens: AtomicUsize::new(0),
+        });
+        let pool = pool(Arc::clone(&factory));
+        assert!(matches!(mac(&pool, b"ab"), Ok(Reply::Bytes(v)) if v == b"ba"));
+        assert_eq!(factory.opens.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn token_down_gives_clear_error_then_recovers() {
+        let factory = Arc::new(FakeFactory {
+            fail_next: Arc::new(AtomicUsize::new(1)),
+            open_failures: AtomicUsize::new(2),
+            opens: AtomicUsize::new(0),
+        });
+        // The first open (at start) succeeds only because open_failures is
+        // consumed after: make start succeed by opening before arming.
+        factory.open_failures.store(0, Ordering::SeqCst);
+        let pool = pool(Arc::clone(&factory));
+        factory.open_failures.store(2, Ordering::SeqCst);
+        let err = mac(&pool, b"ab").unwrap_err();
+        assert!(matches!(err, HsmError::Unavailable { .. }), "{err}");
+        // While down, requests are answered at once with Unavailable.
+        let err = mac(&pool, b"ab").unwrap_err();
+        assert!(err.to_string().contains("fake token removed"), "{err}");
+        // Background retries with backoff bring the session back.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match mac(&pool, b"xy") {
+                Ok(Reply::Bytes(v)) => {
+                    assert_eq!(v, b"yx");
+                    break;
+                }
+                Err(HsmError::Unavailable { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_max() {
+        let mut b = Backoff::new();
+        let now = Instant::now();
+        assert!(b.is_due(now));
+        assert_eq!(b.fail(now), BACKOFF_INITIAL);
+        assert!(!b.is_due(now));
+        assert_eq!(b.fail(now), BACKOFF_INITIAL * 2);
+        for _ in 0..20 {
+            b.fail(now);
+        }
+        assert_eq!(b.fail(now), BACKOFF_MAX);
+        b.reset();
+        assert!(b.is_due(now));
+    }
+}

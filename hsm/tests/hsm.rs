@@ -1,0 +1,898 @@
+//! The backend suite (run against SoftHSM2 through PKCS#11 and against the
+//! danger_software backend), RFC known-answer vectors, key protection,
+//! errors, concurrency, backpressure and rotation.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use cryptoki::object::{Attribute, AttributeInfo, AttributeType};
+use fps_hsm::clock::ManualClock;
+use fps_hsm::software::{SoftKey, SoftwareKeyStore};
+use fps_hsm::{
+    admin, Hsm, HsmConfig, HsmError, KeyRef, Mac as _, Mechanism, Operation, PinSource, Signer as _,
+};
+
+const MESSAGE: &[u8] = b"0200F23A400108A18000000000001400000012345678901234400000000000012345";
+
+fn key(base: &str) -> KeyRef {
+    KeyRef::new(base, mechanism_of(base)).unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn software_hsm(store: SoftwareKeyStore, config: HsmConfig) -> Hsm {
+    Hsm::builder(config).software_keys(store).start().unwrap()
+}
+
+/// Independent check of a signature with RustCrypto, not through fps-hsm.
+fn independent_verify(base: &str, message: &[u8], signature: &[u8]) -> bool {
+    match base {
+        "t-ec" => {
+            use p256::ecdsa::signature::Verifier;
+            let sk = p256::ecdsa::SigningKey::from_slice(&test_secret("ec")).unwrap();
+            let sig = p256::ecdsa::Signature::from_slice(signature).unwrap();
+            sk.verifying_key().verify(message, &sig).is_ok()
+        }
+        "t-rsa" => {
+            use rsa::signature::Verifier;
+            let vk = rsa::pss::VerifyingKey::<sha2::Sha256>::new(rsa_test_key().to_public_key());
+            let sig = rsa::pss::Signature::try_from(signature).unwrap();
+            vk.verify(message, &sig).is_ok()
+        }
+        "t-ed" => {
+            let sk = ed25519_dalek::SigningKey::from_bytes(&test_secret("ed").try_into().unwrap());
+            let sig = ed25519_dalek::Signature::from_slice(signature).unwrap();
+            sk.verifying_key().verify_strict(message, &sig).is_ok()
+        }
+        other => panic!("{other} is not a signature key"),
+    }
+}
+
+/// Independent MAC with RustCrypto.
+fn independent_mac(base: &str, message: &[u8]) -> Vec<u8> {
+    match base {
+        "t-hmac" => {
+            use hmac::Mac;
+            let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&test_secret("hmac")).unwrap();
+            m.update(message);
+            m.finalize().into_bytes().to_vec()
+        }
+        "t-cmac" => {
+            use cmac::Mac;
+            let mut m = cmac::Cmac::<aes::Aes256>::new_from_slice(&test_secret("cmac")).unwrap();
+            m.update(message);
+            m.finalize().into_bytes().to_vec()
+        }
+        other => panic!("{other} is not a MAC key"),
+    }
+}
+
+/// The suite every backend must pass, on keys from [`add_known_keys`].
+async fn backend_suite(hsm: &Hsm, ed25519: bool) {
+    let message = Bytes::from_static(MESSAGE);
+    let mut tampered = MESSAGE.to_vec();
+    tampered[10] ^= 1;
+    let tampered = Bytes::from(tampered);
+
+    for base in ["t-hmac", "t-cmac"] {
+        let k = key(base);
+        let tag = hsm.mac(&k, message.clone()).await.unwrap();
+        assert_eq!(tag, independent_mac(base, MESSAGE), "{base} MAC");
+        hsm.verify_mac(&k, message.clone(), Bytes::from(tag.clone()))
+            .await
+            .unwrap();
+        let mut bad_tag = tag.clone();
+        bad_tag[0] ^= 0x80;
+        assert_err(
+            hsm.verify_mac(&k, message.clone(), bad_tag.into()).await,
+            |e| matches!(e, HsmError::MacMismatch),
+        );
+        assert_err(
+            hsm.verify_mac(&k, tampered.clone(), tag.clone().into())
+                .await,
+            |e| e.is_verification_failure(),
+        );
+        assert_err(
+            hsm.verify_mac(&k, message.clone(), Bytes::from(tag[..8].to_vec()))
+                .await,
+            |e| matches!(e, HsmError::MacMismatch),
+        );
+    }
+
+    let mut signers = vec!["t-ec", "t-rsa"];
+    if ed25519 {
+        signers.push("t-ed");
+    }
+    for base in signers {
+        let k = key(base);
+        // Backend signs, an independent implementation verifies.
+        let signature = hsm.sign(&k, message.clone()).await.unwrap();
+        assert!(
+            independent_verify(base, MESSAGE, &signature),
+            "{base}: backend signature"
+        );
+        hsm.verify(&k, message.clone(), signature.clone().into())
+            .await
+            .unwrap();
+        // An independent implementation signs, the backend verifies.
+        let theirs = known_key(base).sign(MESSAGE).unwrap();
+        hsm.verify(&k, message.clone(), theirs.into())
+            .await
+            .unwrap();
+        // Tampering is rejected.
+        assert_err(
+            hsm.verify(&k, tampered.clone(), signature.clone().into())
+                .await,
+            |e| matches!(e, HsmError::SignatureInvalid),
+        );
+        let mut bad = signature.clone();
+        bad[5] ^= 1;
+        assert_err(hsm.verify(&k, message.clone(), bad.into()).await, |e| {
+            matches!(e, HsmError::SignatureInvalid)
+        });
+        assert_err(
+            hsm.verify(&k, message.clone(), Bytes::from_static(b"short"))
+                .await,
+            |e| matches!(e, HsmError::SignatureInvalid),
+        );
+    }
+
+    // Operation and mechanism mismatches name the problem.
+    let e = assert_err(hsm.mac(&key("t-ec"), message.clone()).await, |e| {
+        matches!(e, HsmError::UnsupportedMechanism { .. })
+    });
+    assert!(e.to_string().contains("ecdsa_p256_sha256"), "{e}");
+    let wrong = KeyRef::new("t-hmac", Mechanism::AesCmac).unwrap();
+    let e = assert_err(hsm.mac(&wrong, message.clone()).await, |e| {
+        matches!(e, HsmError::KeyTypeMismatch { .. })
+    });
+    assert!(
+        e.to_string().contains("t-hmac-v1") && e.to_string().contains("aes_cmac"),
+        "{e}"
+    );
+    let missing = KeyRef::new("no-such-key", Mechanism::HmacSha256).unwrap();
+    let e = assert_err(hsm.mac(&missing, message.clone()).await, |e| {
+        matches!(e, HsmError::KeyNotFound { .. })
+    });
+    assert!(e.to_string().contains("no-such-key"), "{e}");
+    let errors = hsm
+        .check_keys(&[
+            (key("t-hmac"), Operation::Mac),
+            (missing.clone(), Operation::VerifyMac),
+            (key("t-ec"), Operation::Mac),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
+
+#[test]
+fn software_backend_passes_the_suite() {
+    let store = SoftwareKeyStore::new();
+    add_known_keys(&store, true);
+    let hsm = software_hsm(store, HsmConfig::danger_software());
+    runtime().block_on(backend_suite(&hsm, true));
+}
+
+#[test]
+fn pkcs11_backend_passes_the_suite() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    let ed25519 = admin.supports(Mechanism::Ed25519);
+    if !ed25519 {
+        eprintln!("!!!! token lacks CKM_EDDSA: Ed25519 part skipped");
+    }
+    add_known_keys(&admin, ed25519);
+    let hsm = Hsm::builder(token.config()).start().unwrap();
+    runtime().block_on(backend_suite(&hsm, ed25519));
+}
+
+#[test]
+fn backends_verify_each_other() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    let ed25519 = admin.supports(Mechanism::Ed25519);
+    add_known_keys(&admin, ed25519);
+    let store = SoftwareKeyStore::new();
+    add_known_keys(&store, ed25519);
+    let hard = Hsm::builder(token.config()).start().unwrap();
+    let soft = software_hsm(store, HsmConfig::danger_software());
+    let message = Bytes::from_static(MESSAGE);
+    runtime().block_on(async {
+        for base in ["t-hmac", "t-cmac"] {
+            let k = key(base);
+            let a = hard.mac(&k, message.clone()).await.unwrap();
+            let b = soft.mac(&k, message.clone()).await.unwrap();
+            assert_eq!(a, b, "{base}");
+            soft.verify_mac(&k, message.clone(), a.into())
+                .await
+                .unwrap();
+            hard.verify_mac(&k, message.clone(), b.into())
+                .await
+                .unwrap();
+        }
+        let mut signers = vec!["t-ec", "t-rsa"];
+        if ed25519 {
+            signers.push("t-ed");
+        }
+        for base in signers {
+            let k = key(base);
+            let by_hsm = hard.sign(&k, message.clone()).await.unwrap();
+            soft.verify(&k, message.clone(), by_hsm.into())
+                .await
+                .unwrap();
+            let by_soft = soft.sign(&k, message.clone()).await.unwrap();
+            hard.verify(&k, message.clone(), by_soft.into())
+                .await
+                .unwrap();
+        }
+    });
+}
+
+struct CmacVector {
+    message: &'static str,
+    tag: &'static str,
+}
+
+/// RFC 4493 section 4, AES-128 key 2b7e1516...
+const RFC4493: [CmacVector; 4] = [
+    CmacVector { message: "", tag: "bb1d6929e95937287fa37d129b756746" },
+    CmacVector { message: "6bc1bee22e409f96e93d7e117393172a", tag: "070a16b46b4d4144f79bdd9dd04a287c" },
+    CmacVector {
+        message: "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411",
+        tag: "dfa66747de9ae63030ca32611497c827",
+    },
+    CmacVector {
+        message: "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710",
+        tag: "51f0bebf7e3b9d92fc49741779363cfe",
+    },
+];
+
+/// RFC 4231 test cases 6 and 7 (131-byte key): PKCS#11 tokens such as
+/// SoftHSM2 refuse HMAC-SHA256 keys under 32 bytes, which rules out cases 1-5
+/// there; the software backend also runs case 2.
+const RFC4231_KEY_6_7: [u8; 131] = [0xaa; 131];
+const RFC4231: [(&str, &str); 2] = [
+    (
+        "Test Using Larger Than Block-Size Key - Hash Key First",
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+    ),
+    (
+        "This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm.",
+        "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+    ),
+];
+
+async fn rfc_vectors(hsm: &Hsm) {
+    let cmac = KeyRef::new("rfc4493", Mechanism::AesCmac).unwrap();
+    for v in RFC4493 {
+        let message = Bytes::from(hex(v.message));
+        let tag = hsm.mac(&cmac, message.clone()).await.unwrap();
+        assert_eq!(tag, hex(v.tag), "RFC 4493 message {}", v.message);
+        hsm.verify_mac(&cmac, message.clone(), tag.clone().into())
+            .await
+            .unwrap();
+        let mut bad = tag;
+        bad[15] ^= 1;
+        assert_err(hsm.verify_mac(&cmac, message, bad.into()).await, |e| {
+            matches!(e, HsmError::MacMismatch)
+        });
+    }
+    let hmac = KeyRef::new("rfc4231", Mechanism::HmacSha256).unwrap();
+    for (data, expected) in RFC4231 {
+        let message = Bytes::from_static(data.as_bytes());
+        let tag = hsm.mac(&hmac, message.clone()).await.unwrap();
+        assert_eq!(tag, hex(expected), "RFC 4231 {data}");
+        let mut bad = tag;
+        bad[31] ^= 1;
+        assert_err(hsm.verify_mac(&hmac, message, bad.into()).await, |e| {
+            matches!(e, HsmError::MacMismatch)
+        });
+    }
+}
+
+fn add_rfc_keys(sink: &dyn KeySink) {
+    sink.add(
+        "rfc4493-v1",
+        SoftKey::aes_cmac(&hex("2b7e151628aed2a6abf7158809cf4f3c")).unwrap(),
+    );
+    sink.add(
+        "rfc4231-v1",
+        SoftKey::hmac_sha256(&RFC4231_KEY_6_7).unwrap(),
+    );
+}
+
+#[test]
+fn rfc_vectors_through_pkcs11() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    add_rfc_keys(&token.admin());
+    let hsm = Hsm::builder(token.config()).start().unwrap();
+    runtime().block_on(rfc_vectors(&hsm));
+}
+
+#[test]
+fn rfc_vectors_through_software() {
+    let store = SoftwareKeyStore::new();
+    add_rfc_keys(&store);
+    store
+        .insert("jefe-v1", SoftKey::hmac_sha256(b"Jefe").unwrap())
+        .unwrap();
+    let hsm = software_hsm(store, HsmConfig::danger_software());
+    runtime().block_on(async {
+        rfc_vectors(&hsm).await;
+        // RFC 4231 test case 2 (short key; software only).
+        let jefe = KeyRef::new("jefe", Mechanism::HmacSha256).unwrap();
+        let tag = hsm
+            .mac(&jefe, Bytes::from_static(b"what do ya want for nothing?"))
+            .await
+            .unwrap();
+        assert_eq!(
+            tag,
+            hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        );
+    });
+}
+
+#[test]
+fn keys_are_sensitive_and_never_extractable() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    add_known_keys(&admin, false);
+    admin::generate(&admin, "gen-hmac", Mechanism::HmacSha256).unwrap();
+    admin::generate(&admin, "gen-cmac", Mechanism::AesCmac).unwrap();
+    admin::generate(&admin, "gen-ec", Mechanism::EcdsaP256Sha256).unwrap();
+    admin::generate(&admin, "gen-rsa", Mechanism::RsaPssSha256).unwrap();
+
+    let listed = admin::list_keys(&admin).unwrap();
+    let mut protected = 0;
+    for info in &listed {
+        if info.class == "public" {
+            assert_eq!(info.private, Some(false), "{info:?}");
+            continue;
+        }
+        protected += 1;
+        assert_eq!(info.sensitive, Some(true), "{info:?}");
+        assert_eq!(info.extractable, Some(false), "{info:?}");
+        assert_eq!(info.private, Some(true), "{info:?}");
+        // Reading CKA_VALUE fails with CKR_ATTRIBUTE_SENSITIVE.
+        let handle = admin
+            .session()
+            .find_objects(&[
+                Attribute::Label(info.label.as_bytes().to_vec()),
+                Attribute::Class(if info.class == "secret" {
+                    cryptoki::object::ObjectClass::SECRET_KEY
+                } else {
+                    cryptoki::object::ObjectClass::PRIVATE_KEY
+                }),
+            ])
+            .unwrap()[0];
+        let value_attr = if info.key_type.contains("RSA") {
+            AttributeType::PrivateExponent
+        } else {
+            AttributeType::Value
+        };
+        let value = admin
+            .session()
+            .get_attribute_info(handle, &[value_attr])
+            .unwrap();
+        assert!(
+            matches!(value.as_slice(), [AttributeInfo::Sensitive]),
+            "{}: {value:?}",
+            info.label
+        );
+        // Making it extractable is refused.
+        let err = admin
+            .session()
+            .update_attributes(handle, &[Attribute::Extractable(true)])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::AttributeReadOnly, _)
+            ),
+            "{}: {err}",
+            info.label
+        );
+    }
+    // 4 known (hmac, cmac, ec, rsa) + 4 generated secret/private keys.
+    assert_eq!(protected, 8, "{listed:#?}");
+}
+
+#[test]
+fn hsm_generated_keys_verify_with_independent_implementations() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    let ec = admin::generate(&admin, "sign-ec", Mechanism::EcdsaP256Sha256).unwrap();
+    let rsa_label = admin::generate(&admin, "sign-rsa", Mechanism::RsaPssSha256).unwrap();
+    let hsm = Hsm::builder(token.config()).start().unwrap();
+
+    let ec_key = hsm.key(KeyRef::new("sign-ec", Mechanism::EcdsaP256Sha256).unwrap());
+    let signature = ec_key.sign(MESSAGE).unwrap();
+    let public = admin::public_key(&admin, &ec).unwrap();
+    assert!(
+        public.verify(MESSAGE, &signature).unwrap(),
+        "RustCrypto p256 verifies HSM ECDSA"
+    );
+    openssl_verifies_ecdsa(&admin, &ec, &signature);
+
+    let rsa_key = hsm.key(KeyRef::new("sign-rsa", Mechanism::RsaPssSha256).unwrap());
+    let signature = rsa_key.sign(MESSAGE).unwrap();
+    let public = admin::public_key(&admin, &rsa_label).unwrap();
+    assert!(
+        public.verify(MESSAGE, &signature).unwrap(),
+        "RustCrypto rsa verifies HSM RSA-PSS"
+    );
+    assert!(!public.verify(b"other", &signature).unwrap());
+}
+
+/// Cross-checks with the `openssl` CLI when it is installed.
+fn openssl_verifies_ecdsa(
+    admin: &fps_hsm::pkcs11::TokenSession,
+    label: &str,
+    raw_signature: &[u8],
+) {
+    use p256::pkcs8::EncodePublicKey;
+    let Ok(out) = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+    else {
+        eprintln!("openssl CLI not installed: openssl cross-check skipped");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let session = admin.session();
+    let handle = session
+        .find_objects(&[
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Class(cryptoki::object::ObjectClass::PUBLIC_KEY),
+        ])
+        .unwrap()[0];
+    let attrs = session
+        .get_attributes(handle, &[AttributeType::EcPoint])
+        .unwrap();
+    let Attribute::EcPoint(der) = &attrs[0] else {
+        panic!("no EC point")
+    };
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&der[2..]).unwrap();
+    let pem = vk.to_public_key_pem(Default::default()).unwrap();
+    std::fs::write(dir.path().join("pub.pem"), pem).unwrap();
+    std::fs::write(dir.path().join("msg"), MESSAGE).unwrap();
+    let sig = p256::ecdsa::Signature::from_slice(raw_signature)
+        .unwrap()
+        .to_der();
+    std::fs::write(dir.path().join("sig.der"), sig.as_bytes()).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            "pub.pem",
+            "-signature",
+            "sig.der",
+            "msg",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl rejected the HSM signature: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn setup_errors_name_what_is_wrong() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    add_known_keys(&token.admin(), false);
+
+    // Missing module path.
+    let mut config = token.config();
+    config.module_path = None;
+    let e = assert_err(Hsm::builder(config).start(), |e| {
+        matches!(
+            e,
+            HsmError::InvalidConfig {
+                field: "module_path",
+                ..
+            }
+        )
+    });
+    assert!(e.to_string().contains("module_path"), "{e}");
+    let mut config = token.config();
+    config.module_path = Some(token.dir().join("nope.so"));
+    let e = assert_err(Hsm::builder(config).start(), |e| {
+        matches!(
+            e,
+            HsmError::InvalidConfig {
+                field: "module_path",
+                ..
+            }
+        )
+    });
+    assert!(e.to_string().contains("nope.so"), "{e}");
+
+    // Wrong token label: names it and lists what exists.
+    let mut config = token.config();
+    config.token_label = Some("fps-swtich".into());
+    let e = assert_err(Hsm::builder(config).start(), |e| {
+        matches!(e, HsmError::TokenNotFound { .. })
+    });
+    assert!(
+        e.to_string().contains("fps-swtich") && e.to_string().contains("fps-switch"),
+        "{e}"
+    );
+
+    // Wrong PIN.
+    let pin_file = token.dir().join("wrong-pin");
+    std::fs::write(&pin_file, "0000\n").unwrap();
+    let config = HsmConfig::pkcs11(&token.module, TOKEN, PinSource::File(pin_file));
+    let e = assert_err(Hsm::builder(config).start(), |e| {
+        matches!(e, HsmError::WrongPin { .. })
+    });
+    assert!(
+        e.to_string().contains("PIN") && !e.to_string().contains("0000"),
+        "{e}"
+    );
+
+    // PIN variable not set.
+    let config = HsmConfig::pkcs11(
+        &token.module,
+        TOKEN,
+        PinSource::Env("FPS_HSM_UNSET_PIN".into()),
+    );
+    let e = assert_err(Hsm::builder(config).start(), |e| {
+        matches!(e, HsmError::PinUnavailable { .. })
+    });
+    assert!(e.to_string().contains("FPS_HSM_UNSET_PIN"), "{e}");
+
+    // Missing key label and unsupported mechanism at run time.
+    let hsm = Hsm::builder(token.config()).start().unwrap();
+    runtime().block_on(async {
+        let missing = KeyRef::new("mac-missing", Mechanism::HmacSha256).unwrap();
+        let e = assert_err(hsm.mac(&missing, Bytes::from_static(b"x")).await, |e| {
+            matches!(e, HsmError::KeyNotFound { .. })
+        });
+        assert!(
+            e.to_string().contains("mac-missing") && e.to_string().contains("fps-switch"),
+            "{e}"
+        );
+        let e = assert_err(
+            hsm.sign(&key("t-hmac"), Bytes::from_static(b"x")).await,
+            |e| matches!(e, HsmError::UnsupportedMechanism { .. }),
+        );
+        assert!(e.to_string().contains("hmac_sha256"), "{e}");
+    });
+}
+
+#[test]
+fn concurrent_signing_through_the_pool_is_correct() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    add_known_keys(&token.admin(), false);
+    let mut config = token.config();
+    config.threads = 2;
+    config.queue_bound = 512;
+    let hsm = Hsm::builder(config).start().unwrap();
+    runtime().block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let hsm = hsm.clone();
+            tasks.push(tokio::spawn(async move {
+                let message = format!("message {i}").into_bytes();
+                let (base, out) = if i % 2 == 0 {
+                    (
+                        "t-ec",
+                        hsm.sign(&key("t-ec"), Bytes::from(message.clone())).await,
+                    )
+                } else {
+                    (
+                        "t-hmac",
+                        hsm.mac(&key("t-hmac"), Bytes::from(message.clone())).await,
+                    )
+                };
+                (base, message, out.unwrap())
+            }));
+        }
+        for task in tasks {
+            let (base, message, out) = task.await.unwrap();
+            if base == "t-ec" {
+                assert!(independent_verify(base, &message, &out));
+            } else {
+                assert_eq!(out, independent_mac(base, &message));
+            }
+        }
+    });
+    assert_eq!(hsm.queue_len(), 0);
+}
+
+#[test]
+fn full_queue_answers_busy_and_the_rest_succeed() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    add_known_keys(&token.admin(), false);
+    let mut config = token.config();
+    config.threads = 1;
+    config.queue_bound = 2;
+    let hsm = Hsm::builder(config).start().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ok, busy) = rt.block_on(async {
+        // On a current-thread runtime every task enqueues before any awaits a
+        // reply, while one worker signs RSA at a few hundred per second.
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let hsm = hsm.clone();
+                tokio::spawn(
+                    async move { hsm.sign(&key("t-rsa"), Bytes::from_static(MESSAGE)).await },
+                )
+            })
+            .collect();
+        let (mut ok, mut busy) = (0, 0);
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(signature) => {
+                    assert!(independent_verify("t-rsa", MESSAGE, &signature));
+                    ok += 1;
+                }
+                Err(HsmError::Busy { queue_bound: 2 }) => busy += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        (ok, busy)
+    });
+    assert!(busy > 0, "queue bound never reached ({ok} ok)");
+    // At most bound + the one being signed can be accepted at once.
+    assert!(ok >= 1 && ok <= 64 - busy, "{ok} ok, {busy} busy");
+    assert!(hsm.queue_len() <= 2);
+}
+
+/// Rotation on both backends: new MACs use v2 once seen; v1 MACs verify
+/// during the overlap and not after.
+fn rotation_suite(sink: &dyn KeySink, hsm: &Hsm, clock: &ManualClock) {
+    let k = KeyRef::new("mac-rot", Mechanism::HmacSha256).unwrap();
+    let v1 = SoftKey::hmac_sha256(&test_secret("rot-1")).unwrap();
+    let v2 = SoftKey::hmac_sha256(&test_secret("rot-2")).unwrap();
+    let tag1 = v1.mac(MESSAGE).unwrap();
+    let tag2 = v2.mac(MESSAGE).unwrap();
+    let mac = hsm.key(k.clone());
+
+    assert_eq!(mac.generate(MESSAGE).unwrap(), tag1);
+    sink.add("mac-rot-v2", v2);
+    // Not seen until the next re-scan (key_refresh_secs = 10).
+    assert_eq!(mac.generate(MESSAGE).unwrap(), tag1);
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(mac.generate(MESSAGE).unwrap(), tag2, "new MACs use v2");
+    mac.verify(MESSAGE, &tag2).unwrap();
+    mac.verify(MESSAGE, &tag1)
+        .expect("v1 still verifies during the overlap");
+    clock.advance(Duration::from_secs(99));
+    mac.verify(MESSAGE, &tag1)
+        .expect("v1 verifies until the overlap ends");
+    clock.advance(Duration::from_secs(2));
+    assert_err(mac.verify(MESSAGE, &tag1), |e| {
+        matches!(e, HsmError::MacMismatch)
+    });
+    mac.verify(MESSAGE, &tag2).unwrap();
+}
+
+fn rotation_config(mut config: HsmConfig) -> HsmConfig {
+    config.key_rotation_overlap_secs = 100;
+    config.key_refresh_secs = 10;
+    config
+}
+
+#[test]
+fn rotation_through_pkcs11() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    admin.add(
+        "mac-rot-v1",
+        SoftKey::hmac_sha256(&test_secret("rot-1")).unwrap(),
+    );
+    let clock = Arc::new(ManualClock::new());
+    let hsm = Hsm::builder(rotation_config(token.config()))
+        .clock(clock.clone())
+        .start()
+        .unwrap();
+    rotation_suite(&admin, &hsm, &clock);
+}
+
+#[test]
+fn rotation_through_software() {
+    let store = SoftwareKeyStore::new();
+    store.add(
+        "mac-rot-v1",
+        SoftKey::hmac_sha256(&test_secret("rot-1")).unwrap(),
+    );
+    let clock = Arc::new(ManualClock::new());
+    let hsm = Hsm::builder(rotation_config(HsmConfig::danger_software()))
+        .software_keys(store.clone())
+        .clock(clock.clone())
+        .start()
+        .unwrap();
+    rotation_suite(&store, &hsm, &clock);
+}
+
+#[test]
+fn admin_generate_rotate_and_refresh() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    for (label, m) in [
+        ("mac-hmac", Mechanism::HmacSha256),
+        ("mac-cmac", Mechanism::AesCmac),
+        ("sign-ec", Mechanism::EcdsaP256Sha256),
+        ("sign-rsa", Mechanism::RsaPssSha256),
+    ] {
+        assert_eq!(
+            admin::generate(&admin, label, m).unwrap(),
+            format!("{label}-v1")
+        );
+        assert_err(admin::generate(&admin, label, m), |e| {
+            matches!(e, HsmError::KeyExists { .. })
+        });
+    }
+    let hsm = Hsm::builder(token.config()).start().unwrap();
+    let cmac = KeyRef::new("mac-cmac", Mechanism::AesCmac).unwrap();
+    let ec = KeyRef::new("sign-ec", Mechanism::EcdsaP256Sha256).unwrap();
+    runtime().block_on(async {
+        let old_tag = hsm.mac(&cmac, Bytes::from_static(MESSAGE)).await.unwrap();
+        assert_eq!(admin::rotate(&admin, "mac-cmac").unwrap(), "mac-cmac-v2");
+        assert_eq!(admin::rotate(&admin, "sign-ec").unwrap(), "sign-ec-v2");
+        hsm.refresh_keys();
+        let versions = hsm.key_versions(&cmac, Operation::Mac).await.unwrap();
+        assert_eq!((versions.current, versions.previous), (2, Some(1)));
+        let new_tag = hsm.mac(&cmac, Bytes::from_static(MESSAGE)).await.unwrap();
+        assert_ne!(old_tag, new_tag, "v2 is a new key");
+        hsm.verify_mac(&cmac, Bytes::from_static(MESSAGE), old_tag.into())
+            .await
+            .unwrap();
+        let versions = hsm.key_versions(&ec, Operation::Sign).await.unwrap();
+        assert_eq!(versions.current, 2);
+        let signature = hsm.sign(&ec, Bytes::from_static(MESSAGE)).await.unwrap();
+        let public = admin::public_key(&admin, "sign-ec-v2").unwrap();
+        assert!(
+            public.verify(MESSAGE, &signature).unwrap(),
+            "signed with v2"
+        );
+    });
+    let listed = admin::list_keys(&admin).unwrap();
+    let labels: Vec<_> = listed.iter().map(|k| (k.label.as_str(), k.class)).collect();
+    assert!(labels.contains(&("mac-cmac-v2", "secret")), "{labels:?}");
+    assert!(
+        labels.contains(&("sign-ec-v2", "private")) && labels.contains(&("sign-ec-v2", "public"))
+    );
+}
+
+#[test]
+fn lost_login_is_recovered_transparently() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    add_known_keys(&admin, false);
+    let hsm = Hsm::builder(token.config()).start().unwrap();
+    let mac = hsm.key(key("t-hmac"));
+    assert_eq!(
+        mac.generate(MESSAGE).unwrap(),
+        independent_mac("t-hmac", MESSAGE)
+    );
+    // Logging out ends the login of every session of this process: the
+    // workers' next call fails, they reopen, log in again and retry.
+    admin.session().logout().unwrap();
+    // Both workers (one with a cached key handle, one without) recover.
+    for _ in 0..8 {
+        assert_eq!(
+            mac.generate(MESSAGE).unwrap(),
+            independent_mac("t-hmac", MESSAGE)
+        );
+    }
+}
+
+#[test]
+fn config_parses_from_toml_and_rejects_unknown_fields() {
+    let config: HsmConfig = toml::from_str(
+        r#"
+        backend = "pkcs11"
+        module_path = "/usr/lib/softhsm/libsofthsm2.so"
+        token_label = "fps-switch"
+        pin_env = "FPS_HSM_PIN"
+        threads = 2
+        queue_bound = 256
+        key_rotation_overlap_secs = 600
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.queue_bound, 256);
+    assert_eq!(
+        config.pin_source(),
+        Some(PinSource::Env("FPS_HSM_PIN".into()))
+    );
+    let err = toml::from_str::<HsmConfig>("backend = \"pkcs11\"\npin = \"1234\"\n").unwrap_err();
+    assert!(err.to_string().contains("unknown field `pin`"), "{err}");
+    let err = toml::from_str::<HsmConfig>("backend = \"software\"\n").unwrap_err();
+    assert!(err.to_string().contains("danger_software"), "{err}");
+    #[derive(serde::Deserialize)]
+    struct Bank {
+        mac_key: KeyRef,
+    }
+    let bank: Bank =
+        toml::from_str("mac_key = { label = \"mac-hmac\", mechanism = \"hmac_sha256\" }").unwrap();
+    assert_eq!(bank.mac_key.mechanism(), Mechanism::HmacSha256);
+    assert!(toml::from_str::<Bank>(
+        "mac_key = { label = \"mac-hmac-v1\", mechanism = \"hmac_sha256\" }"
+    )
+    .is_err());
+    assert!(toml::from_str::<Bank>("mac_key = { label = \"m\", mechanism = \"des3\" }").is_err());
+}
+
+#[test]
+fn software_backend_metrics_use_bounded_labels() {
+    use metrics_util::debugging::DebuggingRecorder;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    if recorder.install().is_err() {
+        return; // another test installed one first; nothing to observe here
+    }
+    let store = SoftwareKeyStore::new();
+    add_known_keys(&store, false);
+    let hsm = software_hsm(store, HsmConfig::danger_software());
+    let mac = hsm.key(key("t-hmac"));
+    mac.generate(MESSAGE).unwrap();
+    assert!(mac.verify(MESSAGE, b"nope").is_err());
+    let snapshot = snapshotter.snapshot().into_vec();
+    let mut seen = Vec::new();
+    for (key, _, _, _) in &snapshot {
+        let k = key.key();
+        for label in k.labels() {
+            assert!(
+                ["mechanism", "op", "kind"].contains(&label.key()),
+                "unexpected label {label:?}"
+            );
+            assert!(
+                !label.value().contains("t-hmac"),
+                "key label leaked into metrics"
+            );
+        }
+        seen.push(k.name().to_owned());
+    }
+    assert!(
+        seen.iter().any(|n| n == fps_hsm::metrics::OP_SECONDS),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|n| n == fps_hsm::metrics::ERRORS_TOTAL),
+        "{seen:?}"
+    );
+}
