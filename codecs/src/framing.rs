@@ -14,6 +14,10 @@ use crate::error::{CodecError, Location};
 /// Default largest message accepted on a link (DESIGN.md: 8 KiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024;
 
+/// Hard ceiling on `max_frame_bytes`: a peer's length prefix can never make
+/// a link buffer more than this, whatever the prefix could express.
+pub const MAX_FRAME_BYTES_LIMIT: usize = 1024 * 1024;
+
 /// How the length in front of each message is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -145,6 +149,12 @@ pub struct FrameMark {
 impl Framer {
     /// A framer with the given settings; refuses settings that cannot work.
     pub fn new(config: FrameConfig) -> Result<Self, CodecError> {
+        if config.max_frame_bytes > MAX_FRAME_BYTES_LIMIT {
+            return Err(CodecError::Invalid {
+                at: Location::Frame,
+                reason: "max_frame_bytes is over the 1 MiB limit",
+            });
+        }
         if config.max_frame_bytes > config.prefix.max_len() {
             return Err(CodecError::Invalid {
                 at: Location::Frame,
@@ -382,6 +392,12 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_work_are_refused() {
+        assert!(Framer::new(FrameConfig {
+            prefix: LengthPrefix::Binary4,
+            max_frame_bytes: MAX_FRAME_BYTES_LIMIT + 1,
+            ..FrameConfig::default()
+        })
+        .is_err());
         assert!(Framer::new(FrameConfig {
             prefix: LengthPrefix::Ascii4,
             max_frame_bytes: 10_000,

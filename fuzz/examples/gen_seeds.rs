@@ -1,0 +1,629 @@
+//! Writes the checked-in seed corpora under `fuzz/seeds/<target>/`:
+//! valid messages of every shipped dialect (made by our own encoder) plus
+//! hand-written inputs that crashed other ISO 8583 libraries.
+//!
+//! ```sh
+//! cargo run --manifest-path fuzz/Cargo.toml --example gen_seeds
+//! ```
+//!
+//! Re-running it rewrites the files it owns and leaves any other seed alone.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+use fps_codecs::framing::{FrameConfig, Framer, LengthPrefix};
+use fps_codecs::iso20022::Iso20022Codec;
+use fps_codecs::iso8583::{self, Iso8583Codec};
+use fps_codecs::json::JsonCodec;
+use fps_codecs::model::*;
+use fps_codecs::MessageCodec;
+
+fn main() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    let mut w = Writer {
+        root: seeds,
+        count: 0,
+    };
+    iso8583_seeds(&mut w);
+    framer_seeds(&mut w);
+    json_seeds(&mut w);
+    iso20022_seeds(&mut w);
+    dialect_seeds(&mut w);
+    println!("wrote {} seed files under {}", w.count, w.root.display());
+}
+
+struct Writer {
+    root: PathBuf,
+    count: usize,
+}
+
+impl Writer {
+    fn put(&mut self, target: &str, name: &str, bytes: &[u8]) {
+        let dir = self.root.join(target);
+        fs::create_dir_all(&dir).expect("create seed dir");
+        fs::write(dir.join(name), bytes).expect("write seed");
+        self.count += 1;
+    }
+}
+
+// ---------------------------------------------------------------- ISO 8583
+
+fn iso8583_seeds(w: &mut Writer) {
+    let names: Vec<&str> = iso8583::builtin_names().collect();
+    for (sel, name) in names.iter().enumerate() {
+        let codec = Iso8583Codec::builtin(name).expect("shipped dialect");
+        for (what, txn) in transactions(&codec) {
+            let mut out = BytesMut::new();
+            if let Err(e) = codec.encode(&txn, &mut out) {
+                eprintln!("skip {name}/{what}: {e}");
+                continue;
+            }
+            let mut sel_msg = vec![sel as u8];
+            sel_msg.extend_from_slice(&out);
+            w.put("iso8583_decode", &format!("{name}-{what}"), &sel_msg);
+            if *name == "canonical" {
+                w.put("iso8583_canonical", &format!("valid-{what}"), &out);
+            }
+        }
+        for (what, bad) in bad_messages(&codec) {
+            let mut sel_msg = vec![sel as u8];
+            sel_msg.extend_from_slice(&bad);
+            w.put("iso8583_decode", &format!("{name}-bad-{what}"), &sel_msg);
+            if *name == "canonical" {
+                w.put("iso8583_canonical", &format!("bad-{what}"), &bad);
+            }
+        }
+    }
+}
+
+/// Typical messages, each adjusted to what `codec`'s dialect carries.
+fn transactions(codec: &Iso8583Codec) -> Vec<(&'static str, Transaction)> {
+    let d = codec.dialect();
+    let carries = |cf: &str| {
+        iso8583::CanonicalField::from_name(cf)
+            .and_then(|f| d.field_of(f))
+            .is_some()
+    };
+    let trim = |mut t: Transaction| {
+        if !carries("idempotency_key") {
+            t.idempotency_key = None;
+        }
+        if !carries("local_time") {
+            t.local_time = None;
+        }
+        if !carries("local_date") {
+            t.local_date = None;
+        }
+        if !carries("merchant_id") {
+            t.merchant_id = None;
+        }
+        t
+    };
+    let base = trim(credit_transfer());
+    let mut resp = base.response(ResponseCode::INSUFFICIENT_FUNDS);
+    resp.auth_id = AuthId::parse(b"A1B2C3").ok();
+    let approved = base.response(ResponseCode::APPROVED);
+
+    // Creditor addressed by FPS proxy, with a PAN and a MAC (secondary bitmap).
+    let mut proxy = base.clone();
+    proxy.receiving_bank = None;
+    proxy.creditor_account = None;
+    proxy.proxy = ProxyId::parse(b"MOBN:+852-91234567").ok();
+    proxy.pan = Pan::parse(b"4761739001010010").ok();
+    proxy.mac = mac_for(codec);
+    let mut email = base.clone();
+    email.proxy = ProxyId::parse(b"EMAL:name@example.com").ok();
+
+    let mut reversal = trim(Transaction::new(Mti::REVERSAL));
+    reversal.processing_code = Some(ProcessingCode::CREDIT_TRANSFER);
+    reversal.amount = base.amount;
+    reversal.transmitted_at = TransmissionDateTime::parse(b"1123093515").ok();
+    reversal.stan = Stan::new(124).ok();
+    reversal.acquirer = base.acquirer;
+    reversal.rrn = base.rrn;
+    reversal.terminal_id = base.terminal_id;
+    reversal.currency = base.currency;
+    reversal.original = OriginalData::parse(b"020000012311230930150000088800100000000000").ok();
+
+    let mut echo = Transaction::new(Mti::NETWORK);
+    echo.transmitted_at = TransmissionDateTime::parse(b"1123093015").ok();
+    echo.stan = Stan::new(7).ok();
+    echo.network_code = Some(NetworkCode::Echo);
+    let echo_resp = echo.response(ResponseCode::APPROVED);
+    let mut sign_on = echo.clone();
+    sign_on.network_code = Some(NetworkCode::SignOn);
+
+    vec![
+        ("credit-transfer", base),
+        ("credit-transfer-response-51", resp),
+        ("credit-transfer-response-00", approved),
+        ("credit-transfer-proxy-pan-mac", proxy),
+        ("credit-transfer-email-proxy", email),
+        ("reversal", reversal),
+        ("network-echo", echo),
+        ("network-echo-response", echo_resp),
+        ("network-sign-on", sign_on),
+    ]
+}
+
+fn credit_transfer() -> Transaction {
+    let mut t = Transaction::new(Mti::CREDIT_TRANSFER);
+    t.processing_code = Some(ProcessingCode::CREDIT_TRANSFER);
+    t.amount = AmountMinor::new(12_345).ok();
+    t.transmitted_at = TransmissionDateTime::parse(b"1123093015").ok();
+    t.stan = Stan::new(123).ok();
+    t.local_time = LocalTime::parse(b"173015").ok();
+    t.local_date = LocalDate::parse(b"1123").ok();
+    t.acquirer = InstitutionId::parse(b"888001").ok();
+    t.rrn = Rrn::parse(b"000000000123").ok();
+    t.terminal_id = TerminalId::parse(b"TERM0001").ok();
+    t.merchant_id = MerchantId::parse(b"MERCHANT0000001").ok();
+    t.currency = Some(Currency::HKD);
+    t.receiving_bank = BankCode::parse(b"004").ok();
+    t.debtor_account = Account::parse(b"123456789001").ok();
+    t.creditor_account = Account::parse(b"987654321001").ok();
+    t.idempotency_key = IdempotencyKey::parse(b"gw-2026-11-23-000123").ok();
+    t
+}
+
+/// A MAC of the size and class the dialect's MAC field takes.
+fn mac_for(codec: &Iso8583Codec) -> Option<MacValue> {
+    let n = codec.dialect().field_of(iso8583::CanonicalField::Mac)?;
+    let spec = codec.dialect().field(n)?;
+    let len = spec.max_units().min(16);
+    if spec.class == CharClass::B {
+        MacValue::new(&[0xA5, 0x00, 0xFF, 0x10, 0x7F, 0x80, 0x01, 0xFE][..len.min(8)]).ok()
+    } else {
+        MacValue::new(&b"0123456789ABCDEF"[..len]).ok()
+    }
+}
+
+/// Inputs known to break ISO 8583 parsers, in this dialect's encodings.
+fn bad_messages(codec: &Iso8583Codec) -> Vec<(&'static str, Vec<u8>)> {
+    let d = codec.dialect();
+    let header = d.header().to_vec();
+    let hex_bitmap = codec.dialect().name().eq("canonical");
+    // MTI 0200 in the dialect's encoding, taken from a real encoding.
+    let mut probe = BytesMut::new();
+    let mut t = Transaction::new(Mti::NETWORK);
+    t.stan = Stan::new(1).ok();
+    let mti: Vec<u8> = match codec.encode(&t, &mut probe) {
+        Ok(()) => {
+            let mti_len = if probe[header.len()] == 0x08 { 2 } else { 4 };
+            probe[header.len()..header.len() + mti_len].to_vec()
+        }
+        Err(_) => b"0800".to_vec(),
+    };
+    let cat = |parts: &[&[u8]]| -> Vec<u8> {
+        let mut v = header.clone();
+        for p in parts {
+            v.extend_from_slice(p);
+        }
+        v
+    };
+    // Bitmaps: (field numbers set) in the dialect's encoding.
+    let bm = |fields: &[u8], secondary: bool| -> Vec<u8> {
+        let mut b: u128 = 0;
+        for f in fields {
+            b |= 1u128 << (128 - u32::from(*f));
+        }
+        if secondary {
+            b |= 1u128 << 127;
+        }
+        let halves: &[u64] = if secondary {
+            &[(b >> 64) as u64, b as u64]
+        } else {
+            &[(b >> 64) as u64]
+        };
+        let mut out = Vec::new();
+        for h in halves {
+            if hex_bitmap {
+                out.extend_from_slice(format!("{h:016X}").as_bytes());
+            } else {
+                out.extend_from_slice(&h.to_be_bytes());
+            }
+        }
+        out
+    };
+    let all_ff: Vec<u8> = if hex_bitmap {
+        b"FFFFFFFFFFFFFFFF".to_vec()
+    } else {
+        vec![0xFF; 8]
+    };
+    let mut v: Vec<(&'static str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("one-byte", vec![b'0']),
+        ("two-bytes", b"02".to_vec()),
+        ("three-bytes", b"020".to_vec()),
+        ("header-only", header.clone()),
+        ("mti-only", cat(&[&mti])),
+        ("bitmap-truncated", cat(&[&mti, &all_ff[..3]])),
+        ("bitmap-all-ff", cat(&[&mti, &all_ff])),
+        ("bitmap-all-ff-twice", cat(&[&mti, &all_ff, &all_ff])),
+        (
+            "bitmap-all-ff-then-junk",
+            cat(&[&mti, &all_ff, &all_ff, &[b'9'; 64]]),
+        ),
+        (
+            "secondary-announced-nothing-after",
+            cat(&[&mti, &bm(&[], true)]),
+        ),
+        (
+            "secondary-announced-zero",
+            cat(&[
+                &mti,
+                &bm(&[], true)[..],
+                &vec![if hex_bitmap { b'0' } else { 0 }; if hex_bitmap { 16 } else { 8 }],
+            ]),
+        ),
+        ("empty-bitmap", cat(&[&mti, &bm(&[], false)])),
+        ("trailing-bytes", cat(&[&mti, &bm(&[], false), b"junk"])),
+        ("mti-non-digit", cat(&[b"02X0", &bm(&[], false)])),
+    ];
+    if d.header().is_empty() && hex_bitmap {
+        v.push(("bitmap-lowercase-hex", cat(&[&mti, b"f000000000000000"])));
+        v.push(("bitmap-non-hex", cat(&[&mti, b"G000000000000000"])));
+        v.push(("bitmap-spaces", cat(&[&mti, b"                "])));
+    }
+    // Variable-length fields: LLVAR F2 and LLLVAR F120/F123 when laid out
+    // with ASCII/EBCDIC digit prefixes; generic junk lengths otherwise.
+    let digit = |c: u8| -> u8 {
+        if d.name() == "iso93-ebcdic" && c.is_ascii_digit() {
+            0xF0 + (c - b'0')
+        } else {
+            c
+        }
+    };
+    let enc = |s: &[u8]| -> Vec<u8> { s.iter().map(|c| digit(*c)).collect() };
+    if d.field(2).is_some() {
+        v.push((
+            "llvar-minus-one",
+            cat(&[&mti, &bm(&[2], false), b"-1", b"1234"]),
+        ));
+        v.push(("llvar-0x", cat(&[&mti, &bm(&[2], false), b"0x", b"1234"])));
+        v.push((
+            "llvar-spaces",
+            cat(&[&mti, &bm(&[2], false), b"  ", b"1234"]),
+        ));
+        v.push((
+            "llvar-past-buffer",
+            cat(&[&mti, &bm(&[2], false), &enc(b"19"), &enc(b"1234")]),
+        ));
+        v.push((
+            "llvar-99",
+            cat(&[&mti, &bm(&[2], false), &enc(b"99"), &enc(b"1234")]),
+        ));
+        v.push(("llvar-zero", cat(&[&mti, &bm(&[2], false), &enc(b"00")])));
+        v.push((
+            "llvar-bcd-bad-nibble",
+            cat(&[&mti, &bm(&[2], false), &[0x1A], &[0x12, 0x34]]),
+        ));
+        v.push((
+            "llvar-binary-ff",
+            cat(&[&mti, &bm(&[2], false), &[0xFF, 0xFF], &[0x12, 0x34]]),
+        ));
+    }
+    for f in [120u8, 123, 62] {
+        if d.field(f).is_none() {
+            continue;
+        }
+        let secondary = f > 64;
+        v.push((
+            match f {
+                120 => "lllvar-120-999-with-3-bytes",
+                123 => "lllvar-123-999-with-3-bytes",
+                _ => "lllvar-62-999-with-3-bytes",
+            },
+            cat(&[&mti, &bm(&[f], secondary), &enc(b"999"), &enc(b"abc")]),
+        ));
+        v.push((
+            match f {
+                120 => "lllvar-120-minus",
+                123 => "lllvar-123-minus",
+                _ => "lllvar-62-minus",
+            },
+            cat(&[&mti, &bm(&[f], secondary), b"-01", b"a"]),
+        ));
+    }
+    if d.field(4).is_some() {
+        v.push((
+            "fixed-past-buffer",
+            cat(&[&mti, &bm(&[4], false), &enc(b"00001")]),
+        ));
+        v.push((
+            "fixed-non-digit",
+            cat(&[&mti, &bm(&[4], false), &enc(b"00000000012X")]),
+        ));
+    }
+    if d.field(128).is_some() {
+        v.push(("f128-truncated", cat(&[&mti, &bm(&[128], true), b"0123"])));
+    }
+    v.push(("undefined-field-1-only", cat(&[&mti, &bm(&[65], true)])));
+    v
+}
+
+// ---------------------------------------------------------------- framer
+
+/// Framer inputs: `[kind, max_sel, cut, stream..]`, see the target's docs.
+fn framer_seeds(w: &mut Writer) {
+    let kinds = [
+        (0u8, LengthPrefix::Binary2, "binary2"),
+        (1, LengthPrefix::Ascii4, "ascii4"),
+        (2, LengthPrefix::Bcd2, "bcd2"),
+        (3, LengthPrefix::Binary4, "binary4"),
+    ];
+    let max = 16usize;
+    for (k, prefix, pname) in kinds {
+        for (header_len, includes) in [(0usize, false), (0, true), (5, false)] {
+            let kind = k | if includes { 4 } else { 0 } | ((header_len as u8) << 3);
+            let framer = Framer::new(FrameConfig {
+                prefix,
+                header_len,
+                length_includes_prefix: includes,
+                max_frame_bytes: max,
+            })
+            .expect("valid");
+            let tag = format!(
+                "{pname}-h{header_len}{}",
+                if includes { "-incl" } else { "" }
+            );
+            let frame = |body_len: usize| -> Vec<u8> {
+                let mut out = BytesMut::new();
+                let header = vec![0x60u8; header_len];
+                let mark = framer.begin(&header, &mut out).expect("header");
+                out.extend_from_slice(&vec![b'm'; body_len - header_len]);
+                framer.finish(mark, &mut out).expect("within max");
+                out.to_vec()
+            };
+            let seed = |cut: u8, stream: &[u8]| -> Vec<u8> {
+                let mut v = vec![kind, max as u8, cut];
+                v.extend_from_slice(stream);
+                v
+            };
+            // Exactly the maximum, then the same frame claiming max + 1.
+            let at_max = frame(max);
+            w.put("framer", &format!("{tag}-max"), &seed(0, &at_max));
+            let mut over = at_max.clone();
+            let w_ = prefix.width();
+            let mut big = BytesMut::new();
+            let big_framer = Framer::new(FrameConfig {
+                max_frame_bytes: max + 1,
+                ..*framer.config()
+            })
+            .expect("valid");
+            let mark = big_framer
+                .begin(&vec![0x60; header_len], &mut big)
+                .expect("header");
+            big.extend_from_slice(&vec![b'm'; max + 1 - header_len]);
+            big_framer.finish(mark, &mut big).expect("within max");
+            over[..w_].copy_from_slice(&big[..w_]);
+            over.push(b'm');
+            w.put("framer", &format!("{tag}-max-plus-one"), &seed(0, &over));
+            // Several frames back to back, cut into 3-byte reads; an empty one too.
+            let mut stream = frame(header_len);
+            stream.extend(frame(max / 2));
+            stream.extend(frame(max));
+            stream.extend(&frame(3 + header_len)[..w_ + 1]);
+            w.put("framer", &format!("{tag}-several"), &seed(2, &stream));
+            // Only part of the prefix.
+            w.put(
+                "framer",
+                &format!("{tag}-partial-prefix"),
+                &seed(0, &at_max[..w_ - 1]),
+            );
+        }
+        // The prefix's own maximum (max_sel 255) with a huge announced length.
+        w.put(
+            "framer",
+            &format!("{pname}-prefix-max-huge"),
+            &[k, 255, 0, 0x99, 0x99, 0xff, 0xff],
+        );
+    }
+    // Garbage lengths.
+    w.put("framer", "ascii4-minus", b"\x01\x10\x00-001x");
+    w.put("framer", "ascii4-0x", b"\x01\x10\x000x10xxxxxxxxxxxxxxxx");
+    w.put("framer", "ascii4-spaces", b"\x01\x10\x00  12xxxxxxxxxxxx");
+    w.put("framer", "bcd2-bad-nibble", b"\x02\x10\x00\x0a\x00");
+    w.put(
+        "framer",
+        "binary4-ffffffff",
+        b"\x03\xff\x00\xff\xff\xff\xff",
+    );
+    w.put(
+        "framer",
+        "binary2-incl-smaller-than-prefix",
+        b"\x04\x10\x00\x00\x01\x01",
+    );
+    w.put(
+        "framer",
+        "binary2-h5-shorter-than-header",
+        b"\x28\x10\x00\x00\x03\x01\x02\x03",
+    );
+    w.put("framer", "under-4-bytes-a", b"");
+    w.put("framer", "under-4-bytes-b", b"\x00");
+    w.put("framer", "under-4-bytes-c", b"\x00\x10");
+    w.put("framer", "under-4-bytes-d", b"\x00\x10\x00");
+}
+
+// ---------------------------------------------------------------- JSON
+
+fn json_seeds(w: &mut Writer) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../codecs/tests/data/json");
+    if let Ok(entries) = fs::read_dir(&data) {
+        let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for p in files {
+            if p.extension().is_some_and(|e| e == "json") {
+                let name = p.file_name().expect("file").to_string_lossy().into_owned();
+                w.put("json_decode", &name, &fs::read(&p).expect("read"));
+            }
+        }
+    }
+    let bad: &[(&str, &[u8])] = &[
+        ("empty", b""),
+        ("open-brace", b"{"),
+        ("array", b"[]"),
+        ("null", b"null"),
+        ("not-utf8", b"{\"type\":\"\xff\"}"),
+        ("deep-nesting", &[b'['; 4096]),
+        ("deep-objects", "{\"a\":".repeat(600).as_bytes().to_vec().leak()),
+        ("lone-surrogate", br#"{"type":"network","request_id":"\ud800","action":"echo"}"#),
+        ("duplicate-member", br#"{"type":"network","type":"network","request_id":"N1","action":"echo"}"#),
+        ("null-member", br#"{"type":"network","request_id":null,"action":"echo"}"#),
+        ("huge-amount", br#"{"type":"credit_transfer","request_id":"R1","amount":{"minor":1e400,"currency":"HKD"}}"#),
+        ("negative-amount", br#"{"type":"credit_transfer","request_id":"R1","amount":{"minor":-1,"currency":"HKD"}}"#),
+        ("amount-over-max", br#"{"type":"credit_transfer","request_id":"R1","amount":{"minor":1000000000000,"currency":"HKD"}}"#),
+        ("amount-u64-overflow", br#"{"type":"credit_transfer","request_id":"R1","amount":{"minor":18446744073709551616,"currency":"HKD"}}"#),
+        ("trailing-garbage", br#"{"type":"network","request_id":"N1","action":"echo"} x"#),
+        ("two-documents", br#"{"type":"network","request_id":"N1","action":"echo"}{}"#),
+        ("bom", b"\xef\xbb\xbf{\"type\":\"network\",\"request_id\":\"N1\",\"action\":\"echo\"}"),
+    ];
+    for (name, doc) in bad {
+        w.put("json_decode", &format!("bad-{name}"), doc);
+    }
+}
+
+// ---------------------------------------------------------------- ISO 20022
+
+/// Every JSON example re-encoded as ISO 20022 (with a settlement date and a
+/// transmission time when the example has none), plus hostile XML.
+fn iso20022_seeds(w: &mut Writer) {
+    let codec = Iso20022Codec::default();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../codecs/tests/data/json");
+    let mut files: Vec<_> = fs::read_dir(&data)
+        .map(|e| e.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for p in files {
+        let Ok(doc) = fs::read(&p) else { continue };
+        let stem = p.file_stem().expect("file").to_string_lossy().into_owned();
+        let Ok(mut txn) = JsonCodec::new().decode(&doc) else {
+            eprintln!("skip iso20022/{stem}: the JSON example does not decode");
+            continue;
+        };
+        if txn.settlement_date.is_none() {
+            txn.settlement_date = SettlementDate::parse(b"20261123").ok();
+        }
+        if txn.transmitted_at.is_none() {
+            txn.transmitted_at = TransmissionDateTime::parse(b"1123093015").ok();
+        }
+        // camt.056/029 need both agents and the original end-to-end id.
+        if txn.sending_bank.is_none() {
+            txn.sending_bank = BankCode::parse(b"004").ok();
+        }
+        if txn.receiving_bank.is_none() {
+            txn.receiving_bank = BankCode::parse(b"024").ok();
+        }
+        if txn.end_to_end_id.is_none() {
+            txn.end_to_end_id = EndToEndId::parse(b"E2E-0001").ok();
+        }
+        let mut out = BytesMut::new();
+        match codec.encode(&txn, &mut out) {
+            Ok(()) => w.put("iso20022_decode", &format!("{stem}.xml"), &out),
+            Err(e) => eprintln!("skip iso20022/{stem}: {e}"),
+        }
+    }
+    let ns = "urn:iso:std:iso:20022:tech:xsd:pacs.008.001.08";
+    let bad: Vec<(&str, String)> = vec![
+        ("empty", String::new()),
+        ("lt", "<".into()),
+        ("no-namespace", "<Document><FIToFICstmrCdtTrf/></Document>".into()),
+        ("wrong-namespace", "<Document xmlns=\"urn:example\"><FIToFICstmrCdtTrf/></Document>".into()),
+        ("empty-message", format!("<Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf/></Document>")),
+        ("unclosed", format!("<Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf><GrpHdr><MsgId>M1")),
+        ("deep-nesting", format!("<Document xmlns=\"{ns}\">{}", "<a>".repeat(2000))),
+        ("doctype-entities", format!("<?xml version=\"1.0\"?><!DOCTYPE d [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">]><Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf><GrpHdr><MsgId>&b;</MsgId></GrpHdr></FIToFICstmrCdtTrf></Document>")),
+        ("bad-entity", format!("<Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf><GrpHdr><MsgId>&#xFFFFFFFF;&#0;&bogus;</MsgId></GrpHdr></FIToFICstmrCdtTrf></Document>")),
+        ("two-txs", format!("<Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf><GrpHdr><MsgId>M1</MsgId><NbOfTxs>2</NbOfTxs></GrpHdr><CdtTrfTxInf/><CdtTrfTxInf/></FIToFICstmrCdtTrf></Document>")),
+        ("nboftxs-huge", format!("<Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf><GrpHdr><MsgId>M1</MsgId><NbOfTxs>99999999999999999999999</NbOfTxs></GrpHdr></FIToFICstmrCdtTrf></Document>")),
+        ("amount-exponent", format!("<Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf><GrpHdr><MsgId>M1</MsgId><NbOfTxs>1</NbOfTxs></GrpHdr><CdtTrfTxInf><IntrBkSttlmAmt Ccy=\"HKD\">1e400</IntrBkSttlmAmt></CdtTrfTxInf></FIToFICstmrCdtTrf></Document>")),
+        ("amount-too-many-digits", format!("<Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf><GrpHdr><MsgId>M1</MsgId><NbOfTxs>1</NbOfTxs></GrpHdr><CdtTrfTxInf><IntrBkSttlmAmt Ccy=\"JPY\">99999999999999999999.000</IntrBkSttlmAmt></CdtTrfTxInf></FIToFICstmrCdtTrf></Document>")),
+        ("cre-dt-tm-odd", format!("<Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf><GrpHdr><MsgId>M1</MsgId><CreDtTm>2026-02-29T24:60:60.9999999999-23:59</CreDtTm><NbOfTxs>1</NbOfTxs></GrpHdr></FIToFICstmrCdtTrf></Document>")),
+        ("prefixed-namespace-cdata-comments", format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><!-- c --><x:Document xmlns:x=\"{ns}\"><x:FIToFICstmrCdtTrf><x:GrpHdr><x:MsgId><![CDATA[M1]]></x:MsgId><?pi x?></x:GrpHdr></x:FIToFICstmrCdtTrf></x:Document>")),
+        ("envelope", format!("<Envelope><AppHdr xmlns=\"urn:iso:std:iso:20022:tech:xsd:head.001.001.02\"><Fr/></AppHdr><Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf/></Document></Envelope>")),
+        ("two-documents", format!("<Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf/></Document><Document xmlns=\"{ns}\"><FIToFICstmrCdtTrf/></Document>")),
+    ];
+    for (name, text) in bad {
+        w.put(
+            "iso20022_decode",
+            &format!("bad-{name}.xml"),
+            text.as_bytes(),
+        );
+    }
+    w.put(
+        "iso20022_decode",
+        "bad-utf16.xml",
+        b"\xff\xfe<\x00D\x00o\x00c\x00/\x00>\x00",
+    );
+    w.put(
+        "iso20022_decode",
+        "bad-not-utf8.xml",
+        b"<Document>\xc3\x28</Document>",
+    );
+}
+
+// ---------------------------------------------------------------- dialects
+
+fn dialect_seeds(w: &mut Writer) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/dialects");
+    if let Ok(entries) = fs::read_dir(&dir) {
+        let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for p in files {
+            if p.extension().is_some_and(|e| e == "toml") {
+                let name = p.file_name().expect("file").to_string_lossy().into_owned();
+                w.put("dialect_toml", &name, &fs::read(&p).expect("read"));
+            }
+        }
+    }
+    let small: &[(&str, &str)] = &[
+        ("minimal", "name = \"x\"\nmti = \"ascii\"\nbitmap = \"hex\"\n[fields]\n"),
+        (
+            "every-encoding",
+            r#"name = "every"
+mti = "bcd"
+bitmap = "binary"
+header_hex = "6000010000"
+default_data = "ebcdic"
+default_prefix = "bcd"
+unmapped = "reject"
+[mti_map]
+"0200" = "1200"
+"0800" = "1804"
+[fields]
+2 = { kind = "llvar", max = 19, class = "z", data = "bcd", prefix = "bcd", pad = "right" }
+3 = { kind = "fixed", len = 6, class = "n", data = "bcd" }
+4 = { kind = "fixed", len = 12, class = "n", data = "ascii" }
+11 = { kind = "fixed", len = 6, class = "n", data = "bcd" }
+39 = { kind = "fixed", len = 3, class = "n" }
+62 = { kind = "llllvar", max = 9999, class = "ans", prefix = "binary" }
+64 = { kind = "fixed", len = 8, class = "b" }
+102 = { kind = "lllvar", max = 999, class = "ans", prefix = "ebcdic" }
+[map]
+pan = 2
+processing_code = 3
+amount = 4
+stan = 11
+response_code = 39
+proxy = 62
+mac = 64
+debtor_account = 102
+[translate.response_code]
+values = { "00" = "000", "51" = "116" }
+unknown_decodes_as = "05"
+"#,
+        ),
+        ("bad-field-numbers", "name = \"x\"\nmti = \"ascii\"\nbitmap = \"hex\"\n[fields]\n0 = { kind = \"fixed\", len = 1, class = \"n\" }\n1 = { kind = \"fixed\", len = 1, class = \"n\" }\n129 = { kind = \"fixed\", len = 1, class = \"n\" }\n-1 = { kind = \"fixed\", len = 1, class = \"n\" }\n"),
+        ("bad-lengths", "name = \"x\"\nmti = \"ascii\"\nbitmap = \"hex\"\n[fields]\n2 = { kind = \"fixed\", len = 0, class = \"n\" }\n3 = { kind = \"llvar\", max = 100, class = \"n\" }\n4 = { kind = \"lllvar\", max = 65535, class = \"n\" }\n5 = { kind = \"llllvar\", max = 0, class = \"n\" }\n6 = { kind = \"fixed\", len = 65535, class = \"n\" }\n"),
+        ("bad-header", "name = \"x\"\nmti = \"ascii\"\nbitmap = \"hex\"\nheader_hex = \"6\"\n[fields]\n"),
+        ("bad-header-multibyte", "name = \"x\"\nmti = \"ascii\"\nbitmap = \"hex\"\nheader_hex = \"é0\"\n[fields]\n"),
+        ("bad-map", "name = \"x\"\nmti = \"ascii\"\nbitmap = \"hex\"\n[fields]\n2 = { kind = \"fixed\", len = 4, class = \"n\" }\n[map]\npan = 2\namount = 2\nnope = 3\nstan = 70000\n"),
+        ("bad-mti-map", "name = \"x\"\nmti = \"ascii\"\nbitmap = \"hex\"\n[mti_map]\n\"02\" = \"12000\"\n\"0200\" = \"0400\"\n\"0400\" = \"0200\"\n[fields]\n"),
+        ("bad-translate", "name = \"x\"\nmti = \"ascii\"\nbitmap = \"hex\"\n[fields]\n39 = { kind = \"fixed\", len = 2, class = \"an\" }\n[map]\nresponse_code = 39\n[translate.response_code]\nvalues = { \"00\" = \"A\", \"05\" = \"A\" }\n[translate.pan]\nvalues = {}\n"),
+        ("binary-class-in-bcd", "name = \"x\"\nmti = \"ascii\"\nbitmap = \"hex\"\n[fields]\n52 = { kind = \"lllvar\", max = 999, class = \"b\", data = \"bcd\" }\n53 = { kind = \"fixed\", len = 8, class = \"b\", data = \"ebcdic\" }\n[map]\nmac = 52\n"),
+    ];
+    for (name, text) in small {
+        w.put("dialect_toml", name, text.as_bytes());
+    }
+}
