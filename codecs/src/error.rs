@@ -95,7 +95,7 @@ pub enum CodecError {
         at: Location,
     },
     /// A value was refused by its canonical type.
-    #[error("{at}: {source}")]
+    #[error("{at}: {} {}", source.what, source.reason)]
     Value {
         /// Where.
         at: Location,

@@ -11,7 +11,14 @@
 //! - [`retry`]: what to do after a failed send (`NotSent` may be retried
 //!   elsewhere, `OutcomeUnknown` is reversed, `Rejected` is final);
 //! - [`config`]: the `[routing]` configuration section, validated with every
-//!   error reported at its key path, built into a [`Router`].
+//!   error reported at its key path, built into a [`Router`];
+//! - [`idempotency`]: one bank transaction per upstream key (F123 or
+//!   F32+F7+F11+F37, scoped by client): duplicates get the original outcome,
+//!   in-flight duplicates wait, different content gets 94; bounded memory
+//!   with storage lookups for evicted keys;
+//! - [`reversal`]: the store-and-forward queue that reverses (or inquires and
+//!   cancels) outcome-unknown transactions until the bank acknowledges, then
+//!   parks them for manual handling.
 //!
 //! Nothing here does I/O, spawns threads, or reads a clock: time comes in as
 //! [`Millis`] and randomness (jitter) as a `u64`, so the switch can simulate
@@ -48,9 +55,11 @@
 pub mod bin;
 pub mod breaker;
 pub mod config;
+pub mod idempotency;
 pub mod limit;
 pub mod proxy;
 pub mod retry;
+pub mod reversal;
 pub mod route;
 pub mod router;
 pub mod select;
@@ -59,9 +68,17 @@ pub mod time;
 pub use bin::{BinRange, BinTable};
 pub use breaker::{Admission, BreakerSettings, BreakerState, BreakerTicket, CircuitBreaker};
 pub use config::{ConfigError, ConfigErrors, RoutingConfig};
+pub use idempotency::{
+    Claim, ClientScope, Fingerprint, IdempotencyError, IdempotencyIndex, Lookup, LookupTicket,
+    Outcome, RequestKey, StoredKey, Ticket, WaiterToken,
+};
 pub use limit::{ConcurrencyLimit, Permit};
 pub use proxy::{ProxyDirectory, ProxyDirectoryError, ProxyEntry};
 pub use retry::{Attempt, Retry, RetryDecision, RetryPolicy, SendFailure, SplitMix64};
+pub use reversal::{
+    AttemptResult, EnqueueError, ReversalAttempt, ReversalConfig, ReversalId, ReversalItem,
+    ReversalMessage, ReversalQueue, ReversalStatus, ReversalStyle,
+};
 pub use route::{BankId, BankRoute, LinkId, RouteDecision, RouteError, RouteSource, RouteTable};
 pub use router::{Routed, Router};
 pub use select::{

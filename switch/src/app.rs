@@ -9,9 +9,11 @@ use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::bank::{BankPool, PoolBuildError};
+use crate::clock::{MonotonicClock, SwitchClock};
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::reversal::{LoggingReversalSink, ReversalSink};
+use crate::routing::{load_proxy_directory, ProxyLoadError, ProxyReloader, Routing};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Why the switch could not start.
@@ -34,6 +36,12 @@ pub enum StartError {
     /// A bank pool.
     #[error(transparent)]
     Bank(#[from] PoolBuildError),
+    /// The `[routing]` section (only when the config was not validated).
+    #[error("routing: {0}")]
+    Routing(#[from] fps_routing::ConfigErrors),
+    /// The proxy directory file.
+    #[error("routing.proxy_directory: {0}")]
+    ProxyDirectory(#[from] ProxyLoadError),
 }
 
 /// A built switch: listeners bound, bank pools ready to start.
@@ -43,6 +51,7 @@ pub struct Switch {
     admin: Admin,
     pipeline: Arc<Pipeline>,
     pools: Vec<Arc<BankPool>>,
+    routing: Arc<Routing>,
     drain_timeout: Duration,
     shutdown_tx: watch::Sender<bool>,
 }
@@ -58,7 +67,31 @@ impl Switch {
         cfg: &Config,
         reversals: Arc<dyn ReversalSink>,
     ) -> Result<Switch, StartError> {
+        Self::build_with_clock(cfg, reversals, Arc::new(SwitchClock::start())).await
+    }
+
+    /// As [`Switch::build_with`], with the monotonic clock that routing
+    /// (breaker cool-downs, retry backoff) runs on injected too.
+    pub async fn build_with_clock(
+        cfg: &Config,
+        reversals: Arc<dyn ReversalSink>,
+        clock: Arc<dyn MonotonicClock>,
+    ) -> Result<Switch, StartError> {
         let metrics = crate::metrics::install();
+        // Links are numbered in `[[banks]]` order, like the pools below.
+        let router = cfg.routing_rules().build(&cfg.link_names())?;
+        let proxy_path = cfg.routing.proxy_directory.clone();
+        let proxies = match &proxy_path {
+            Some(p) => load_proxy_directory(p)?,
+            None => fps_routing::ProxyDirectory::default(),
+        };
+        tracing::info!(
+            routes = router.routes().len(),
+            bins = router.bins().len(),
+            proxies = proxies.len(),
+            "routing loaded"
+        );
+        let routing = Arc::new(Routing::new(router, proxies, proxy_path, clock));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let pools = cfg
             .banks
@@ -70,7 +103,12 @@ impl Switch {
             .participant_code
             .as_deref()
             .and_then(|c| fps_codecs::model::BankCode::parse(c.as_bytes()).ok());
-        let pipeline = Arc::new(Pipeline::new(&pools, reversals, participant));
+        let pipeline = Arc::new(Pipeline::new(
+            &pools,
+            routing.clone(),
+            reversals,
+            participant,
+        ));
         let upstream = Upstream::new(&cfg.upstream, bind("upstream", &cfg.upstream.bind).await?)?;
         let admin = Admin::new(bind("admin", &cfg.admin.bind).await?, metrics);
         Ok(Switch {
@@ -78,6 +116,7 @@ impl Switch {
             admin,
             pipeline,
             pools,
+            routing,
             drain_timeout: Duration::from_millis(cfg.shutdown.drain_timeout_ms),
             shutdown_tx,
         })
@@ -88,6 +127,18 @@ impl Switch {
         self.upstream
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Re-read the proxy directory file and swap it in (what SIGHUP does).
+    /// A bad file keeps the directory in force. Returns the entry count.
+    pub async fn reload_proxies(&self) -> Result<usize, ProxyLoadError> {
+        self.proxy_reloader().reload().await
+    }
+
+    /// A handle that reloads the proxy directory, usable after [`Switch::run`]
+    /// has taken the switch (the SIGHUP handler holds one).
+    pub fn proxy_reloader(&self) -> ProxyReloader {
+        ProxyReloader::new(self.routing.clone())
     }
 
     /// Where the admin listener is bound.

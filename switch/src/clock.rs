@@ -1,9 +1,42 @@
-//! Wall-clock values the switch puts in messages it originates (F7). Kept
-//! here so tests and simulation can see every place the clock is read.
+//! Every place the switch reads a clock: wall-clock values it puts in
+//! messages it originates (F7), and the monotonic [`Millis`] that routing
+//! decisions (breakers, retries) are made against, injected as a
+//! [`MonotonicClock`] so tests and simulation can drive it.
 
+use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fps_codecs::model::{SettlementDate, TransmissionDateTime};
+use fps_routing::Millis;
+
+/// Monotonic milliseconds for the sans-I/O routing crate.
+pub trait MonotonicClock: Send + Sync + fmt::Debug {
+    /// Milliseconds since the clock started; never goes backwards.
+    fn now(&self) -> Millis;
+}
+
+/// The production clock: tokio's monotonic time since switch start (so a
+/// test with `tokio::time::pause()` moves it too).
+#[derive(Debug, Clone, Copy)]
+pub struct SwitchClock {
+    start: tokio::time::Instant,
+}
+
+impl SwitchClock {
+    /// A clock reading 0 now.
+    pub fn start() -> Self {
+        SwitchClock {
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl MonotonicClock for SwitchClock {
+    fn now(&self) -> Millis {
+        // u64 milliseconds cover 584 million years of uptime.
+        Millis(self.start.elapsed().as_millis() as u64)
+    }
+}
 
 /// Hong Kong time, UTC+8, in which FPS business days run.
 const HKT_OFFSET_SECS: u64 = 8 * 3_600;

@@ -8,8 +8,9 @@
 //! and tasks.
 //!
 //! Not yet here (later issues): idempotency and the journal, reversals
-//! (see [`reversal`]), routing by proxy/BIN through `fps-routing`, MACs and
-//! signatures through `fps-hsm`, bank-originated traffic.
+//! (see [`reversal`]), MACs and signatures through `fps-hsm`,
+//! bank-originated traffic. Routing (bank code, proxy, BIN; breakers and
+//! fail-over) is `fps-routing`, driven by [`routing`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod config;
 pub mod metrics;
 pub mod pipeline;
 pub mod reversal;
+pub mod routing;
 pub mod tls;
 pub mod upstream;
 

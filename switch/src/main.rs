@@ -89,6 +89,7 @@ async fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
+    let reload = tokio::spawn(reload_on_hangup(switch.proxy_reloader()));
     tracing::info!(
         upstream = %switch.upstream_addr(),
         admin = %switch.admin_addr(),
@@ -97,11 +98,40 @@ async fn run(cfg: Config) -> ExitCode {
         "fps-switch started"
     );
     let drained = switch.run(shutdown_signal()).await;
+    reload.abort();
     tracing::info!(drained, "fps-switch stopped");
     // Leave a moment for the last log lines; exit 0 either way: a drain
     // timeout is reported, not an error of the process.
     tokio::time::sleep(Duration::from_millis(10)).await;
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: reload the proxy directory (the reloader logs the outcome; a
+/// bad file keeps the directory in force). The handler is registered before
+/// this returns, so a SIGHUP after "started" is logged never kills the process.
+fn reload_on_hangup(
+    reloader: fps_switch::routing::ProxyReloader,
+) -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let hup = {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::hangup())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: proxy directory reload disabled")
+            })
+            .ok()
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some(mut hup) = hup {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the proxy directory");
+                let _ = reloader.reload().await;
+            }
+        }
+        #[cfg(not(unix))]
+        drop(reloader);
+    }
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 //! Label values are bounded: bank *names* from config, MTI class digits,
 //! response codes (2 characters), fixed reason words. Never a STAN, RRN,
 //! account or proxy id.
+//! Routing `source` and `result` values are fixed words.
 
 use std::sync::OnceLock;
 
@@ -34,6 +35,18 @@ pub const TIMEOUTS: &str = "fps_switch_bank_timeouts_total";
 pub const LATE_RESPONSES: &str = "fps_switch_bank_late_responses_total";
 /// Send failures, by `bank` and `kind` (`not_sent`/`outcome_unknown`/`rejected`).
 pub const SEND_FAILURES: &str = "fps_switch_bank_send_failures_total";
+/// Circuit breaker state per `bank` link: 0 closed, 1 open, 2 half-open.
+pub const CIRCUIT_STATE: &str = "fps_switch_circuit_state";
+/// Retries moved to another candidate link after a `NotSent` failure, by
+/// `bank` (the link that failed).
+pub const FAILOVERS: &str = "fps_switch_failovers_total";
+/// Routing decisions, by `source` (`bank_code`/`proxy`/`bin`/`none`) and
+/// `result` (`routed`/`unknown_destination`/`unavailable`).
+pub const ROUTING: &str = "fps_switch_routing_total";
+/// Entries in the proxy directory in force.
+pub const PROXY_ENTRIES: &str = "fps_switch_proxy_directory_entries";
+/// Proxy directory reloads, by `result` (`ok`/`error`).
+pub const PROXY_RELOADS: &str = "fps_switch_proxy_directory_reloads_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

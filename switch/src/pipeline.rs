@@ -1,20 +1,25 @@
-//! One upstream request to its final answer: validate, route, map to the
-//! bank, send on a pooled link, map the answer back to the upstream's ids.
+//! One upstream request to its final answer: validate, route (through
+//! `fps-routing`: bank code, proxy or BIN; health-aware with fail-over),
+//! map to the bank, send on a pooled link, map the answer back to the
+//! upstream's ids.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use fps_codecs::model::{BankCode, NetworkCode, ResponseCode, Transaction, TxnKind};
+use fps_routing::{Attempt, LinkId, LinkOutcome, RetryDecision, SendFailure};
 use tokio::time::Instant;
 
 use crate::bank::{BankPool, SendError};
 use crate::metrics as m;
 use crate::reversal::ReversalSink;
+use crate::routing::Routing;
 
 /// Routes and forwards upstream requests. Shared by every connection.
 #[derive(Debug)]
 pub struct Pipeline {
-    banks: HashMap<BankCode, Arc<BankPool>>,
+    /// Indexed by the routing crate's `LinkId` (config order of `[[banks]]`).
+    pools: Vec<Arc<BankPool>>,
+    routing: Arc<Routing>,
     reversals: Arc<dyn ReversalSink>,
     participant: Option<BankCode>,
 }
@@ -24,15 +29,19 @@ const LOCAL: &str = "local";
 const NONE: &str = "none";
 
 impl Pipeline {
-    /// A pipeline over these bank pools.
-    /// `participant` is the switch's own participant code (debtor agent).
+    /// A pipeline over these bank pools, in config order: `routing`'s
+    /// `LinkId(i)` is `pools[i]`. `participant` is the switch's own
+    /// participant code (debtor agent).
     pub fn new(
         pools: &[Arc<BankPool>],
+        routing: Arc<Routing>,
         reversals: Arc<dyn ReversalSink>,
         participant: Option<BankCode>,
     ) -> Self {
+        debug_assert_eq!(pools.len(), routing.router().links().len());
         Pipeline {
-            banks: pools.iter().map(|p| (p.code(), p.clone())).collect(),
+            pools: pools.to_vec(),
+            routing,
             reversals,
             participant,
         }
@@ -40,7 +49,12 @@ impl Pipeline {
 
     /// The bank pools.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<BankPool>> {
-        self.banks.values()
+        self.pools.iter()
+    }
+
+    /// The routing state.
+    pub fn routing(&self) -> &Arc<Routing> {
+        &self.routing
     }
 
     /// The one answer to an upstream request, or `None` when the message is
@@ -66,33 +80,96 @@ impl Pipeline {
             tracing::info!(mti = %req.mti, stan = ?req.stan.map(|s| s.value()), missing, "format error: mandatory field missing");
             return (NONE, req.response(ResponseCode::FORMAT_ERROR));
         }
-        // TODO(routing): F120 proxies and BIN ranges through fps-routing's
-        // RouteTable / ProxyDirectory, with health-aware secondaries.
-        let Some(pool) = req.receiving_bank.and_then(|code| self.banks.get(&code)) else {
-            return (NONE, req.response(ResponseCode::UNKNOWN_ACCOUNT));
+        let routed = match self.routing.route(req) {
+            Ok(r) => r,
+            Err(e) => {
+                // RouteError never carries a proxy or PAN.
+                tracing::info!(stan = ?req.stan.map(|s| s.value()), reason = %e, "not routed");
+                return (NONE, req.response(e.response_code()));
+            }
         };
-        let deadline = Instant::now() + pool.request_timeout();
-        let (sent, result) = pool.send(to_bank(req, self.participant), deadline).await;
-        let answer = match result {
-            Ok(bank_answer) => match bank_answer.response_code {
-                Some(code) => {
-                    let mut a = req.response(code);
-                    a.auth_id = bank_answer.auth_id;
-                    a
+        let candidates = routed.decision.candidates();
+        let mut lease = routed.lease;
+        // The transaction's deadline is the first chosen bank's timeout;
+        // fail-over attempts share it (the retry policy refuses to start one
+        // that could not finish in time).
+        let timeout = self.pool(lease.link()).request_timeout();
+        let deadline = Instant::now() + timeout;
+        let deadline_ms = self.routing.now().saturating_add(timeout);
+        let policy = *self.routing.router().retry_policy();
+        let mut attempt = Attempt::first(lease.candidate(), candidates.len());
+        // Bounded: the policy allows at most MAX_ATTEMPTS_LIMIT attempts.
+        loop {
+            let pool = self.pool(lease.link());
+            let (sent, result) = pool.send(to_bank(req, self.participant), deadline).await;
+            let why = match result {
+                Ok(bank_answer) => {
+                    lease.settle(LinkOutcome::Answered);
+                    let answer = match bank_answer.response_code {
+                        Some(code) => {
+                            let mut a = req.response(code);
+                            a.auth_id = bank_answer.auth_id;
+                            a
+                        }
+                        None => self.unknown(pool, &sent, req, "bank answer without response code"),
+                    };
+                    return (pool.name(), answer);
                 }
-                None => self.unknown(pool, &sent, req, "bank answer without response code"),
-            },
-            Err(SendError::NotSent(why)) => {
-                tracing::info!(bank = %pool.name(), reason = why, "bank unavailable");
-                req.response(ResponseCode::BANK_UNAVAILABLE)
+                Err(SendError::Rejected(why)) => {
+                    // Refused by our side (the bank's codec): no verdict on the link.
+                    lease.settle(LinkOutcome::NotAttempted);
+                    tracing::info!(bank = %pool.name(), reason = why, "transaction rejected before the bank");
+                    return (pool.name(), req.response(ResponseCode::FORMAT_ERROR));
+                }
+                Err(SendError::OutcomeUnknown(why)) => {
+                    // Never resent: the bank may have it. Reverse (68).
+                    lease.settle(LinkOutcome::Failed);
+                    return (pool.name(), self.unknown(pool, &sent, req, why));
+                }
+                Err(SendError::NotSent(why)) => why,
+            };
+            let failed = lease.link();
+            lease.settle(LinkOutcome::Failed);
+            let now = self.routing.now();
+            let jitter = self.routing.jitter();
+            let retry = match policy.decide(attempt, SendFailure::NotSent, now, deadline_ms, jitter)
+            {
+                RetryDecision::RetryOn(retry) => retry,
+                RetryDecision::GiveUp(code) => {
+                    tracing::info!(bank = %pool.name(), reason = why, attempt = attempt.number, "bank unavailable");
+                    return (pool.name(), req.response(code));
+                }
+                // Only for OutcomeUnknown, handled above; nothing was sent.
+                _ => return (pool.name(), req.response(ResponseCode::BANK_UNAVAILABLE)),
+            };
+            tokio::time::sleep(retry.not_before.saturating_since(now)).await;
+            match self.routing.acquire(candidates, retry.attempt.candidate) {
+                Ok(next) => {
+                    if next.link() != failed {
+                        let to = self.routing.link_name(next.link());
+                        tracing::info!(bank = %pool.name(), to, reason = why, "bank unavailable: failing over");
+                        metrics::counter!(m::FAILOVERS, "bank" => pool.name().to_owned())
+                            .increment(1);
+                    }
+                    attempt = Attempt {
+                        number: retry.attempt.number,
+                        candidate: next.candidate(),
+                        candidates: candidates.len(),
+                    };
+                    lease = next;
+                }
+                Err(u) => {
+                    tracing::info!(bank = %pool.name(), reason = why, unavailable = %u, "bank unavailable, no candidate left");
+                    return (pool.name(), req.response(u.response_code()));
+                }
             }
-            Err(SendError::Rejected(why)) => {
-                tracing::info!(bank = %pool.name(), reason = why, "transaction rejected before the bank");
-                req.response(ResponseCode::FORMAT_ERROR)
-            }
-            Err(SendError::OutcomeUnknown(why)) => self.unknown(pool, &sent, req, why),
-        };
-        (pool.name(), answer)
+        }
+    }
+
+    fn pool(&self, link: LinkId) -> &Arc<BankPool> {
+        // The router was built from the same bank list as the pools (see
+        // `Switch::build`), so every LinkId it hands out indexes `pools`.
+        &self.pools[link.index()]
     }
 
     fn unknown(
@@ -124,8 +201,8 @@ fn missing_field(req: &Transaction) -> Option<&'static str> {
         ("F41", req.terminal_id.is_none()),
         ("F49", req.currency.is_none()),
         (
-            "F100|F120",
-            req.receiving_bank.is_none() && req.proxy.is_none(),
+            "F100|F120|F2",
+            req.receiving_bank.is_none() && req.proxy.is_none() && req.pan.is_none(),
         ),
     ]
     .into_iter()

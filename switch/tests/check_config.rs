@@ -97,7 +97,6 @@ server_name = "bad name!"
         "upstream.cert: file not found",
         "upstream.key: no private key",
         "upstream.max_frame_bytes: 100000 is outside",
-        "banks[1].code: duplicate bank code",
         "banks[2].code: not 3 digits",
         "banks[2].codec: not one of",
         "banks[2].endpoints[1]: not host:port",
@@ -110,6 +109,80 @@ server_name = "bad name!"
         assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
     }
     assert!(!stderr.contains("banks[2].endpoints[0]"), "{stderr}");
+    // Two banks may share a code (a DR site); [routing] orders them.
+    assert!(!stderr.contains("banks[1].code"), "{stderr}");
+}
+
+#[test]
+fn routing_errors_are_reported_with_their_key_paths() {
+    let pki = Pki::new();
+    let proxies = write_file(
+        &pki.dir,
+        "proxies.csv",
+        "MOBN:+852-90000001,004
+MOBN:+852-90000002,04x
+MOBN:+852-90000003
+",
+    );
+    let text = format!(
+        r#"
+[upstream]
+bind = "127.0.0.1:0"
+tls = false
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[banks]]
+code = "004"
+name = "hsbc"
+codec = "iso8583:iso87-bcd-binary"
+endpoints = ["127.0.0.1:1"]
+danger_plaintext = true
+
+[routing]
+proxy_directory = "{}"
+
+[[routing.routes]]
+bank_code = "004"
+primary = "ghost"
+secondaries = ["hsbc"]
+
+[[routing.bins]]
+prefix = "47617"
+bank = "004"
+
+[routing.breaker]
+failure_threshold = 0
+
+[routing.max_in_flight]
+nobody = 5
+"#,
+        proxies.display()
+    );
+    let path = write_file(&pki.dir, "routing.toml", &text);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    for want in [
+        r#"routing.routes[0].primary: unknown bank "ghost""#,
+        r#"routing.bins[0].prefix: "47617": BIN must have 6 to 11 digits"#,
+        "routing.breaker.failure_threshold: must be between 1 and",
+        r#"routing.max_in_flight.nobody: unknown bank "nobody""#,
+        "routing.proxy_directory: 2 bad line(s): line 2: bank code",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(!stderr.contains("90000002"), "no proxy value: {stderr}");
+
+    // Unknown keys inside [routing] are refused too.
+    let path = write_file(
+        &pki.dir,
+        "routing-typo.toml",
+        "[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\n[admin]\nbind = \"127.0.0.1:0\"\n[routing]\nrootes = []\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("rootes"), "{stderr}");
 }
 
 #[test]

@@ -7,7 +7,12 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 use fps_codecs::framing::FrameConfig;
-use serde::Deserialize;
+use fps_codecs::model::BankCode;
+use fps_routing::config::RouteConfig;
+use fps_routing::limit::MAX_IN_FLIGHT_PER_LINK as MAX_ROUTED_IN_FLIGHT;
+use fps_routing::route::MAX_CANDIDATES;
+use fps_routing::RoutingConfig;
+use serde::{Deserialize, Deserializer};
 
 pub use validate::{ConfigError, ConfigErrors};
 
@@ -47,6 +52,49 @@ pub struct Config {
     /// The banks the switch keeps links to.
     #[serde(default)]
     pub banks: Vec<BankConfig>,
+    /// Where transactions go: routes, BIN ranges, breakers, retries and the
+    /// proxy directory file.
+    #[serde(default)]
+    pub routing: RoutingSection,
+}
+
+/// The `[routing]` section: `fps_routing::RoutingConfig` (routes, bins,
+/// breaker, retry, limits) plus the switch's own `proxy_directory` file.
+///
+/// Deserialized by hand because serde's `flatten` would silently accept
+/// unknown keys; here every key but `proxy_directory` goes to
+/// `RoutingConfig`, which refuses unknown ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingSection {
+    /// CSV file `proxy,bank_code[,display_name]`, loaded at start and
+    /// reloaded on SIGHUP. Without it every F120-only request answers 14.
+    pub proxy_directory: Option<PathBuf>,
+    /// Routes, BIN ranges, breaker, retry and concurrency settings.
+    pub rules: RoutingConfig,
+    /// Whether `default_max_in_flight` was written; when not, each bank's
+    /// routing concurrency limit defaults to its pool's capacity.
+    pub default_max_in_flight_given: bool,
+}
+
+impl<'de> Deserialize<'de> for RoutingSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let default_max_in_flight_given = table.contains_key("default_max_in_flight");
+        let proxy_directory = match table.remove("proxy_directory") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(PathBuf::from(s)),
+            Some(_) => return Err(D::Error::custom("proxy_directory: expected a file path")),
+        };
+        let rules = toml::Value::Table(table)
+            .try_into::<RoutingConfig>()
+            .map_err(|e| D::Error::custom(format!("routing: {}", e.message().trim())))?;
+        Ok(RoutingSection {
+            proxy_directory,
+            rules,
+            default_max_in_flight_given,
+        })
+    }
 }
 
 impl Config {
@@ -84,10 +132,79 @@ impl Config {
         validate::validate(self)
     }
 
+    /// The names of the configured banks, in config order: the routing
+    /// crate's `LinkId(i)` is `banks[i]`, the same index as the bank pools.
+    pub fn link_names(&self) -> Vec<&str> {
+        self.banks.iter().map(|b| b.name.as_str()).collect()
+    }
+
+    /// The routing rules in force: `[routing]` as written, plus an implicit
+    /// route for every `[[banks]]` code that no `[[routing.routes]]` names
+    /// (primary = the first bank with that code, secondaries = the later
+    /// ones, in config order, up to the routing crate's candidate bound).
+    /// Implicit routes come after the written ones, so error paths
+    /// (`routing.routes[i]`) still point into the file. Unless
+    /// `default_max_in_flight` is written, a bank without a
+    /// `routing.max_in_flight` entry is limited to its pool's capacity
+    /// (`max_in_flight` x `pool.max`), not the routing crate's default.
+    pub fn routing_rules(&self) -> RoutingConfig {
+        let mut rules = self.routing.rules.clone();
+        if !self.routing.default_max_in_flight_given {
+            // Bad names are reported as banks[i].name, not again here.
+            for b in self
+                .banks
+                .iter()
+                .filter(|b| fps_routing::BankId::parse(&b.name).is_ok())
+            {
+                let capacity = b.max_in_flight.saturating_mul(b.pool.max);
+                // Out-of-range bank values are reported as banks[i].*.
+                let capacity = capacity.clamp(1, MAX_ROUTED_IN_FLIGHT as usize) as u32;
+                rules
+                    .max_in_flight
+                    .entry(b.name.clone())
+                    .or_insert(capacity);
+            }
+        }
+        let written: Vec<BankCode> = rules
+            .routes
+            .iter()
+            .filter_map(|r| BankCode::parse(r.bank_code.as_bytes()).ok())
+            .collect();
+        let mut implicit: Vec<(BankCode, RouteConfig)> = Vec::new();
+        for b in &self.banks {
+            let Ok(code) = BankCode::parse(b.code.as_bytes()) else {
+                continue; // reported as banks[i].code
+            };
+            if written.contains(&code) {
+                continue;
+            }
+            match implicit.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, r)) => {
+                    let taken = std::iter::once(&r.primary).chain(&r.secondaries);
+                    if r.secondaries.len() + 1 < MAX_CANDIDATES
+                        && !taken.into_iter().any(|n| *n == b.name)
+                    {
+                        r.secondaries.push(b.name.clone());
+                    }
+                }
+                None => implicit.push((
+                    code,
+                    RouteConfig {
+                        bank_code: b.code.clone(),
+                        primary: b.name.clone(),
+                        secondaries: Vec::new(),
+                    },
+                )),
+            }
+        }
+        rules.routes.extend(implicit.into_iter().map(|(_, r)| r));
+        rules
+    }
+
     /// A one-line summary for `check-config`.
     pub fn summary(&self) -> String {
         format!(
-            "config ok: upstream {} ({}), admin {}, {} bank(s): {}",
+            "config ok: upstream {} ({}), admin {}, {} bank(s): {}; {} route(s), {} BIN range(s)",
             self.upstream.bind,
             if self.upstream.tls {
                 "mTLS"
@@ -100,7 +217,9 @@ impl Config {
                 .iter()
                 .map(|b| format!("{} {} [{}]", b.code, b.name, b.codec))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            self.routing_rules().routes.len(),
+            self.routing.rules.bins.len(),
         )
     }
 }

@@ -128,16 +128,11 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigErrors> {
             }
         }
     }
-    let mut codes = HashSet::new();
+    // Several banks may share a code (a bank's DR site is the same bank):
+    // `[routing]` says which link is primary; names must be unique.
     let mut names = HashSet::new();
     for (i, b) in cfg.banks.iter().enumerate() {
         let p = format!("banks[{i}]");
-        if !codes.insert(b.code.as_str()) {
-            c.err(
-                format!("{p}.code"),
-                format!("duplicate bank code {:?}", b.code),
-            );
-        }
         if !names.insert(b.name.as_str()) {
             c.err(
                 format!("{p}.name"),
@@ -146,10 +141,33 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigErrors> {
         }
         bank(&mut c, &p, b);
     }
+    routing(&mut c, cfg);
     if c.0.is_empty() {
         Ok(())
     } else {
         Err(ConfigErrors(c.0))
+    }
+}
+
+/// `[routing]`: the routing crate's own checks, at `routing.<its path>`,
+/// against the configured bank names; then the proxy directory file.
+fn routing(c: &mut Collector, cfg: &Config) {
+    if let Err(errs) = cfg.routing_rules().build(&cfg.link_names()) {
+        for e in &errs.errors {
+            // Bank names are checked above as banks[i].name.
+            if e.path.starts_with("banks") {
+                continue;
+            }
+            c.err(format!("routing.{}", e.path), e.message.clone());
+        }
+        if errs.omitted > 0 {
+            c.err("routing", format!("... and {} more error(s)", errs.omitted));
+        }
+    }
+    if let Some(path) = &cfg.routing.proxy_directory {
+        if let Err(e) = crate::routing::load_proxy_directory(path) {
+            c.err("routing.proxy_directory", e.to_string());
+        }
     }
 }
 
@@ -392,8 +410,20 @@ mod dev_config {
     /// only errors are its missing certificate files.
     #[test]
     fn dev_config_is_valid_but_for_missing_pki_files() {
-        let cfg = Config::from_toml_str(include_str!("../../../configs/dev/switch.toml")).unwrap();
-        assert_eq!(cfg.banks.len(), 4);
+        let mut cfg =
+            Config::from_toml_str(include_str!("../../../configs/dev/switch.toml")).unwrap();
+        // The path is relative to the repo root; tests run in switch/.
+        cfg.routing.proxy_directory =
+            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/dev/proxies.csv"));
+        let dir =
+            crate::routing::load_proxy_directory(cfg.routing.proxy_directory.as_ref().unwrap())
+                .unwrap();
+        assert_eq!(dir.len(), 106);
+        let router = cfg.routing_rules().build(&cfg.link_names()).unwrap();
+        assert!(router.unrouted_banks(&dir).is_empty());
+        assert_eq!(cfg.banks.len(), 5);
+        assert_eq!(cfg.routing.rules.routes.len(), 4);
+        assert!(cfg.routing.proxy_directory.is_some());
         if let Err(errs) = cfg.validate() {
             for e in &errs.0 {
                 assert!(e.reason.contains("target/dev-pki/"), "{e}");

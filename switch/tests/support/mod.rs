@@ -207,14 +207,26 @@ pub enum Behaviour {
 pub struct BankPeer {
     pub addr: SocketAddr,
     pub financial_requests: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    accept: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl BankPeer {
     /// A bank speaking `codec` as named in config (`iso8583:<dialect>`,
     /// `iso20022`, `json`), 2-byte binary length framing.
     pub async fn start(pki: &Pki, codec: &str, behaviour: Behaviour) -> BankPeer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(pki, codec, behaviour, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// As [`BankPeer::start`], listening on `addr` (e.g. the port of a bank
+    /// that was stopped, to simulate a restart).
+    pub async fn start_on(
+        pki: &Pki,
+        codec: &str,
+        behaviour: Behaviour,
+        addr: SocketAddr,
+    ) -> BankPeer {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = pki.bank_server();
         let codec: Arc<dyn MessageCodec> = match codec {
@@ -225,20 +237,28 @@ impl BankPeer {
             }
         };
         let count = Arc::new(AtomicUsize::new(0));
-        let (stop, mut stopped) = oneshot::channel();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let c2 = count.clone();
-        tokio::spawn(async move {
+        let accept = tokio::spawn(async move {
+            let mut stopped_accept = stopped.clone();
             loop {
                 let (tcp, _) = tokio::select! {
                     a = listener.accept() => a.unwrap(),
-                    _ = &mut stopped => return,
+                    _ = stopped_accept.changed() => return,
                 };
                 let acceptor = acceptor.clone();
                 let codec = codec.clone();
                 let count = c2.clone();
+                let mut stopped = stopped.clone();
                 tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(tcp).await {
-                        serve_bank(tls, codec, behaviour, count).await;
+                    // Stopping the bank closes its connections too.
+                    tokio::select! {
+                        _ = async {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                serve_bank(tls, codec, behaviour, count).await;
+                            }
+                        } => {}
+                        _ = stopped.changed() => {}
                     }
                 });
             }
@@ -247,6 +267,18 @@ impl BankPeer {
             addr,
             financial_requests: count,
             stop: Some(stop),
+            accept: Some(accept),
+        }
+    }
+
+    /// Stop listening and close every connection; returns once the port
+    /// is free again.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(true);
+        }
+        if let Some(a) = self.accept.take() {
+            let _ = a.await;
         }
     }
 }
@@ -254,7 +286,7 @@ impl BankPeer {
 impl Drop for BankPeer {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
     }
 }
@@ -484,10 +516,20 @@ server_name = "bank.test"
     s
 }
 
+/// A credit transfer addressed by FPS proxy only (F120, no F100).
+pub fn credit_transfer_to_proxy(stan: u32, proxy: &str) -> Transaction {
+    let mut t = credit_transfer(stan, "000");
+    t.receiving_bank = None;
+    t.proxy = Some(ProxyId::parse(proxy.as_bytes()).unwrap());
+    t
+}
+
 /// A running switch.
 pub struct Running {
     pub upstream: SocketAddr,
     pub admin: SocketAddr,
+    /// What SIGHUP calls in the daemon.
+    pub reloader: fps_switch::routing::ProxyReloader,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<bool>>,
 }
@@ -499,6 +541,7 @@ impl Running {
         cfg.validate().expect("test config is valid");
         let switch = Switch::build(&cfg).await.expect("switch builds");
         let (upstream, admin) = (switch.upstream_addr(), switch.admin_addr());
+        let reloader = switch.proxy_reloader();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(switch.run(async {
             let _ = stopped.await;
@@ -506,6 +549,7 @@ impl Running {
         Running {
             upstream,
             admin,
+            reloader,
             stop: Some(stop),
             done: Some(done),
         }
@@ -565,6 +609,27 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The value of a metric sample line starting with `series` (name and
+/// labels as rendered, e.g. `fps_switch_circuit_state{bank="x"}`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Poll `/links` until the pool-level `"up"` counts include `want`.
+pub async fn wait_links(admin: SocketAddr, want: &str) {
+    for _ in 0..400 {
+        if http_get(admin, "/links").await.1.contains(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "links never showed {want}: {}",
+        http_get(admin, "/links").await.1
+    );
 }
 
 /// A port with nothing listening on it.

@@ -1,0 +1,951 @@
+//! Idempotency: one bank transaction per upstream key, whatever the retries.
+//!
+//! The key of a request is F123 when present, else (F32, F7, F11, F37); it is
+//! scoped by the upstream client's certificate identity ([`ClientScope`]), so
+//! two gateways never collide. Per key the index keeps a content
+//! [`Fingerprint`] and either "in flight" (with bounded waiters) or the final
+//! [`Outcome`]:
+//!
+//! - first sight of a key: [`Claim::New`] with a [`Ticket`]; send to the bank,
+//!   then [`IdempotencyIndex::complete`] (or [`IdempotencyIndex::abandon`] if
+//!   nothing reached the bank);
+//! - same key, same content, completed: [`Claim::Duplicate`] with the original
+//!   outcome; answer with [`Outcome::answer_for`] (echoes the retry's F7, F11,
+//!   F37, F41) without touching the bank;
+//! - same key, same content, in flight: [`Claim::InFlight`] with a
+//!   [`WaiterToken`]; `complete` returns the tokens to wake with the outcome;
+//! - same key, different content: [`Claim::Mismatch`] → answer F39 94.
+//!
+//! **Bounded memory, long retention.** The index holds at most `capacity`
+//! keys. When full, the oldest *completed* key is evicted (never an in-flight
+//! one: its waiters live here). The switch journals every final outcome
+//! before calling `complete`, so an evicted key is still in storage; from
+//! then on, until that key's retention would have ended, a key missing from
+//! memory *may* be on disk, and `claim` answers [`Claim::NeedsLookup`]. The
+//! key is then reserved (duplicates wait on it) while the caller reads its
+//! storage and reports with [`IdempotencyIndex::resolve_lookup`]. After a
+//! restart, call [`IdempotencyIndex::require_lookup_until`]`(now + retention)`
+//! so keys journaled before the crash are looked up (DESIGN.md invariant 6).
+//!
+//! Completed keys are kept for at least `retention` (default 24 h) and
+//! dropped by [`IdempotencyIndex::expire`] (bounded work per call; `claim`
+//! also does a little). Nothing here reads a clock or does I/O.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fps_codecs::model::{
+    AuthId, EndToEndId, IdempotencyKey, InstitutionId, ProxyId, ReasonCode, ResponseCode, Rrn,
+    SettlementDate, Stan, Transaction, TransmissionDateTime,
+};
+
+use crate::time::{duration_ms, Millis};
+
+/// Largest capacity an index may be given.
+pub const MAX_IDEMPOTENCY_KEYS: usize = 8_000_000;
+/// Most duplicates that may wait on one in-flight key.
+pub const MAX_WAITERS_PER_KEY: usize = 32;
+/// Longest client scope (certificate identity) in bytes.
+pub const MAX_SCOPE_LEN: usize = 256;
+/// Default retention of completed keys.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Expired keys each `claim` drops, so memory is reclaimed under load even
+/// if the caller's periodic `expire` runs late.
+const EXPIRE_PER_CLAIM: usize = 2;
+
+/// Why a request could not be claimed. Static text only.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdempotencyError {
+    /// Neither F123 nor all of F32, F7, F11, F37 are present.
+    #[error("request has no idempotency key (F123, or F32+F7+F11+F37)")]
+    NoKey,
+    /// Every slot holds an in-flight key: nothing can be evicted.
+    #[error("idempotency index full of in-flight keys")]
+    Full,
+    /// Too many duplicates already wait on this in-flight key.
+    #[error("too many duplicates waiting on one in-flight key")]
+    TooManyWaiters,
+    /// The client scope is empty or longer than [`MAX_SCOPE_LEN`].
+    #[error("client scope empty or too long")]
+    BadScope,
+}
+
+impl IdempotencyError {
+    /// The F39 to answer upstream with: 30 for a missing key, 96 otherwise
+    /// (transient overload: the client may retry and then get the original
+    /// outcome).
+    pub fn response_code(self) -> ResponseCode {
+        match self {
+            IdempotencyError::NoKey => ResponseCode::FORMAT_ERROR,
+            IdempotencyError::Full
+            | IdempotencyError::TooManyWaiters
+            | IdempotencyError::BadScope => ResponseCode::SYSTEM_MALFUNCTION,
+        }
+    }
+}
+
+/// The upstream client a key belongs to: its certificate identity (e.g. the
+/// subject or SAN the listener verified). Cheap to clone (shared string).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientScope(Arc<str>);
+
+impl ClientScope {
+    /// A scope from a certificate identity of 1 to [`MAX_SCOPE_LEN`] bytes.
+    pub fn new(identity: &str) -> Result<Self, IdempotencyError> {
+        if identity.is_empty() || identity.len() > MAX_SCOPE_LEN {
+            return Err(IdempotencyError::BadScope);
+        }
+        Ok(ClientScope(Arc::from(identity)))
+    }
+
+    /// The identity text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientScope({:?})", &*self.0)
+    }
+}
+
+/// The idempotency key of a request (within its client scope).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequestKey {
+    /// F123 as sent by the client.
+    Explicit(IdempotencyKey),
+    /// (F32, F7, F11, F37) when F123 is absent.
+    Derived {
+        /// F32 acquiring institution.
+        acquirer: InstitutionId,
+        /// F7 transmission date and time.
+        transmitted_at: TransmissionDateTime,
+        /// F11 STAN.
+        stan: Stan,
+        /// F37 retrieval reference number.
+        rrn: Rrn,
+    },
+}
+
+impl RequestKey {
+    /// The key of `txn`: F123, else all of F32, F7, F11, F37, else `None`.
+    pub fn of(txn: &Transaction) -> Option<RequestKey> {
+        if let Some(k) = txn.idempotency_key {
+            return Some(RequestKey::Explicit(k));
+        }
+        Some(RequestKey::Derived {
+            acquirer: txn.acquirer?,
+            transmitted_at: txn.transmitted_at?,
+            stan: txn.stan?,
+            rrn: txn.rrn?,
+        })
+    }
+}
+
+/// A hash of the content a duplicate must repeat exactly: processing code,
+/// amount, currency, PAN, debtor and creditor accounts, destination bank and
+/// proxy. FNV-1a 64 (fixed, no random keys: it is persisted with the key and
+/// must be the same after a restart). Each field is written as a tag byte,
+/// a presence byte and, when present, a length byte and its bytes, so no two
+/// different field sets hash the same input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub u64);
+
+impl Fingerprint {
+    /// The fingerprint of `txn`'s content.
+    pub fn of(txn: &Transaction) -> Fingerprint {
+        let mut h = Fnv1a::new();
+        h.field(1, txn.processing_code.as_ref().map(|v| &v.as_bytes()[..]));
+        h.field(
+            2,
+            txn.amount.map(|v| v.to_digits()).as_ref().map(|v| &v[..]),
+        );
+        h.field(
+            3,
+            txn.currency.map(|v| v.to_digits()).as_ref().map(|v| &v[..]),
+        );
+        h.field(4, txn.pan.as_ref().map(|v| v.expose().as_bytes()));
+        h.field(
+            5,
+            txn.debtor_account.as_ref().map(|v| v.expose().as_bytes()),
+        );
+        h.field(
+            6,
+            txn.creditor_account.as_ref().map(|v| v.expose().as_bytes()),
+        );
+        h.field(7, txn.receiving_bank.as_ref().map(|v| &v.as_bytes()[..]));
+        let mut proxy = [0u8; ProxyId::MAX_WIRE_LEN];
+        let proxy_len = txn.proxy.as_ref().map(|p| p.write_wire(&mut proxy));
+        h.field(8, proxy_len.map(|n| &proxy[..n]));
+        Fingerprint(h.0)
+    }
+}
+
+/// FNV-1a, 64-bit: offset basis and prime from the FNV specification.
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn field(&mut self, tag: u8, value: Option<&[u8]>) {
+        match value {
+            None => self.bytes(&[tag, 0]),
+            Some(v) => {
+                // Every hashed field is at most 259 bytes (a proxy's wire form);
+                // two length bytes cover it.
+                let len = u16::try_from(v.len()).unwrap_or(u16::MAX).to_be_bytes();
+                self.bytes(&[tag, 1, len[0], len[1]]);
+                self.bytes(v);
+            }
+        }
+    }
+}
+
+/// The final answer of a key: what a retry gets back without reaching the bank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// F39.
+    pub response_code: ResponseCode,
+    /// F38 authorization id, when the bank gave one.
+    pub auth_id: Option<AuthId>,
+    /// Settlement date the bank reported.
+    pub settlement_date: Option<SettlementDate>,
+    /// ISO 20022 status reason, alongside the response code.
+    pub reason: Option<ReasonCode>,
+    /// The bank's own transaction reference, when it gave one.
+    pub bank_reference: Option<EndToEndId>,
+}
+
+impl Outcome {
+    /// An outcome with just a response code (e.g. 68 at the deadline).
+    pub fn new(response_code: ResponseCode) -> Self {
+        Outcome {
+            response_code,
+            auth_id: None,
+            settlement_date: None,
+            reason: None,
+            bank_reference: None,
+        }
+    }
+
+    /// The outcome carried by a (canonical) response, if it has an F39.
+    pub fn from_response(response: &Transaction) -> Option<Outcome> {
+        Some(Outcome {
+            response_code: response.response_code?,
+            auth_id: response.auth_id,
+            settlement_date: response.settlement_date,
+            reason: response.reason,
+            bank_reference: response.transaction_id,
+        })
+    }
+
+    /// The response to `request` (typically a retry) carrying this outcome:
+    /// the request's own matching fields (F7, F11, F37, F41 ...) echoed, the
+    /// original F38, F39 and bank data.
+    pub fn answer_for(&self, request: &Transaction) -> Transaction {
+        let mut r = request.response(self.response_code);
+        r.auth_id = self.auth_id;
+        r.reason = self.reason;
+        if self.settlement_date.is_some() {
+            r.settlement_date = self.settlement_date;
+        }
+        if self.bank_reference.is_some() {
+            r.transaction_id = self.bank_reference;
+        }
+        r
+    }
+}
+
+/// Where a key lives in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct EntryKey {
+    scope: ClientScope,
+    key: RequestKey,
+}
+
+/// The right (and duty) to send a claimed request to the bank and then
+/// report it exactly once with `complete` or `abandon`. Not `Clone`.
+#[must_use = "an unreported ticket keeps its key in flight forever"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ticket {
+    entry: EntryKey,
+    id: u64,
+    fingerprint: Fingerprint,
+}
+
+impl Ticket {
+    /// The client scope of the claimed key.
+    pub fn scope(&self) -> &ClientScope {
+        &self.entry.scope
+    }
+
+    /// The claimed key (to persist with the outcome).
+    pub fn key(&self) -> &RequestKey {
+        &self.entry.key
+    }
+
+    /// The content fingerprint of the claiming request (to persist).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+}
+
+/// A reservation of a key that may be in storage: look it up (scope, key),
+/// then report with [`IdempotencyIndex::resolve_lookup`] (or
+/// [`IdempotencyIndex::abandon_lookup`] if the lookup itself failed).
+#[must_use = "an unresolved lookup keeps its key reserved forever"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct LookupTicket(Ticket);
+
+impl LookupTicket {
+    /// The client scope to look up.
+    pub fn scope(&self) -> &ClientScope {
+        self.0.scope()
+    }
+
+    /// The key to look up.
+    pub fn key(&self) -> &RequestKey {
+        self.0.key()
+    }
+}
+
+/// A duplicate waiting for an in-flight key; woken by `complete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WaiterToken(u64);
+
+impl WaiterToken {
+    /// A number unique within one index (to key the caller's waiter map).
+    pub fn id(self) -> u64 {
+        self.0
+    }
+}
+
+/// What to do with a request, as decided by [`IdempotencyIndex::claim`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// First sight: send it to the bank, then `complete` or `abandon`.
+    New(Ticket),
+    /// Completed before: answer with `outcome.answer_for(&request)`.
+    Duplicate(Outcome),
+    /// The original is in flight: wait; `complete` returns this token.
+    InFlight(WaiterToken),
+    /// Same key, different content: answer F39 94.
+    Mismatch,
+    /// Not in memory, but may be in storage: look it up, then
+    /// `resolve_lookup`. The key is reserved meanwhile.
+    NeedsLookup(LookupTicket),
+}
+
+/// A key as the caller's storage holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Fingerprint of the request that completed the key.
+    pub fingerprint: Fingerprint,
+    /// Its final outcome.
+    pub outcome: Outcome,
+}
+
+/// What a storage lookup decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not in storage: send to the bank (waiters keep waiting).
+    New(Ticket),
+    /// In storage with the same content: answer the claimer and every waiter
+    /// with this outcome.
+    Duplicate {
+        /// The original outcome.
+        outcome: Outcome,
+        /// Duplicates that arrived during the lookup.
+        waiters: Vec<WaiterToken>,
+    },
+    /// In storage with different content: answer the claimer and every
+    /// waiter (same content as the claimer) with 94.
+    Mismatch {
+        /// Duplicates that arrived during the lookup.
+        waiters: Vec<WaiterToken>,
+    },
+}
+
+#[derive(Debug)]
+enum State {
+    Pending {
+        ticket: u64,
+        lookup: bool,
+        waiters: Vec<WaiterToken>,
+    },
+    /// Its completion time is in the `completed` record.
+    Done { outcome: Outcome, generation: u64 },
+}
+
+#[derive(Debug)]
+struct Entry {
+    fingerprint: Fingerprint,
+    state: State,
+}
+
+/// The in-memory window of idempotency keys. See the module docs.
+#[derive(Debug)]
+pub struct IdempotencyIndex {
+    capacity: usize,
+    retention_ms: u64,
+    entries: HashMap<EntryKey, Entry>,
+    /// Completed keys in completion order: (completed_at, key, generation).
+    /// Exactly one record per `Done` entry, so its length is bounded by
+    /// `capacity`; the generation guards against a stale record anyway.
+    completed: VecDeque<(Millis, EntryKey, u64)>,
+    lookup_until: Millis,
+    next_id: u64,
+    evicted: u64,
+}
+
+impl IdempotencyIndex {
+    /// An index of at most `capacity` keys (clamped to
+    /// `1..=MAX_IDEMPOTENCY_KEYS`) keeping completed keys for `retention`.
+    pub fn new(capacity: usize, retention: Duration) -> Self {
+        IdempotencyIndex {
+            capacity: capacity.clamp(1, MAX_IDEMPOTENCY_KEYS),
+            retention_ms: duration_ms(retention),
+            entries: HashMap::new(),
+            completed: VecDeque::new(),
+            lookup_until: Millis::ZERO,
+            next_id: 0,
+            evicted: 0,
+        }
+    }
+
+    /// Decide what to do with `request` from client `scope` at `now`.
+    pub fn claim(
+        &mut self,
+        scope: &ClientScope,
+        request: &Transaction,
+        now: Millis,
+    ) -> Result<Claim, IdempotencyError> {
+        let key = RequestKey::of(request).ok_or(IdempotencyError::NoKey)?;
+        let fingerprint = Fingerprint::of(request);
+        self.expire(now, EXPIRE_PER_CLAIM);
+        let entry_key = EntryKey {
+            scope: scope.clone(),
+            key,
+        };
+        if let Some(entry) = self.entries.get_mut(&entry_key) {
+            if entry.fingerprint != fingerprint {
+                return Ok(Claim::Mismatch);
+            }
+            return match &mut entry.state {
+                State::Done { outcome, .. } => Ok(Claim::Duplicate(outcome.clone())),
+                State::Pending { waiters, .. } => {
+                    if waiters.len() >= MAX_WAITERS_PER_KEY {
+                        return Err(IdempotencyError::TooManyWaiters);
+                    }
+                    self.next_id += 1;
+                    let token = WaiterToken(self.next_id);
+                    waiters.push(token);
+                    Ok(Claim::InFlight(token))
+                }
+            };
+        }
+        // Decided before evicting: the key evicted now is not this one.
+        let lookup = now < self.lookup_until;
+        if self.entries.len() >= self.capacity && !self.evict_oldest_completed() {
+            return Err(IdempotencyError::Full);
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.entries.insert(
+            entry_key.clone(),
+            Entry {
+                fingerprint,
+                state: State::Pending {
+                    ticket: id,
+                    lookup,
+                    waiters: Vec::new(),
+                },
+            },
+        );
+        let ticket = Ticket {
+            entry: entry_key,
+            id,
+            fingerprint,
+        };
+        Ok(if lookup {
+            Claim::NeedsLookup(LookupTicket(ticket))
+        } else {
+            Claim::New(ticket)
+        })
+    }
+
+    /// Record the final `outcome` of a ticket (after journaling it) and
+    /// return the waiters to answer with it (each with
+    /// `outcome.answer_for(&its_request)`).
+    pub fn complete(&mut self, ticket: Ticket, outcome: Outcome, now: Millis) -> Vec<WaiterToken> {
+        let Some(entry) = self.entries.get_mut(&ticket.entry) else {
+            return Vec::new();
+        };
+        let State::Pending {
+            ticket: id,
+            waiters,
+            ..
+        } = &mut entry.state
+        else {
+            return Vec::new();
+        };
+        // A ticket is not Clone and its entry is only removed through it, so
+        // the ids always match; checked so a misuse cannot corrupt the index.
+        if *id != ticket.id {
+            return Vec::new();
+        }
+        let waiters = std::mem::take(waiters);
+        self.mark_done(ticket.entry, None, outcome, now);
+        waiters
+    }
+
+    /// Forget a ticket whose request never reached the bank (so a retry may
+    /// try again). Returns the waiters: re-`claim` each waiter's request (the
+    /// first becomes `New`, the rest wait on it).
+    pub fn abandon(&mut self, ticket: Ticket) -> Vec<WaiterToken> {
+        match self.entries.get(&ticket.entry) {
+            Some(Entry {
+                state: State::Pending { ticket: id, .. },
+                ..
+            }) if *id == ticket.id => {}
+            _ => return Vec::new(),
+        }
+        match self.entries.remove(&ticket.entry) {
+            Some(Entry {
+                state: State::Pending { waiters, .. },
+                ..
+            }) => waiters,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Report the storage lookup of a [`Claim::NeedsLookup`]: `stored` is
+    /// what storage holds for (scope, key), if anything within retention.
+    pub fn resolve_lookup(
+        &mut self,
+        ticket: LookupTicket,
+        stored: Option<StoredKey>,
+        now: Millis,
+    ) -> Lookup {
+        let ticket = ticket.0;
+        let valid = matches!(
+            self.entries.get(&ticket.entry),
+            Some(Entry { state: State::Pending { ticket: id, .. }, .. }) if *id == ticket.id
+        );
+        if !valid {
+            // Unreachable through the public API (see `complete`); answer the
+            // safe way: nothing is sent, the caller answers 94.
+            return Lookup::Mismatch {
+                waiters: Vec::new(),
+            };
+        }
+        match stored {
+            None => {
+                if let Some(Entry {
+                    state: State::Pending { lookup, .. },
+                    ..
+                }) = self.entries.get_mut(&ticket.entry)
+                {
+                    *lookup = false;
+                }
+                Lookup::New(ticket)
+            }
+            Some(stored) => {
+                let waiters = match self.entries.get_mut(&ticket.entry) {
+                    Some(Entry {
+                        state: State::Pending { waiters, .. },
+                        ..
+                    }) => std::mem::take(waiters),
+                    _ => Vec::new(),
+                };
+                let same = stored.fingerprint == ticket.fingerprint;
+                let outcome = stored.outcome.clone();
+                self.mark_done(ticket.entry, Some(stored.fingerprint), stored.outcome, now);
+                if same {
+                    Lookup::Duplicate { outcome, waiters }
+                } else {
+                    Lookup::Mismatch { waiters }
+                }
+            }
+        }
+    }
+
+    /// Give up a lookup that failed (storage error): the key is released and
+    /// the returned waiters should be answered 96 or re-claimed.
+    pub fn abandon_lookup(&mut self, ticket: LookupTicket) -> Vec<WaiterToken> {
+        self.abandon(ticket.0)
+    }
+
+    /// Drop up to `max_work` completed keys whose retention ended by `now`.
+    /// Returns how many were dropped.
+    pub fn expire(&mut self, now: Millis, max_work: usize) -> usize {
+        let mut dropped = 0;
+        for _ in 0..max_work {
+            match self.completed.front() {
+                Some((at, _, _)) if at.plus_ms(self.retention_ms) <= now => {}
+                _ => break,
+            }
+            if let Some((_, key, generation)) = self.completed.pop_front() {
+                if self.remove_done(&key, generation) {
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
+    }
+
+    /// When the next completed key expires (for the caller's timer).
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.completed
+            .front()
+            .map(|(at, _, _)| at.plus_ms(self.retention_ms))
+    }
+
+    /// Until `until`, a key missing from memory may be in storage: `claim`
+    /// answers `NeedsLookup` for it. Call with `now + retention` at start-up.
+    pub fn require_lookup_until(&mut self, until: Millis) {
+        self.lookup_until = self.lookup_until.max(until);
+    }
+
+    /// Until when misses need a storage lookup.
+    pub fn lookup_until(&self) -> Millis {
+        self.lookup_until
+    }
+
+    /// Keys held in memory (in flight and completed).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Keys in flight (including lookups under way).
+    pub fn in_flight(&self) -> usize {
+        self.entries.len() - self.completed.len().min(self.entries.len())
+    }
+
+    /// The bound on keys in memory.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Completed keys evicted to make room since creation (for metrics: a
+    /// rising count means lookups in storage).
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    fn mark_done(
+        &mut self,
+        key: EntryKey,
+        fingerprint: Option<Fingerprint>,
+        outcome: Outcome,
+        now: Millis,
+    ) {
+        self.next_id += 1;
+        let generation = self.next_id;
+        if let MapEntry::Occupied(mut e) = self.entries.entry(key.clone()) {
+            let entry = e.get_mut();
+            if let Some(fp) = fingerprint {
+                entry.fingerprint = fp;
+            }
+            entry.state = State::Done {
+                outcome,
+                generation,
+            };
+            self.completed.push_back((now, key, generation));
+        }
+    }
+
+    /// Evict the oldest completed key; false if every key is in flight.
+    fn evict_oldest_completed(&mut self) -> bool {
+        // Bounded: each record is popped once, and there are at most
+        // `capacity` records.
+        while let Some((at, key, generation)) = self.completed.pop_front() {
+            if self.remove_done(&key, generation) {
+                self.evicted += 1;
+                self.require_lookup_until(at.plus_ms(self.retention_ms));
+                return true;
+            }
+        }
+        false
+    }
+
+    fn remove_done(&mut self, key: &EntryKey, generation: u64) -> bool {
+        let current = matches!(
+            self.entries.get(key),
+            Some(Entry { state: State::Done { generation: g, .. }, .. }) if *g == generation
+        );
+        if current {
+            self.entries.remove(key);
+        }
+        current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fps_codecs::model::{Account, AmountMinor, BankCode, Currency, Mti, TerminalId};
+
+    fn request(key: &str, amount: u64, stan: u32) -> Transaction {
+        let mut t = Transaction::new(Mti::CREDIT_TRANSFER);
+        t.idempotency_key = Some(IdempotencyKey::parse(key.as_bytes()).unwrap());
+        t.amount = Some(AmountMinor::new(amount).unwrap());
+        t.currency = Some(Currency::HKD);
+        t.receiving_bank = Some(BankCode::parse(b"004").unwrap());
+        t.creditor_account = Some(Account::parse(b"123456789").unwrap());
+        t.stan = Some(Stan::new(stan).unwrap());
+        t.rrn = Some(Rrn::parse(format!("{stan:012}").as_bytes()).unwrap());
+        t.terminal_id = Some(TerminalId::parse(b"TERM0001").unwrap());
+        t
+    }
+
+    fn scope(s: &str) -> ClientScope {
+        ClientScope::new(s).unwrap()
+    }
+
+    fn approved() -> Outcome {
+        Outcome {
+            auth_id: Some(AuthId::parse(b"A1B2C3").unwrap()),
+            ..Outcome::new(ResponseCode::APPROVED)
+        }
+    }
+
+    #[test]
+    fn retry_after_completion_gets_the_original_with_its_own_matching_fields() {
+        let mut idx = IdempotencyIndex::new(8, DEFAULT_RETENTION);
+        let gw = scope("CN=gateway-1");
+        let Ok(Claim::New(t)) = idx.claim(&gw, &request("k1", 100, 1), Millis(0)) else {
+            panic!()
+        };
+        assert!(idx.complete(t, approved(), Millis(5)).is_empty());
+        let retry = request("k1", 100, 2);
+        let Ok(Claim::Duplicate(o)) = idx.claim(&gw, &retry, Millis(10)) else {
+            panic!()
+        };
+        let answer = o.answer_for(&retry);
+        assert_eq!(answer.mti, Mti::CREDIT_TRANSFER_RESPONSE);
+        assert_eq!(answer.stan, retry.stan);
+        assert_eq!(answer.rrn, retry.rrn);
+        assert_eq!(answer.terminal_id, retry.terminal_id);
+        assert_eq!(answer.auth_id, approved().auth_id);
+        assert_eq!(answer.response_code, Some(ResponseCode::APPROVED));
+        // Other content under the same key: 94.
+        assert_eq!(
+            idx.claim(&gw, &request("k1", 101, 3), Millis(10)),
+            Ok(Claim::Mismatch)
+        );
+        // Another client's identical key is its own.
+        assert!(matches!(
+            idx.claim(&scope("CN=gateway-2"), &retry, Millis(10)),
+            Ok(Claim::New(_))
+        ));
+    }
+
+    #[test]
+    fn duplicates_in_flight_wait_and_are_bounded() {
+        let mut idx = IdempotencyIndex::new(8, DEFAULT_RETENTION);
+        let gw = scope("gw");
+        let Ok(Claim::New(t)) = idx.claim(&gw, &request("k", 1, 1), Millis(0)) else {
+            panic!()
+        };
+        let mut tokens = Vec::new();
+        for _ in 0..MAX_WAITERS_PER_KEY {
+            let Ok(Claim::InFlight(w)) = idx.claim(&gw, &request("k", 1, 9), Millis(1)) else {
+                panic!()
+            };
+            tokens.push(w);
+        }
+        assert_eq!(
+            idx.claim(&gw, &request("k", 1, 9), Millis(1)),
+            Err(IdempotencyError::TooManyWaiters)
+        );
+        assert_eq!(
+            idx.claim(&gw, &request("k", 2, 9), Millis(1)),
+            Ok(Claim::Mismatch)
+        );
+        assert_eq!(idx.complete(t, approved(), Millis(2)), tokens);
+    }
+
+    #[test]
+    fn abandon_frees_the_key_and_returns_waiters() {
+        let mut idx = IdempotencyIndex::new(8, DEFAULT_RETENTION);
+        let gw = scope("gw");
+        let Ok(Claim::New(t)) = idx.claim(&gw, &request("k", 1, 1), Millis(0)) else {
+            panic!()
+        };
+        let Ok(Claim::InFlight(w)) = idx.claim(&gw, &request("k", 1, 2), Millis(0)) else {
+            panic!()
+        };
+        assert_eq!(idx.abandon(t), vec![w]);
+        assert!(idx.is_empty());
+        assert!(matches!(
+            idx.claim(&gw, &request("k", 1, 2), Millis(0)),
+            Ok(Claim::New(_))
+        ));
+    }
+
+    #[test]
+    fn missing_key_fields_are_refused() {
+        let mut idx = IdempotencyIndex::new(8, DEFAULT_RETENTION);
+        let mut t = request("k", 1, 1);
+        t.idempotency_key = None;
+        assert_eq!(
+            idx.claim(&scope("gw"), &t, Millis(0)),
+            Err(IdempotencyError::NoKey)
+        );
+        assert_eq!(
+            IdempotencyError::NoKey.response_code(),
+            ResponseCode::FORMAT_ERROR
+        );
+        t.acquirer = Some(InstitutionId::parse(b"123").unwrap());
+        t.transmitted_at = Some(TransmissionDateTime::parse(b"0101120000").unwrap());
+        assert!(matches!(
+            idx.claim(&scope("gw"), &t, Millis(0)),
+            Ok(Claim::New(_))
+        ));
+        assert!(ClientScope::new("").is_err());
+        assert!(ClientScope::new(&"x".repeat(MAX_SCOPE_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn eviction_makes_misses_look_in_storage_until_retention_ends() {
+        let mut idx = IdempotencyIndex::new(2, Duration::from_millis(1000));
+        let gw = scope("gw");
+        for (i, k) in ["a", "b"].iter().enumerate() {
+            let Ok(Claim::New(t)) = idx.claim(&gw, &request(k, 1, 1), Millis(i as u64)) else {
+                panic!()
+            };
+            idx.complete(t, approved(), Millis(i as u64));
+        }
+        // Full: "a" (oldest completed) is evicted for "c".
+        let Ok(Claim::New(c)) = idx.claim(&gw, &request("c", 1, 1), Millis(10)) else {
+            panic!()
+        };
+        assert_eq!(idx.evicted(), 1);
+        assert_eq!(idx.lookup_until(), Millis(1000));
+        // "a" is on disk only: a lookup, during which a duplicate waits.
+        let Ok(Claim::NeedsLookup(l)) = idx.claim(&gw, &request("a", 1, 2), Millis(20)) else {
+            panic!()
+        };
+        let Ok(Claim::InFlight(w)) = idx.claim(&gw, &request("a", 1, 3), Millis(21)) else {
+            panic!()
+        };
+        let stored = StoredKey {
+            fingerprint: Fingerprint::of(&request("a", 1, 1)),
+            outcome: approved(),
+        };
+        assert_eq!(
+            idx.resolve_lookup(l, Some(stored), Millis(22)),
+            Lookup::Duplicate {
+                outcome: approved(),
+                waiters: vec![w]
+            }
+        );
+        // "b" was evicted to make room for that lookup: it is on disk only too.
+        assert_eq!(idx.evicted(), 2);
+        let Ok(Claim::NeedsLookup(l)) = idx.claim(&gw, &request("b", 1, 1), Millis(30)) else {
+            panic!()
+        };
+        // Both slots now hold in-flight keys: nothing can be evicted.
+        assert_eq!(
+            idx.claim(&gw, &request("d", 1, 1), Millis(31)),
+            Err(IdempotencyError::Full)
+        );
+        assert!(idx.abandon_lookup(l).is_empty());
+        idx.complete(c, approved(), Millis(40));
+        // After the horizon, misses are new again.
+        let Ok(Claim::New(_)) = idx.claim(&gw, &request("z", 1, 1), Millis(2000)) else {
+            panic!()
+        };
+    }
+
+    #[test]
+    fn lookup_not_found_becomes_new_and_after_restart_misses_look_up() {
+        let mut idx = IdempotencyIndex::new(4, Duration::from_millis(100));
+        idx.require_lookup_until(Millis(100));
+        let gw = scope("gw");
+        let Ok(Claim::NeedsLookup(l)) = idx.claim(&gw, &request("k", 1, 1), Millis(0)) else {
+            panic!()
+        };
+        let Lookup::New(t) = idx.resolve_lookup(l, None, Millis(1)) else {
+            panic!()
+        };
+        idx.complete(t, approved(), Millis(2));
+        let Ok(Claim::NeedsLookup(l)) = idx.claim(&gw, &request("m", 1, 1), Millis(3)) else {
+            panic!()
+        };
+        let stored = StoredKey {
+            fingerprint: Fingerprint(7),
+            outcome: approved(),
+        };
+        assert_eq!(
+            idx.resolve_lookup(l, Some(stored), Millis(4)),
+            Lookup::Mismatch { waiters: vec![] }
+        );
+        assert_eq!(
+            idx.claim(&gw, &request("m", 1, 1), Millis(5)),
+            Ok(Claim::Mismatch)
+        );
+    }
+
+    #[test]
+    fn expiry_is_bounded_per_call_and_reported_by_poll_timeout() {
+        let mut idx = IdempotencyIndex::new(16, Duration::from_millis(100));
+        let gw = scope("gw");
+        for i in 0..5u64 {
+            let Ok(Claim::New(t)) = idx.claim(&gw, &request(&format!("k{i}"), 1, 1), Millis(i))
+            else {
+                panic!()
+            };
+            idx.complete(t, approved(), Millis(i));
+        }
+        assert_eq!(idx.poll_timeout(), Some(Millis(100)));
+        assert_eq!(idx.expire(Millis(99), 10), 0);
+        assert_eq!(idx.expire(Millis(1000), 2), 2);
+        assert_eq!(idx.len(), 3);
+        assert_eq!(idx.expire(Millis(1000), 10), 3);
+        assert_eq!(idx.poll_timeout(), None);
+    }
+
+    #[test]
+    fn fingerprint_is_fixed_and_covers_content_only() {
+        let a = request("k", 100, 1);
+        let mut b = request("k", 100, 2);
+        b.terminal_id = None;
+        assert_eq!(Fingerprint::of(&a), Fingerprint::of(&b));
+        let mut c = a.clone();
+        c.creditor_account = Some(Account::parse(b"123456780").unwrap());
+        assert_ne!(Fingerprint::of(&a), Fingerprint::of(&c));
+        let mut d = a.clone();
+        d.receiving_bank = Some(BankCode::parse(b"024").unwrap());
+        assert_ne!(Fingerprint::of(&a), Fingerprint::of(&d));
+        // Pinned: persisted fingerprints must survive upgrades.
+        assert_eq!(
+            Fingerprint::of(&Transaction::new(Mti::CREDIT_TRANSFER)),
+            Fingerprint(0x67c5_64b0_deac_075d)
+        );
+        let mut e = Transaction::new(Mti::CREDIT_TRANSFER);
+        e.amount = Some(AmountMinor::new(100).unwrap());
+        e.receiving_bank = Some(BankCode::parse(b"004").unwrap());
+        assert_eq!(Fingerprint::of(&e), Fingerprint(0xf565_6592_ac71_af55));
+    }
+}
