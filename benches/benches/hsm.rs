@@ -4,7 +4,9 @@
 //! Targets (2-core machine): pool with 1 session >= 0.9x the raw loop; pool
 //! with 2 sessions >= 1.7x the pool with 1 session. After criterion's runs a
 //! fixed-duration pass prints ops/s, p99 latency and the ratios per
-//! mechanism. Skips (loudly) when SoftHSM2 is not installed.
+//! mechanism, then the token's own ceiling across sessions (raw cryptoki on 2
+//! threads, each with its own session, no pool): `pool2/1` cannot exceed
+//! `raw2/raw`. Skips (loudly) when SoftHSM2 is not installed.
 //!
 //! `cargo bench -p fps-benches --bench hsm`
 
@@ -124,6 +126,52 @@ fn raw_handle(bench: &Bench, case: Case) -> ObjectHandle {
             Attribute::Label(format!("{}-v1", case.label).into_bytes()),
         ])
         .expect("find key")[0]
+}
+
+/// Ops/s and p99 of `threads` raw single-session loops in parallel, each
+/// thread with its own logged-in session: what the token itself allows across
+/// sessions, the ceiling for the pool's `pool2/1` ratio.
+fn measure_raw_threads(bench: &Bench, case: Case, threads: usize) -> Stats {
+    let pin = Pin::new(PIN.into());
+    let sessions: Vec<_> = (0..threads)
+        .map(|_| {
+            let s = TokenSession::open(&bench.module, "fps-bench", &pin).expect("raw session");
+            let own = Bench {
+                module: bench.module.clone(),
+                admin: s,
+                dir: bench.dir.clone(),
+            };
+            let handle = raw_handle(&own, case);
+            (own, handle)
+        })
+        .collect();
+    let stop = AtomicBool::new(false);
+    let digest = [0x5a; 32];
+    let start = Instant::now();
+    let latencies: Vec<Duration> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sessions
+            .into_iter()
+            .map(|(own, handle)| {
+                let stop = &stop;
+                scope.spawn(move || {
+                    let mut lat = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        raw_op(&own, case, handle, &digest);
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(REPORT_SECS));
+        stop.store(true, Ordering::Relaxed);
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("raw thread"))
+            .collect()
+    });
+    summarise(latencies, start.elapsed())
 }
 
 fn pool(bench: &Bench, sessions: usize) -> Hsm {
@@ -253,9 +301,17 @@ fn report(bench: &Bench) {
         "pool1/raw",
         "pool2/1"
     );
+    let mut raw2_rows = Vec::new();
     for case in CASES {
         let handle = raw_handle(bench, case);
         let raw = measure_here(|| raw_op(bench, case, handle, &digest));
+        let raw2 = measure_raw_threads(bench, case, 2);
+        raw2_rows.push((
+            case.name,
+            raw2.ops_per_sec,
+            raw2.p99_us,
+            raw2.ops_per_sec / raw.ops_per_sec,
+        ));
         let mut pools = Vec::new();
         for sessions in [1, 2] {
             let hsm = pool(bench, sessions);
@@ -277,7 +333,16 @@ fn report(bench: &Bench) {
             pools[1].ops_per_sec / pools[0].ops_per_sec,
         );
     }
-    println!("targets: pool1/raw >= 0.90x, pool2/pool1 >= 1.70x (2 cores)\n");
+    println!("targets: pool1/raw >= 0.90x, pool2/pool1 >= 1.70x (2 cores)");
+    println!("\nToken ceiling: raw cryptoki, 2 threads x own session (no pool)");
+    println!(
+        "{:<20} {:>12} {:>9} {:>10}",
+        "mechanism", "raw2 ops/s", "p99 us", "raw2/raw"
+    );
+    for (name, ops, p99, ratio) in raw2_rows {
+        println!("{name:<20} {ops:>12.0} {p99:>9.1} {ratio:>9.2}x");
+    }
+    println!();
 }
 
 fn main() {

@@ -31,7 +31,19 @@ pub fn split_version(label: &str) -> Option<(&str, u32)> {
 
 /// `mac-hmac` + 2 -> `mac-hmac-v2`.
 pub fn versioned_label(base: &str, version: u32) -> String {
-    format!("{base}-v{version}")
+    let mut out = String::new();
+    write_versioned_label(&mut out, base, version);
+    out
+}
+
+/// [`versioned_label`] into a reused buffer (cleared first): the worker's
+/// hot path builds one label per request without allocating.
+pub fn write_versioned_label(out: &mut String, base: &str, version: u32) {
+    use std::fmt::Write as _;
+    out.clear();
+    out.push_str(base);
+    // Writing to a String cannot fail.
+    let _ = write!(out, "-v{version}");
 }
 
 /// Which kind of object a key version is looked up as.
@@ -95,7 +107,9 @@ pub enum Lookup {
 pub struct KeyRing {
     overlap: Duration,
     refresh: Duration,
-    entries: RwLock<HashMap<(String, KeyClass), Entry>>,
+    /// By class, then label: nested so a lookup borrows the label (`&str`)
+    /// instead of allocating an owned key on every request.
+    entries: RwLock<HashMap<KeyClass, HashMap<String, Entry>>>,
 }
 
 impl KeyRing {
@@ -112,7 +126,7 @@ impl KeyRing {
     pub fn lookup(&self, label: &str, class: KeyClass, now: Instant) -> Lookup {
         // Poisoning cannot leave an Entry half-written (plain Copy values).
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        match entries.get(&(label.to_owned(), class)) {
+        match entries.get(&class).and_then(|by_label| by_label.get(label)) {
             Some(e) if !e.rescan && now.saturating_duration_since(e.checked_at) < self.refresh => {
                 Lookup::Fresh(self.accepted(e, now))
             }
@@ -130,13 +144,13 @@ impl KeyRing {
         now: Instant,
     ) -> Option<Accepted> {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        let key = (label.to_owned(), class);
+        let entries = entries.entry(class).or_default();
         let Some(&newest) = versions.iter().max() else {
-            entries.remove(&key);
+            entries.remove(label);
             return None;
         };
         let below = |v: u32| versions.iter().copied().filter(|&x| x < v).max();
-        let entry = match entries.get(&key).copied() {
+        let entry = match entries.get(label).copied() {
             None => Entry {
                 current: newest,
                 previous: below(newest),
@@ -162,7 +176,7 @@ impl KeyRing {
                 ..old
             },
         };
-        entries.insert(key, entry);
+        entries.insert(label.to_owned(), entry);
         Some(self.accepted(&entry, now))
     }
 
@@ -170,7 +184,7 @@ impl KeyRing {
     /// (call after an in-process rotation).
     pub fn invalidate(&self) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        for entry in entries.values_mut() {
+        for entry in entries.values_mut().flat_map(HashMap::values_mut) {
             entry.rescan = true;
         }
     }

@@ -15,13 +15,18 @@ use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
-use crate::keyring::{versioned_label, Accepted, KeyClass, KeyRing, Lookup};
+use crate::keyring::{write_versioned_label, Accepted, KeyClass, KeyRing, Lookup};
 use crate::{metrics, HsmError, KeyRef, Mechanism, Operation};
 
 /// First wait before reopening a lost session.
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 /// Longest wait between reopen attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Polls of an empty queue before a worker parks. Requests often arrive a
+/// few microseconds apart (a caller woken by the previous reply resubmits),
+/// and catching them without a futex sleep/wake pair saves a context switch
+/// per request; bounded so an idle worker parks after a few microseconds.
+const SPIN_BEFORE_PARK: u32 = 64;
 
 /// One worker's handle on the key store. Calls may block.
 pub(crate) trait Engine: Send {
@@ -131,6 +136,7 @@ impl Pool {
                 shared: Arc::clone(&shared),
                 backoff: Backoff::new(),
                 last_error: String::new(),
+                label: String::new(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("fps-hsm-{index}"))
@@ -195,13 +201,15 @@ struct Worker {
     shared: Arc<Shared>,
     backoff: Backoff,
     last_error: String,
+    /// Reused buffer for the versioned key label (`mac-hmac-v2`).
+    label: String,
 }
 
 impl Worker {
     fn run(mut self) {
         loop {
             let request = if self.engine.is_some() {
-                match self.rx.recv() {
+                match self.next_request() {
                     Ok(r) => Some(r),
                     Err(_) => break,
                 }
@@ -225,6 +233,20 @@ impl Worker {
         if self.engine.take().is_some() {
             metrics::session_closed();
         }
+    }
+
+    /// The next request: a bounded spin on the queue, then a blocking wait.
+    fn next_request(&self) -> Result<Request, crossbeam_channel::RecvError> {
+        for _ in 0..SPIN_BEFORE_PARK {
+            match self.rx.try_recv() {
+                Ok(r) => return Ok(r),
+                Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    return Err(crossbeam_channel::RecvError)
+                }
+            }
+        }
+        self.rx.recv()
     }
 
     fn serve(&mut self, request: Request) {
@@ -274,7 +296,7 @@ impl Worker {
                 ),
             });
         };
-        execute(engine.as_mut(), &self.shared, request)
+        execute(engine.as_mut(), &self.shared, request, &mut self.label)
     }
 
     fn drop_engine(&mut self, cause: &Result<Reply, HsmError>) {
@@ -305,7 +327,12 @@ impl Worker {
 }
 
 /// Runs one request on an engine: version lookup, then the operation.
-fn execute(engine: &mut dyn Engine, shared: &Shared, request: &Request) -> Result<Reply, HsmError> {
+fn execute(
+    engine: &mut dyn Engine,
+    shared: &Shared,
+    request: &Request,
+    label: &mut String,
+) -> Result<Reply, HsmError> {
     let key = &request.key;
     let mechanism = key.mechanism();
     let class = match request.job {
@@ -346,24 +373,22 @@ fn execute(engine: &mut dyn Engine, shared: &Shared, request: &Request) -> Resul
         unreachable!("scan returned above");
     };
     match op {
-        Operation::Sign => engine
-            .sign(
-                &versioned_label(key.label(), accepted.current),
-                mechanism,
-                &request.message,
-            )
-            .map(Reply::Bytes),
-        Operation::Mac => engine
-            .mac(
-                &versioned_label(key.label(), accepted.current),
-                mechanism,
-                &request.message,
-            )
-            .map(Reply::Bytes),
+        Operation::Sign => {
+            write_versioned_label(label, key.label(), accepted.current);
+            engine
+                .sign(label, mechanism, &request.message)
+                .map(Reply::Bytes)
+        }
+        Operation::Mac => {
+            write_versioned_label(label, key.label(), accepted.current);
+            engine
+                .mac(label, mechanism, &request.message)
+                .map(Reply::Bytes)
+        }
         Operation::VerifyMac => {
             for version in accepted.verify_order() {
-                let label = versioned_label(key.label(), version);
-                let tag = match engine.mac(&label, mechanism, &request.message) {
+                write_versioned_label(label, key.label(), version);
+                let tag = match engine.mac(label, mechanism, &request.message) {
                     Ok(tag) => tag,
                     // A previous version deleted before the overlap ended.
                     Err(HsmError::KeyNotFound { .. }) if version != accepted.current => continue,
@@ -377,8 +402,8 @@ fn execute(engine: &mut dyn Engine, shared: &Shared, request: &Request) -> Resul
         }
         Operation::Verify => {
             for version in accepted.verify_order() {
-                let label = versioned_label(key.label(), version);
-                match engine.verify(&label, mechanism, &request.message, &request.expected) {
+                write_versioned_label(label, key.label(), version);
+                match engine.verify(label, mechanism, &request.message, &request.expected) {
                     Ok(true) => return Ok(Reply::Verified),
                     Ok(false) => {}
                     Err(HsmError::KeyNotFound { .. }) if version != accepted.current => {}

@@ -19,8 +19,11 @@ const MAX_CACHED_HANDLES: usize = 1024;
 
 pub(crate) struct Pkcs11Engine {
     session: Session,
-    /// Checked handles by (label, class, mechanism).
-    handles: HashMap<(String, KeyClass, Mechanism), ObjectHandle>,
+    /// Checked handles by (class, mechanism), then label: nested so the
+    /// per-request lookup borrows the label instead of allocating a key.
+    handles: HashMap<(KeyClass, Mechanism), HashMap<String, ObjectHandle>>,
+    /// Handles in `handles`, to hold it to `MAX_CACHED_HANDLES`.
+    cached: usize,
     mechanisms: Arc<HashSet<Mechanism>>,
     store: String,
 }
@@ -34,6 +37,7 @@ impl Pkcs11Engine {
         Pkcs11Engine {
             session,
             handles: HashMap::new(),
+            cached: 0,
             mechanisms,
             store,
         }
@@ -58,7 +62,11 @@ impl Pkcs11Engine {
                 ),
             });
         }
-        if let Some(handle) = self.handles.get(&(label.to_owned(), class, mechanism)) {
+        if let Some(handle) = self
+            .handles
+            .get(&(class, mechanism))
+            .and_then(|by_label| by_label.get(label))
+        {
             return Ok(*handle);
         }
         let Some(handle) = find_key(&self.session, label, class, &self.store)? else {
@@ -84,11 +92,14 @@ impl Pkcs11Engine {
                 })
             }
         }
-        if self.handles.len() >= MAX_CACHED_HANDLES {
+        if self.cached >= MAX_CACHED_HANDLES {
             self.handles.clear();
+            self.cached = 0;
         }
-        self.handles
-            .insert((label.to_owned(), class, mechanism), handle);
+        let by_label = self.handles.entry((class, mechanism)).or_default();
+        if by_label.insert(label.to_owned(), handle).is_none() {
+            self.cached += 1;
+        }
         Ok(handle)
     }
 }
