@@ -9,29 +9,9 @@ use fps_codecs::json::JsonCodec;
 use fps_codecs::model::*;
 use fps_codecs::{CodecError, MessageCodec};
 
-/// The typical upstream 0200 credit transfer of DESIGN.md (the example of
-/// `codecs/tests/iso8583.rs`): fields 3, 4, 7, 11, 12, 13, 32, 37, 41, 42,
-/// 49, 100, 102, 103 and 123, so a secondary bitmap too.
-pub fn credit_transfer() -> Transaction {
-    // The values are constants known to be valid: unwrap cannot fail.
-    let mut t = Transaction::new(Mti::CREDIT_TRANSFER);
-    t.processing_code = Some(ProcessingCode::CREDIT_TRANSFER);
-    t.amount = Some(AmountMinor::new(12_345).unwrap());
-    t.transmitted_at = Some(TransmissionDateTime::parse(b"1123093015").unwrap());
-    t.stan = Some(Stan::new(123).unwrap());
-    t.local_time = Some(LocalTime::parse(b"173015").unwrap());
-    t.local_date = Some(LocalDate::parse(b"1123").unwrap());
-    t.acquirer = Some(InstitutionId::parse(b"888001").unwrap());
-    t.rrn = Some(Rrn::parse(b"000000000123").unwrap());
-    t.terminal_id = Some(TerminalId::parse(b"TERM0001").unwrap());
-    t.merchant_id = Some(MerchantId::parse(b"MERCHANT0000001").unwrap());
-    t.currency = Some(Currency::HKD);
-    t.receiving_bank = Some(BankCode::parse(b"004").unwrap());
-    t.debtor_account = Some(Account::parse(b"123456789001").unwrap());
-    t.creditor_account = Some(Account::parse(b"987654321001").unwrap());
-    t.idempotency_key = Some(IdempotencyKey::parse(b"gw-2026-11-23-000123").unwrap());
-    t
-}
+/// The typical upstream 0200 credit transfer of DESIGN.md (shared with the
+/// codec tests).
+pub use fps_codecs::model::examples::credit_transfer;
 
 /// The dialect with iso8583_rs's layout (ASCII fields, binary bitmaps).
 pub const BINARY_BITMAP_DIALECT: &str = "iso87-ascii-binary-bitmap";

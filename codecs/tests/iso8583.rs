@@ -11,26 +11,7 @@ fn codec(name: &str) -> Iso8583Codec {
     Iso8583Codec::builtin(name).unwrap()
 }
 
-/// A typical upstream credit transfer, as DESIGN.md describes it.
-fn credit_transfer() -> Transaction {
-    let mut t = Transaction::new(Mti::CREDIT_TRANSFER);
-    t.processing_code = Some(ProcessingCode::CREDIT_TRANSFER);
-    t.amount = Some(AmountMinor::new(12_345).unwrap());
-    t.transmitted_at = Some(TransmissionDateTime::parse(b"1123093015").unwrap());
-    t.stan = Some(Stan::new(123).unwrap());
-    t.local_time = Some(LocalTime::parse(b"173015").unwrap());
-    t.local_date = Some(LocalDate::parse(b"1123").unwrap());
-    t.acquirer = Some(InstitutionId::parse(b"888001").unwrap());
-    t.rrn = Some(Rrn::parse(b"000000000123").unwrap());
-    t.terminal_id = Some(TerminalId::parse(b"TERM0001").unwrap());
-    t.merchant_id = Some(MerchantId::parse(b"MERCHANT0000001").unwrap());
-    t.currency = Some(Currency::HKD);
-    t.receiving_bank = Some(BankCode::parse(b"004").unwrap());
-    t.debtor_account = Some(Account::parse(b"123456789001").unwrap());
-    t.creditor_account = Some(Account::parse(b"987654321001").unwrap());
-    t.idempotency_key = Some(IdempotencyKey::parse(b"gw-2026-11-23-000123").unwrap());
-    t
-}
+use fps_codecs::model::examples::credit_transfer;
 
 #[test]
 fn shipped_dialects_load() {

@@ -4,6 +4,7 @@
 //! field meanings); bank dialects map their own fields onto it. All values are
 //! inline, so a `Transaction` is `Copy`-free but allocation-free to build.
 
+pub mod examples;
 pub mod text;
 pub mod types;
 
