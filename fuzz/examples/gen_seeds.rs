@@ -147,24 +147,9 @@ fn transactions(codec: &Iso8583Codec) -> Vec<(&'static str, Transaction)> {
     ]
 }
 
+/// The example credit transfer shared with the codec tests and benches.
 fn credit_transfer() -> Transaction {
-    let mut t = Transaction::new(Mti::CREDIT_TRANSFER);
-    t.processing_code = Some(ProcessingCode::CREDIT_TRANSFER);
-    t.amount = AmountMinor::new(12_345).ok();
-    t.transmitted_at = TransmissionDateTime::parse(b"1123093015").ok();
-    t.stan = Stan::new(123).ok();
-    t.local_time = LocalTime::parse(b"173015").ok();
-    t.local_date = LocalDate::parse(b"1123").ok();
-    t.acquirer = InstitutionId::parse(b"888001").ok();
-    t.rrn = Rrn::parse(b"000000000123").ok();
-    t.terminal_id = TerminalId::parse(b"TERM0001").ok();
-    t.merchant_id = MerchantId::parse(b"MERCHANT0000001").ok();
-    t.currency = Some(Currency::HKD);
-    t.receiving_bank = BankCode::parse(b"004").ok();
-    t.debtor_account = Account::parse(b"123456789001").ok();
-    t.creditor_account = Account::parse(b"987654321001").ok();
-    t.idempotency_key = IdempotencyKey::parse(b"gw-2026-11-23-000123").ok();
-    t
+    fps_codecs::model::examples::credit_transfer()
 }
 
 /// A MAC of the size and class the dialect's MAC field takes.
