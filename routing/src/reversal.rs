@@ -405,6 +405,11 @@ impl ReversalQueue {
             .map(|e| &e.item)
     }
 
+    /// Every item held, active and parked (e.g. to re-journal them).
+    pub fn items(&self) -> impl Iterator<Item = &ReversalItem> + '_ {
+        self.entries.values().map(|e| &e.item)
+    }
+
     /// An operator settled a parked item by hand: remove and return it.
     pub fn release_parked(&mut self, id: ReversalId) -> Option<ReversalItem> {
         if self.entries.get(&id)?.slot != Slot::Parked {

@@ -46,3 +46,26 @@ setup_base() {
     rust_need rustfmt
     rust_need clippy
 }
+
+# promtool (scripts/check-monitoring: scrape config, alert rules, /metrics) is
+# in the prometheus package. Its postinst enables and starts a Prometheus
+# server; we only want the tool, so the start is blocked with policy-rc.d
+# (unless one is already in place, as in containers) and, under systemd, the
+# unit is disabled and stopped. Nothing happens when promtool is present.
+setup_monitoring() {
+    command -v promtool >/dev/null 2>&1 && return 0
+    local blocker=/usr/sbin/policy-rc.d ours="" rc=0
+    if [ ! -e "$blocker" ]; then
+        printf '#!/bin/sh\n# set by fps-switch setup_monitoring during apt-get install\nexit 101\n' >"$blocker"
+        chmod 755 "$blocker"
+        ours=1
+    fi
+    apt_need prometheus promtool || rc=$?
+    [ -n "$ours" ] && rm -f "$blocker"
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2>&1; then
+        /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    fi
+    return "$rc"
+}

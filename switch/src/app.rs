@@ -12,8 +12,12 @@ use crate::bank::{BankPool, PoolBuildError};
 use crate::clock::{MonotonicClock, SwitchClock};
 use crate::config::Config;
 use crate::pipeline::Pipeline;
-use crate::reversal::{LoggingReversalSink, ReversalSink};
+use crate::journal::{FileJournal, Journal, JournalConfig, JournalError};
+use crate::keystore::{KeyStore, KeyStoreConfig, KeyStoreError};
 use crate::routing::{load_proxy_directory, ProxyLoadError, ProxyReloader, Routing};
+use crate::safety::recovery::{Recovery, Replay};
+use crate::safety::reversals::Reversals;
+use crate::safety::{NullJournal, Safety};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Why the switch could not start.
@@ -42,6 +46,12 @@ pub enum StartError {
     /// The proxy directory file.
     #[error("routing.proxy_directory: {0}")]
     ProxyDirectory(#[from] ProxyLoadError),
+    /// The journal could not be opened or replayed.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The idempotency key store could not be opened.
+    #[error("journal.dir key store: {0}")]
+    KeyStore(#[from] KeyStoreError),
 }
 
 /// A built switch: listeners bound, bank pools ready to start.
@@ -52,29 +62,25 @@ pub struct Switch {
     pipeline: Arc<Pipeline>,
     pools: Vec<Arc<BankPool>>,
     routing: Arc<Routing>,
+    safety: Arc<Safety>,
+    reversals: Arc<Reversals>,
+    keystore: Option<Arc<KeyStore>>,
+    retention: Duration,
     drain_timeout: Duration,
     shutdown_tx: watch::Sender<bool>,
 }
 
 impl Switch {
     /// Bind the listeners and build the bank pools of a validated config.
+    /// Opens (and replays) the journal first: see [`crate::safety::recovery`].
     pub async fn build(cfg: &Config) -> Result<Switch, StartError> {
-        Self::build_with(cfg, Arc::new(LoggingReversalSink)).await
+        Self::build_with_clock(cfg, Arc::new(SwitchClock::start())).await
     }
 
-    /// As [`Switch::build`], with the reversal sink injected.
-    pub async fn build_with(
-        cfg: &Config,
-        reversals: Arc<dyn ReversalSink>,
-    ) -> Result<Switch, StartError> {
-        Self::build_with_clock(cfg, reversals, Arc::new(SwitchClock::start())).await
-    }
-
-    /// As [`Switch::build_with`], with the monotonic clock that routing
-    /// (breaker cool-downs, retry backoff) runs on injected too.
+    /// As [`Switch::build`], with the monotonic clock that routing
+    /// (breaker cool-downs, retry backoff) runs on injected.
     pub async fn build_with_clock(
         cfg: &Config,
-        reversals: Arc<dyn ReversalSink>,
         clock: Arc<dyn MonotonicClock>,
     ) -> Result<Switch, StartError> {
         let metrics = crate::metrics::install();
@@ -91,7 +97,7 @@ impl Switch {
             proxies = proxies.len(),
             "routing loaded"
         );
-        let routing = Arc::new(Routing::new(router, proxies, proxy_path, clock));
+        let routing = Arc::new(Routing::new(router, proxies, proxy_path, clock.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let pools = cfg
             .banks
@@ -103,10 +109,44 @@ impl Switch {
             .participant_code
             .as_deref()
             .and_then(|c| fps_codecs::model::BankCode::parse(c.as_bytes()).ok());
+        let retention = Duration::from_secs(cfg.idempotency.retention_hours.max(1) * 3_600);
+        let bank_names: Vec<String> = cfg.banks.iter().map(|b| b.name.clone()).collect();
+        let (journal, keystore, index, recovery) =
+            open_journal(cfg, &bank_names, retention, clock.as_ref())?;
+        for (pool, last) in pools.iter().zip(&recovery.last_ids) {
+            if let Some((stan, rrn)) = last {
+                pool.resume_ids(*stan, *rrn);
+            }
+        }
+        // A duplicate waits at most as long as its original can take.
+        let wait_limit = cfg
+            .banks
+            .iter()
+            .map(|b| Duration::from_millis(b.request_timeout_ms))
+            .max()
+            .unwrap_or(Duration::from_secs(30))
+            * 2;
+        let safety = Arc::new(Safety::new(
+            journal,
+            keystore.clone(),
+            index,
+            recovery.next_txn,
+            clock.clone(),
+            wait_limit,
+        ));
+        let reversals = Reversals::new(
+            &pools,
+            cfg.reversal.queue_config(),
+            safety.clone(),
+            clock.clone(),
+            crate::safety::unix_ms(),
+        );
+        resume(&recovery, &pools, &safety, &reversals).await;
         let pipeline = Arc::new(Pipeline::new(
             &pools,
             routing.clone(),
-            reversals,
+            safety.clone(),
+            reversals.clone(),
             participant,
         ));
         let upstream = Upstream::new(&cfg.upstream, bind("upstream", &cfg.upstream.bind).await?)?;
@@ -117,6 +157,10 @@ impl Switch {
             pipeline,
             pools,
             routing,
+            safety,
+            reversals,
+            keystore,
+            retention,
             drain_timeout: Duration::from_millis(cfg.shutdown.drain_timeout_ms),
             shutdown_tx,
         })
@@ -156,6 +200,14 @@ impl Switch {
             p.start();
         }
         let rx = self.shutdown_tx.subscribe();
+        let reversal_tasks = self.reversals.spawn(rx.clone());
+        let upkeep = tokio::spawn(upkeep(
+            self.safety.clone(),
+            self.reversals.clone(),
+            self.keystore.clone(),
+            self.retention,
+            rx.clone(),
+        ));
         let admin = tokio::spawn(self.admin.serve(self.pipeline.clone(), rx.clone()));
         let upstream = tokio::spawn(self.upstream.serve(self.pipeline.clone(), rx));
         shutdown.await;
@@ -176,6 +228,15 @@ impl Switch {
         for p in &self.pools {
             p.stop();
         }
+        for t in reversal_tasks {
+            let _ = t.await;
+        }
+        upkeep.abort();
+        if let Some(ks) = &self.keystore {
+            if let Err(e) = ks.flush().await {
+                tracing::warn!(error = %e, "key store flush at shutdown failed (the journal has the keys)");
+            }
+        }
         admin.abort();
         drained
     }
@@ -189,4 +250,141 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError>
             addr: addr.to_owned(),
             source,
         })
+}
+
+type Opened = (
+    Arc<dyn Journal>,
+    Option<Arc<KeyStore>>,
+    fps_routing::idempotency::IdempotencyIndex,
+    Recovery,
+);
+
+/// Open the key store and the journal, replaying the journal into a fresh
+/// idempotency index (and the key store's missing tail).
+fn open_journal(
+    cfg: &Config,
+    banks: &[String],
+    retention: Duration,
+    clock: &dyn MonotonicClock,
+) -> Result<Opened, StartError> {
+    let mut index = fps_routing::idempotency::IdempotencyIndex::new(
+        cfg.idempotency.max_keys_in_memory,
+        retention,
+    );
+    let Some(dir) = &cfg.journal.dir else {
+        tracing::warn!("no [journal] dir: nothing survives a crash (development only)");
+        let recovery = Replay::new(banks, &mut index, clock.now()).finish();
+        return Ok((Arc::new(NullJournal::default()), None, index, recovery));
+    };
+    std::fs::create_dir_all(dir).map_err(|source| {
+        StartError::Journal(JournalError::Io {
+            path: dir.clone(),
+            source,
+        })
+    })?;
+    let keystore = KeyStore::open(KeyStoreConfig::new(dir.join("keys.redb")))?;
+    let mut jc = JournalConfig::new(dir.join("segments"));
+    jc.fsync = cfg.journal.fsync;
+    jc.segment_bytes = cfg.journal.segment_bytes;
+    let mut replay = Replay::new(banks, &mut index, clock.now()).with_keystore(&keystore);
+    let (journal, report) = FileJournal::open(jc, &mut |lsn, unix_ms, payload| {
+        replay.record(lsn.0, unix_ms, payload)
+    })?;
+    let recovery = replay.finish();
+    tracing::info!(
+        records = report.records,
+        segments = report.segments,
+        torn_tail_bytes = report.torn_tail_bytes,
+        keys_restored = recovery.keys_restored,
+        keys_caught_up = recovery.keys_caught_up,
+        outcome_unknown = recovery.unknown.len(),
+        reversing = recovery.reversing.len(),
+        bad_records = recovery.bad_records,
+        "journal replayed"
+    );
+    Ok((
+        Arc::new(journal),
+        Some(Arc::new(keystore)),
+        index,
+        recovery,
+    ))
+}
+
+/// Act on what the replay found: transactions sent without an answer are
+/// journaled as reversing with a final 68 and queued for reversal;
+/// reversals under way resume.
+async fn resume(
+    recovery: &Recovery,
+    pools: &[Arc<BankPool>],
+    safety: &Safety,
+    reversals: &Reversals,
+) {
+    for p in &recovery.unknown {
+        let Ok(sent) = pools[p.bank].decode_wire(&p.wire) else {
+            tracing::error!(txn = p.txn.0, bank = %pools[p.bank].name(), "journaled message no longer decodes: manual action needed");
+            continue;
+        };
+        if safety.reversing(p.txn, pools[p.bank].name(), &p.wire).await.is_err() {
+            tracing::error!(txn = p.txn.0, "journal unavailable during recovery");
+        }
+        let outcome = fps_routing::idempotency::Outcome::new(
+            fps_codecs::model::ResponseCode::LATE,
+        );
+        let _ = safety
+            .write(&crate::safety::record::Record::Final {
+                txn: p.txn,
+                outcome: outcome.clone(),
+            })
+            .await;
+        if let Some((scope, request)) = &p.key {
+            safety.restore_encoded(scope, request, outcome);
+        }
+        tracing::warn!(txn = p.txn.0, bank = %pools[p.bank].name(), "in flight at the crash: reversing");
+        if let Err(e) = reversals.enqueue(p.bank, p.txn, sent) {
+            tracing::error!(txn = p.txn.0, error = %e, "reversal could not be queued: manual action needed");
+        }
+    }
+    for p in &recovery.reversing {
+        let Ok(sent) = pools[p.bank].decode_wire(&p.wire) else {
+            tracing::error!(txn = p.txn.0, bank = %pools[p.bank].name(), "journaled message no longer decodes: manual action needed");
+            continue;
+        };
+        if let Err(e) = reversals.enqueue(p.bank, p.txn, sent) {
+            tracing::error!(txn = p.txn.0, error = %e, "reversal could not be queued: manual action needed");
+        }
+    }
+}
+
+/// How often keys expire, and how often old journal segments and key
+/// store entries are dropped.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
+/// Background upkeep: expire keys, compact the journal and the key store.
+async fn upkeep(
+    safety: Arc<Safety>,
+    reversals: Arc<Reversals>,
+    keystore: Option<Arc<KeyStore>>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    let mut last_compact = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        safety.expire();
+        if last_compact.elapsed() < COMPACT_EVERY {
+            continue;
+        }
+        last_compact = tokio::time::Instant::now();
+        safety.compact(&reversals, retention).await;
+        if let Some(ks) = &keystore {
+            let ks = ks.clone();
+            let before = crate::safety::unix_ms().saturating_sub(retention.as_millis() as u64);
+            let _ = tokio::task::spawn_blocking(move || ks.expire(before, 100_000)).await;
+        }
+    }
 }

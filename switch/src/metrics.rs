@@ -48,6 +48,22 @@ pub const PROXY_ENTRIES: &str = "fps_switch_proxy_directory_entries";
 /// Proxy directory reloads, by `result` (`ok`/`error`).
 pub const PROXY_RELOADS: &str = "fps_switch_proxy_directory_reloads_total";
 
+/// Idempotency claims, by `result` (`new`/`duplicate`/`in_flight`/`mismatch`/`lookup`).
+pub const IDEMPOTENCY: &str = "fps_switch_idempotency_total";
+/// Idempotency keys held in memory.
+pub const IDEMPOTENCY_KEYS: &str = "fps_switch_idempotency_keys";
+/// Completed keys the key store could not queue (the journal still has them).
+pub const KEYSTORE_DROPPED: &str = "fps_switch_keystore_dropped_total";
+/// Journal writes that failed or were refused (requests answered 96).
+pub const JOURNAL_REFUSED: &str = "fps_switch_journal_refused_total";
+/// Reversal attempts and settlements, by `bank` and `result`
+/// (`acknowledged`/`nothing_to_reverse`/`retry`/`parked`/`queue_full`).
+pub const REVERSALS: &str = "fps_switch_reversals_total";
+/// Items in a bank's reversal queue (active and parked), by `bank`.
+pub const REVERSAL_QUEUE_DEPTH: &str = "fps_switch_reversal_queue_depth";
+/// Parked reversals (manual queue), by `bank`.
+pub const REVERSALS_PARKED: &str = "fps_switch_reversals_parked";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Install the Prometheus recorder as the process's `metrics` recorder (once

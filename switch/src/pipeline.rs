@@ -5,14 +5,19 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use fps_codecs::model::{BankCode, NetworkCode, ResponseCode, Transaction, TxnKind};
+use fps_routing::idempotency::{ClientScope, Outcome};
 use fps_routing::{Attempt, LinkId, LinkOutcome, RetryDecision, SendFailure};
 use tokio::time::Instant;
 
 use crate::bank::{BankPool, SendError};
 use crate::metrics as m;
-use crate::reversal::ReversalSink;
 use crate::routing::Routing;
+use crate::safety::record::TxnId;
+use crate::safety::recent::{Recent, RecentTxn};
+use crate::safety::reversals::Reversals;
+use crate::safety::{Admission, Claimed, Safety};
 
 /// Routes and forwards upstream requests. Shared by every connection.
 #[derive(Debug)]
@@ -20,13 +25,29 @@ pub struct Pipeline {
     /// Indexed by the routing crate's `LinkId` (config order of `[[banks]]`).
     pools: Vec<Arc<BankPool>>,
     routing: Arc<Routing>,
-    reversals: Arc<dyn ReversalSink>,
+    safety: Arc<Safety>,
+    reversals: Arc<Reversals>,
+    recent: Recent,
     participant: Option<BankCode>,
 }
 
 /// Where a request's answer came from, for the metrics label.
 const LOCAL: &str = "local";
 const NONE: &str = "none";
+
+/// How forwarding a claimed request to the banks ended.
+enum Forwarded {
+    /// A bank answered in time.
+    Answered {
+        bank: usize,
+        sent: Transaction,
+        answer: Transaction,
+    },
+    /// Bytes may have reached `bank` and no usable answer came.
+    Unknown { bank: usize, sent: Transaction },
+    /// Nothing reached any bank: answer `code` and release the key.
+    NotSent { bank: Option<usize>, code: ResponseCode },
+}
 
 impl Pipeline {
     /// A pipeline over these bank pools, in config order: `routing`'s
@@ -35,14 +56,17 @@ impl Pipeline {
     pub fn new(
         pools: &[Arc<BankPool>],
         routing: Arc<Routing>,
-        reversals: Arc<dyn ReversalSink>,
+        safety: Arc<Safety>,
+        reversals: Arc<Reversals>,
         participant: Option<BankCode>,
     ) -> Self {
         debug_assert_eq!(pools.len(), routing.router().links().len());
         Pipeline {
             pools: pools.to_vec(),
             routing,
+            safety,
             reversals,
+            recent: Recent::new(crate::safety::recent::DEFAULT_RECENT),
             participant,
         }
     }
@@ -57,9 +81,20 @@ impl Pipeline {
         &self.routing
     }
 
-    /// The one answer to an upstream request, or `None` when the message is
-    /// not a request (an upstream must not send responses; it is logged).
-    pub async fn handle(&self, req: Transaction) -> Option<Transaction> {
+    /// The safety layer (journal, idempotency).
+    pub fn safety(&self) -> &Arc<Safety> {
+        &self.safety
+    }
+
+    /// The reversal queues.
+    pub fn reversals(&self) -> &Arc<Reversals> {
+        &self.reversals
+    }
+
+    /// The one answer to an upstream request from the client `scope`, or
+    /// `None` when the message is not a request (an upstream must not send
+    /// responses; it is logged).
+    pub async fn handle(&self, req: Transaction, scope: &ClientScope) -> Option<Transaction> {
         if req.is_response() {
             tracing::warn!(mti = %req.mti, "upstream sent a response message: ignored");
             return None;
@@ -67,25 +102,78 @@ impl Pipeline {
         let started = Instant::now();
         let (bank, answer) = match req.kind() {
             Some(TxnKind::NetworkManagement) => (LOCAL, network(&req)),
-            Some(TxnKind::CreditTransfer) => self.credit_transfer(&req).await,
-            // TODO(payment-safety): upstream reversals and status inquiries.
+            Some(TxnKind::CreditTransfer) => self.credit_transfer(&req, scope).await,
+            Some(TxnKind::Reversal | TxnKind::ReversalAdvice) => {
+                self.upstream_reversal(&req, scope).await
+            }
             _ => (NONE, req.response(ResponseCode::INVALID_TRANSACTION)),
         };
         record(bank, &req, &answer, started);
         Some(answer)
     }
 
-    async fn credit_transfer<'a>(&'a self, req: &Transaction) -> (&'a str, Transaction) {
+    async fn credit_transfer<'a>(
+        &'a self,
+        req: &Transaction,
+        scope: &ClientScope,
+    ) -> (&'a str, Transaction) {
         if let Some(missing) = missing_field(req) {
             tracing::info!(mti = %req.mti, stan = ?req.stan.map(|s| s.value()), missing, "format error: mandatory field missing");
             return (NONE, req.response(ResponseCode::FORMAT_ERROR));
         }
+        let claimed = match self.safety.admit(scope, req).await {
+            Admission::Answer(a) => return (LOCAL, a),
+            Admission::Process(c) => c,
+        };
+        match self.forward(req, &claimed).await {
+            Forwarded::Answered { bank, sent, answer } => {
+                let pool = &self.pools[bank];
+                let final_code = answer.response_code.filter(|c| *c != ResponseCode::PENDING);
+                let Some(outcome) = final_code.and(Outcome::from_response(&answer)) else {
+                    let why = "bank answer without a final response code";
+                    return (pool.name(), self.unknown(claimed, scope, bank, sent, req, why).await);
+                };
+                let txn = claimed.txn();
+                match self.safety.finish(claimed, scope, outcome).await {
+                    Some(o) => {
+                        self.remember(scope, req, bank, txn, &sent, &o);
+                        (pool.name(), o.answer_for(req))
+                    }
+                    None => {
+                        // The final record is not durable, so upstream is not
+                        // told the bank's answer: an approval is reversed.
+                        if answer.response_code == Some(ResponseCode::APPROVED) {
+                            self.reverse(bank, txn, sent).await;
+                        }
+                        (pool.name(), req.response(ResponseCode::LATE))
+                    }
+                }
+            }
+            Forwarded::Unknown { bank, sent } => {
+                let why = "no answer before the deadline";
+                let name = self.pools[bank].name();
+                (name, self.unknown(claimed, scope, bank, sent, req, why).await)
+            }
+            Forwarded::NotSent { bank, code } => {
+                self.safety.abandon(claimed);
+                (bank.map_or(NONE, |b| self.pools[b].name()), req.response(code))
+            }
+        }
+    }
+
+    /// Route, then send to the chosen bank, failing over while nothing has
+    /// left the switch. Each attempt is journaled as sent (durably) before
+    /// its bytes go to the bank.
+    async fn forward(&self, req: &Transaction, claimed: &Claimed) -> Forwarded {
         let routed = match self.routing.route(req) {
             Ok(r) => r,
             Err(e) => {
                 // RouteError never carries a proxy or PAN.
                 tracing::info!(stan = ?req.stan.map(|s| s.value()), reason = %e, "not routed");
-                return (NONE, req.response(e.response_code()));
+                return Forwarded::NotSent {
+                    bank: None,
+                    code: e.response_code(),
+                };
             }
         };
         let candidates = routed.decision.candidates();
@@ -100,31 +188,39 @@ impl Pipeline {
         let mut attempt = Attempt::first(lease.candidate(), candidates.len());
         // Bounded: the policy allows at most MAX_ATTEMPTS_LIMIT attempts.
         loop {
+            let bank = lease.link().index();
             let pool = self.pool(lease.link());
-            let (sent, result) = pool.send(to_bank(req, self.participant), deadline).await;
-            let why = match result {
-                Ok(bank_answer) => {
-                    lease.settle(LinkOutcome::Answered);
-                    let answer = match bank_answer.response_code {
-                        Some(code) => {
-                            let mut a = req.response(code);
-                            a.auth_id = bank_answer.auth_id;
-                            a
-                        }
-                        None => self.unknown(pool, &sent, req, "bank answer without response code"),
+            let mut sent = to_bank(req, self.participant);
+            pool.prepare(&mut sent);
+            let result = match self.journal_sent(claimed, pool, &sent).await {
+                Ok(()) => pool.send_prepared(&sent, deadline).await,
+                Err(code) => {
+                    lease.settle(LinkOutcome::NotAttempted);
+                    return Forwarded::NotSent {
+                        bank: Some(bank),
+                        code,
                     };
-                    return (pool.name(), answer);
+                }
+            };
+            let why = match result {
+                Ok(answer) => {
+                    lease.settle(LinkOutcome::Answered);
+                    return Forwarded::Answered { bank, sent, answer };
                 }
                 Err(SendError::Rejected(why)) => {
                     // Refused by our side (the bank's codec): no verdict on the link.
                     lease.settle(LinkOutcome::NotAttempted);
                     tracing::info!(bank = %pool.name(), reason = why, "transaction rejected before the bank");
-                    return (pool.name(), req.response(ResponseCode::FORMAT_ERROR));
+                    return Forwarded::NotSent {
+                        bank: Some(bank),
+                        code: ResponseCode::FORMAT_ERROR,
+                    };
                 }
                 Err(SendError::OutcomeUnknown(why)) => {
                     // Never resent: the bank may have it. Reverse (68).
                     lease.settle(LinkOutcome::Failed);
-                    return (pool.name(), self.unknown(pool, &sent, req, why));
+                    tracing::warn!(bank = %pool.name(), reason = why, "outcome unknown");
+                    return Forwarded::Unknown { bank, sent };
                 }
                 Err(SendError::NotSent(why)) => why,
             };
@@ -137,10 +233,18 @@ impl Pipeline {
                 RetryDecision::RetryOn(retry) => retry,
                 RetryDecision::GiveUp(code) => {
                     tracing::info!(bank = %pool.name(), reason = why, attempt = attempt.number, "bank unavailable");
-                    return (pool.name(), req.response(code));
+                    return Forwarded::NotSent {
+                        bank: Some(bank),
+                        code,
+                    };
                 }
                 // Only for OutcomeUnknown, handled above; nothing was sent.
-                _ => return (pool.name(), req.response(ResponseCode::BANK_UNAVAILABLE)),
+                _ => {
+                    return Forwarded::NotSent {
+                        bank: Some(bank),
+                        code: ResponseCode::BANK_UNAVAILABLE,
+                    }
+                }
             };
             tokio::time::sleep(retry.not_before.saturating_since(now)).await;
             match self.routing.acquire(candidates, retry.attempt.candidate) {
@@ -160,9 +264,140 @@ impl Pipeline {
                 }
                 Err(u) => {
                     tracing::info!(bank = %pool.name(), reason = why, unavailable = %u, "bank unavailable, no candidate left");
-                    return (pool.name(), req.response(u.response_code()));
+                    return Forwarded::NotSent {
+                        bank: Some(bank),
+                        code: u.response_code(),
+                    };
                 }
             }
+        }
+    }
+
+    /// Journal an attempt as sent, durably; the code to answer if not.
+    async fn journal_sent(
+        &self,
+        claimed: &Claimed,
+        pool: &BankPool,
+        sent: &Transaction,
+    ) -> Result<(), ResponseCode> {
+        let mut wire = BytesMut::with_capacity(512);
+        if let Err(e) = pool.encode_wire(sent, &mut wire) {
+            // Codec errors name the field and a static reason, never a value.
+            tracing::info!(bank = %pool.name(), error = %e, "cannot encode for the bank");
+            return Err(ResponseCode::FORMAT_ERROR);
+        }
+        let stan = sent.stan.map_or(0, |s| s.value());
+        let rrn = sent
+            .rrn
+            .and_then(|r| r.as_str().parse::<u64>().ok())
+            .unwrap_or(0);
+        self.safety
+            .sent(claimed, pool.name(), stan, rrn, &wire)
+            .await
+            .map(|_| ())
+            .map_err(|_| ResponseCode::SYSTEM_MALFUNCTION)
+    }
+
+    /// The outcome at `bank` is unknown: journal "reversing" (durable), then
+    /// the final `68`, then queue the reversal. Returns the upstream answer.
+    async fn unknown(
+        &self,
+        claimed: Claimed,
+        scope: &ClientScope,
+        bank: usize,
+        sent: Transaction,
+        req: &Transaction,
+        why: &'static str,
+    ) -> Transaction {
+        let txn = claimed.txn();
+        tracing::warn!(bank = %self.pools[bank].name(), txn = txn.0, reason = why, "outcome unknown: reversing");
+        self.reversals.expect_late(bank, txn, &sent);
+        let queued = self.reverse(bank, txn, sent).await;
+        let _ = self
+            .safety
+            .finish(claimed, scope, Outcome::new(ResponseCode::LATE))
+            .await;
+        if !queued {
+            tracing::error!(bank = %self.pools[bank].name(), txn = txn.0, "reversal could not be queued: manual action needed");
+        }
+        req.response(ResponseCode::LATE)
+    }
+
+    /// Journal `txn` as reversing at `bank` and queue its reversal.
+    async fn reverse(&self, bank: usize, txn: TxnId, sent: Transaction) -> bool {
+        let pool = &self.pools[bank];
+        let mut wire = BytesMut::with_capacity(512);
+        if pool.encode_wire(&sent, &mut wire).is_ok()
+            && self.safety.reversing(txn, pool.name(), &wire).await.is_err()
+        {
+            tracing::error!(bank = %pool.name(), txn = txn.0, "journal unavailable: reversal kept in memory only");
+        }
+        match self.reversals.enqueue(bank, txn, sent) {
+            Ok(()) => true,
+            Err(fps_routing::reversal::EnqueueError::DuplicateId) => true,
+            Err(e) => {
+                metrics::counter!(m::REVERSALS, "bank" => pool.name().to_owned(), "result" => "queue_full")
+                    .increment(1);
+                tracing::error!(bank = %pool.name(), txn = txn.0, error = %e, "reversal queue refused the item");
+                false
+            }
+        }
+    }
+
+    /// An 0400/0420 from upstream: reverse the original (found by F90 among
+    /// this client's recent transactions) at the bank that handled it,
+    /// through the store-and-forward queue. Idempotent: a repeat finds the
+    /// item already queued and gets the same answer.
+    async fn upstream_reversal<'a>(
+        &'a self,
+        req: &Transaction,
+        scope: &ClientScope,
+    ) -> (&'a str, Transaction) {
+        let Some(original) = req.original else {
+            tracing::info!(mti = %req.mti, "reversal without F90: format error");
+            return (NONE, req.response(ResponseCode::FORMAT_ERROR));
+        };
+        let Some(found) = self.recent.find(scope, &original) else {
+            tracing::info!(mti = %req.mti, "reversal of an unknown original: answered 25");
+            return (NONE, req.response(ResponseCode::ORIGINAL_NOT_FOUND));
+        };
+        let pool = &self.pools[found.bank];
+        if found.code != ResponseCode::APPROVED {
+            // Declined or already under reversal (68): nothing more to do.
+            return (pool.name(), req.response(ResponseCode::APPROVED));
+        }
+        if req.amount.is_some() && req.amount != found.sent.amount {
+            tracing::info!(bank = %pool.name(), "partial reversal refused");
+            return (pool.name(), req.response(ResponseCode::INVALID_AMOUNT));
+        }
+        if self.reverse(found.bank, found.txn, found.sent).await {
+            self.recent.mark_reversing(scope, &original);
+            (pool.name(), req.response(ResponseCode::APPROVED))
+        } else {
+            (pool.name(), req.response(ResponseCode::SYSTEM_MALFUNCTION))
+        }
+    }
+
+    fn remember(
+        &self,
+        scope: &ClientScope,
+        req: &Transaction,
+        bank: usize,
+        txn: TxnId,
+        sent: &Transaction,
+        outcome: &Outcome,
+    ) {
+        if let Some(original) = req.original_data() {
+            self.recent.insert(
+                scope,
+                original,
+                RecentTxn {
+                    bank,
+                    txn,
+                    sent: sent.clone(),
+                    code: outcome.response_code,
+                },
+            );
         }
     }
 
@@ -170,23 +405,6 @@ impl Pipeline {
         // The router was built from the same bank list as the pools (see
         // `Switch::build`), so every LinkId it hands out indexes `pools`.
         &self.pools[link.index()]
-    }
-
-    fn unknown(
-        &self,
-        pool: &BankPool,
-        sent: &Transaction,
-        req: &Transaction,
-        why: &'static str,
-    ) -> Transaction {
-        if self
-            .reversals
-            .outcome_unknown(pool.name(), sent, why)
-            .is_err()
-        {
-            tracing::error!(bank = %pool.name(), "reversal queue full: manual action needed");
-        }
-        req.response(ResponseCode::LATE)
     }
 }
 
@@ -212,7 +430,7 @@ fn missing_field(req: &Transaction) -> Option<&'static str> {
 
 /// The bank-bound copy of an upstream request: the upstream's own STAN/RRN
 /// and MAC are removed (the pool assigns the switch's ids; MACs are
-/// computed per bank — TODO(hsm)); the settlement date (ISO 20022, JSON)
+/// computed per bank); the settlement date (ISO 20022, JSON)
 /// is today's and the debtor agent is the switch's participant code.
 fn to_bank(req: &Transaction, participant: Option<BankCode>) -> Transaction {
     let mut t = req.clone();

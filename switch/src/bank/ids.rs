@@ -9,16 +9,20 @@ use fps_codecs::model::{BankCode, MessageId, Rrn, Stan};
 
 /// Counters of one bank's outbound identifiers.
 ///
-/// TODO(journal): ids are seeded from the clock at start; once the journal
-/// lands they continue from the last journaled value so that a restart
-/// within the same second cannot reuse an RRN.
+/// Seeded from the clock at start, then moved past the last values the
+/// journal recorded ([`OutboundIds::resume`]), so a restart never reuses a
+/// STAN or RRN the bank has seen recently.
 #[derive(Debug)]
 pub struct OutboundIds {
     bank: BankCode,
     stan: AtomicU32,
+    rrn: AtomicU64,
     seq: AtomicU64,
     boot_ms: u64,
 }
+
+/// RRNs are 12 digits.
+const RRN_MODULUS: u64 = 1_000_000_000_000;
 
 impl OutboundIds {
     /// Counters for `bank`, seeded from the wall clock.
@@ -29,6 +33,7 @@ impl OutboundIds {
         OutboundIds {
             bank,
             stan: AtomicU32::new((boot_ms % 999_999) as u32),
+            rrn: AtomicU64::new(boot_ms.wrapping_mul(1_000) % RRN_MODULUS),
             seq: AtomicU64::new(0),
             boot_ms,
         }
@@ -44,10 +49,16 @@ impl OutboundIds {
 
     /// The next RRN: 12 digits from the start time and a sequence.
     pub fn next_rrn(&self) -> Rrn {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let n = (self.boot_ms.wrapping_mul(1_000).wrapping_add(seq)) % 1_000_000_000_000;
+        let n = self.rrn.fetch_add(1, Ordering::Relaxed) % RRN_MODULUS;
         let text = format!("{n:012}");
         Rrn::parse(text.as_bytes()).expect("12 digits are a valid RRN")
+    }
+
+    /// Continue after the last STAN and RRN journaled before a restart:
+    /// the next ones are `last_stan + 1` and `last_rrn + 1`.
+    pub fn resume(&self, last_stan: u32, last_rrn: u64) {
+        self.stan.store(last_stan % Stan::MAX, Ordering::Relaxed);
+        self.rrn.store((last_rrn + 1) % RRN_MODULUS, Ordering::Relaxed);
     }
 
     /// The next message id: `FPS<bank><start ms><seq>`, at most 35 characters.
@@ -76,6 +87,17 @@ mod tests {
         assert!(a.value() >= 1);
         assert_ne!(ids.next_rrn(), ids.next_rrn());
         assert!(ids.next_message_id().as_str().starts_with("FPS004"));
+    }
+
+    #[test]
+    fn resume_continues_after_the_journaled_ids() {
+        let ids = OutboundIds::new(BankCode::parse(b"004").unwrap());
+        ids.resume(41, 123_456_789_011);
+        assert_eq!(ids.next_stan().value(), 42);
+        assert_eq!(ids.next_rrn().as_str(), "123456789012");
+        ids.resume(Stan::MAX, RRN_MODULUS - 1);
+        assert_eq!(ids.next_stan().value(), 1);
+        assert_eq!(ids.next_rrn().as_str(), "000000000000");
     }
 
     #[test]

@@ -146,10 +146,10 @@ impl Link {
             Some(w) => {
                 // The requester may have given up this instant: then it is late.
                 if let Err(answer) = w.tx.send(answer) {
-                    late(bank, &answer);
+                    late(bank, answer);
                 }
             }
-            None => late(bank, &answer),
+            None => late(bank, answer),
         }
     }
 
@@ -162,9 +162,9 @@ impl Link {
     }
 }
 
-/// TODO(payment-safety): a late answer must settle the reversal of its
-/// transaction (DESIGN.md invariant 4); for now it is counted and logged.
-fn late(bank: &BankShared, answer: &Transaction) {
+/// A late answer is counted, logged and handed to the reversal machinery
+/// (DESIGN.md invariant 4); it never reaches upstream.
+fn late(bank: &BankShared, answer: Transaction) {
     metrics::counter!(m::LATE_RESPONSES, "bank" => bank.name.clone()).increment(1);
     tracing::warn!(
         bank = %bank.name,
@@ -174,6 +174,9 @@ fn late(bank: &BankShared, answer: &Transaction) {
         code = ?answer.response_code.map(|c| c.as_str().to_owned()),
         "late bank answer with no waiter: not forwarded"
     );
+    if let Some(sink) = bank.late.get() {
+        sink.late_answer(&bank.name, answer);
+    }
 }
 
 /// Removes a request's waiter (if still there) and its in-flight count on

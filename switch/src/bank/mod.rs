@@ -17,7 +17,7 @@ use fps_codecs::MessageCodec;
 use crate::config::CodecName;
 
 pub use ids::OutboundIds;
-pub use pool::{BankPool, LinkStatus, PoolBuildError, PoolStatus};
+pub use pool::{BankPool, LateAnswers, LinkStatus, PoolBuildError, PoolStatus};
 
 /// Why a request to a bank has no answer. Says whether anything may have
 /// reached the bank, which decides what is safe to do next (STYLE.md).

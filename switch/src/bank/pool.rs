@@ -46,6 +46,17 @@ pub(crate) struct BankShared {
     pub(crate) connect_timeout: Duration,
     endpoints: Vec<String>,
     tls: Option<BankTls>,
+    reversal_advice: bool,
+    /// Where answers nobody waits for go (the reversal machinery); set
+    /// once at build time, before the links start.
+    pub(crate) late: std::sync::OnceLock<Arc<dyn LateAnswers>>,
+}
+
+/// Takes bank answers that arrived after their request's deadline
+/// (DESIGN.md invariant 4: settle the reversal, never forward upstream).
+pub trait LateAnswers: Send + Sync + std::fmt::Debug {
+    /// `answer` came from `bank` (pool name) with no request waiting.
+    fn late_answer(&self, bank: &str, answer: Transaction);
 }
 
 /// The TLS client side of a bank's links.
@@ -175,6 +186,8 @@ impl BankPool {
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             endpoints: cfg.endpoints.clone(),
             tls,
+            late: std::sync::OnceLock::new(),
+            reversal_advice: cfg.reversal_advice,
         });
         metrics::gauge!(m::POOL_LINKS, "bank" => cfg.name.clone()).set(0.0);
         Ok(Arc::new(BankPool {
@@ -264,22 +277,85 @@ impl BankPool {
         mut txn: Transaction,
         deadline: Instant,
     ) -> (Transaction, Result<Transaction, SendError>) {
-        let Some(link) = self.pick() else {
-            return (txn, Err(SendError::NotSent("no link up")));
-        };
         let mut result = Err(SendError::NotSent("match key already in flight"));
         for _ in 0..MAX_KEY_ATTEMPTS {
-            self.assign_ids(&mut txn);
-            result = link.request(&txn, deadline).await;
+            self.prepare(&mut txn);
+            result = self.send_prepared(&txn, deadline).await;
             if result != Err(SendError::NotSent("match key already in flight")) {
                 break;
             }
         }
+        (txn, result)
+    }
+
+    /// Send a transaction that [`BankPool::prepare`] gave its outbound ids
+    /// (and that the caller journaled) on the least-loaded link.
+    pub async fn send_prepared(
+        self: &Arc<Self>,
+        txn: &Transaction,
+        deadline: Instant,
+    ) -> Result<Transaction, SendError> {
+        let result = match self.pick() {
+            Some(link) => link.request(txn, deadline).await,
+            None => Err(SendError::NotSent("no link up")),
+        };
         if let Err(e) = &result {
             metrics::counter!(m::SEND_FAILURES, "bank" => self.shared.name.clone(), "kind" => e.kind())
                 .increment(1);
         }
-        (txn, result)
+        result
+    }
+
+    /// Give a bank-bound transaction the switch's outbound STAN, RRN and
+    /// message id for this bank.
+    pub fn prepare(&self, txn: &mut Transaction) {
+        self.assign_ids(txn);
+    }
+
+    /// The transaction in this bank's codec (for the journal).
+    pub fn encode_wire(
+        &self,
+        txn: &Transaction,
+        out: &mut bytes::BytesMut,
+    ) -> Result<(), fps_codecs::CodecError> {
+        self.shared.codec.codec.encode(txn, out)
+    }
+
+    /// A journaled message of this bank back to a transaction.
+    pub fn decode_wire(&self, wire: &[u8]) -> Result<Transaction, fps_codecs::CodecError> {
+        self.shared.codec.codec.decode(wire)
+    }
+
+    /// The key a request's answer is matched by on this bank's links.
+    pub fn match_key(&self, txn: &Transaction) -> Option<super::MatchKey> {
+        super::MatchKey::of_request(self.shared.codec.match_by, txn)
+    }
+
+    /// The key of the request an answer from this bank belongs to.
+    pub fn answer_key(&self, answer: &Transaction) -> Option<super::MatchKey> {
+        super::MatchKey::of_response(self.shared.codec.match_by, answer)
+    }
+
+    /// How this bank settles unknown outcomes.
+    pub fn reversal_style(&self) -> fps_routing::reversal::ReversalStyle {
+        use fps_routing::reversal::ReversalStyle;
+        match self.shared.codec.match_by {
+            MatchBy::IsoFields if self.shared.reversal_advice => ReversalStyle::Iso8583Advice,
+            MatchBy::IsoFields => ReversalStyle::Iso8583Reversal,
+            MatchBy::OriginalMessageId => ReversalStyle::Iso20022InquiryThenCancel,
+            MatchBy::MessageId => ReversalStyle::JsonCancel,
+        }
+    }
+
+    /// Where late answers go (set once, before [`BankPool::start`]).
+    pub fn set_late_answers(&self, sink: Arc<dyn LateAnswers>) {
+        let _ = self.shared.late.set(sink);
+    }
+
+    /// Continue the outbound STAN and RRN counters after these values (from
+    /// the journal at start-up).
+    pub fn resume_ids(&self, last_stan: u32, last_rrn: u64) {
+        self.shared.ids.resume(last_stan, last_rrn);
     }
 
     fn assign_ids(&self, txn: &mut Transaction) {

@@ -56,6 +56,136 @@ pub struct Config {
     /// proxy directory file.
     #[serde(default)]
     pub routing: RoutingSection,
+    /// The transaction journal (payment safety).
+    #[serde(default)]
+    pub journal: JournalSection,
+    /// Idempotency keys.
+    #[serde(default)]
+    pub idempotency: IdempotencySection,
+    /// The store-and-forward reversal queues.
+    #[serde(default)]
+    pub reversal: ReversalSection,
+}
+
+/// The `[journal]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    /// Directory of the journal segments and the key store. Absent: no
+    /// journal at all (development and benchmarks only: nothing survives a
+    /// crash, and the switch logs a warning at start).
+    pub dir: Option<PathBuf>,
+    /// `always`, `batch` (group commit, the default) or `never`.
+    #[serde(default = "default_fsync")]
+    pub fsync: crate::journal::FsyncMode,
+    /// Segment size before rotation.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection {
+            dir: None,
+            fsync: default_fsync(),
+            segment_bytes: default_segment_bytes(),
+        }
+    }
+}
+
+fn default_fsync() -> crate::journal::FsyncMode {
+    crate::journal::FsyncMode::Batch
+}
+
+fn default_segment_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+/// The `[idempotency]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySection {
+    /// How long a completed key is remembered, in hours (default 24).
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+    /// Most keys held in memory; older ones are looked up on disk.
+    #[serde(default = "default_keys_in_memory")]
+    pub max_keys_in_memory: usize,
+}
+
+impl Default for IdempotencySection {
+    fn default() -> Self {
+        IdempotencySection {
+            retention_hours: default_retention_hours(),
+            max_keys_in_memory: default_keys_in_memory(),
+        }
+    }
+}
+
+fn default_retention_hours() -> u64 {
+    24
+}
+
+fn default_keys_in_memory() -> usize {
+    1_000_000
+}
+
+/// The `[reversal]` section (one queue per bank, these settings each).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReversalSection {
+    /// Attempts of one message before the item is parked (default 6).
+    #[serde(default = "default_reversal_attempts")]
+    pub max_attempts: u32,
+    /// Backoff after the first failed attempt.
+    #[serde(default = "default_reversal_base_ms")]
+    pub base_backoff_ms: u64,
+    /// Longest backoff.
+    #[serde(default = "default_reversal_max_ms")]
+    pub max_backoff_ms: u64,
+    /// Most items per bank queue, active and parked.
+    #[serde(default = "default_reversal_capacity")]
+    pub capacity: usize,
+}
+
+impl Default for ReversalSection {
+    fn default() -> Self {
+        ReversalSection {
+            max_attempts: default_reversal_attempts(),
+            base_backoff_ms: default_reversal_base_ms(),
+            max_backoff_ms: default_reversal_max_ms(),
+            capacity: default_reversal_capacity(),
+        }
+    }
+}
+
+impl ReversalSection {
+    /// The routing crate's queue settings.
+    pub fn queue_config(&self) -> fps_routing::reversal::ReversalConfig {
+        fps_routing::reversal::ReversalConfig {
+            max_attempts: self.max_attempts,
+            base_backoff_ms: self.base_backoff_ms,
+            max_backoff_ms: self.max_backoff_ms,
+            capacity: self.capacity,
+        }
+        .clamped()
+    }
+}
+
+fn default_reversal_attempts() -> u32 {
+    6
+}
+
+fn default_reversal_base_ms() -> u64 {
+    1_000
+}
+
+fn default_reversal_max_ms() -> u64 {
+    60_000
+}
+
+fn default_reversal_capacity() -> usize {
+    10_000
 }
 
 /// The `[routing]` section: `fps_routing::RoutingConfig` (routes, bins,
@@ -362,6 +492,10 @@ pub struct BankConfig {
     /// Time allowed for TCP connect plus TLS handshake plus sign-on.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// ISO 8583 banks: settle unknown outcomes with reversal advices
+    /// (0420/0421) instead of reversals (0400/0401).
+    #[serde(default)]
+    pub reversal_advice: bool,
 }
 
 /// TLS settings of a bank link.

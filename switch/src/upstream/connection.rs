@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use fps_codecs::model::{ResponseCode, Transaction};
+use fps_routing::idempotency::ClientScope;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -30,11 +31,24 @@ pub(super) async fn accept(
     shutdown: watch::Receiver<bool>,
 ) {
     let Some(acceptor) = tls else {
-        serve(tcp, peer, settings, pipeline, shutdown).await;
+        let scope = plaintext_scope();
+        serve(tcp, peer, scope, settings, pipeline, shutdown).await;
         return;
     };
     match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => serve(stream, peer, settings, pipeline, shutdown).await,
+        Ok(Ok(stream)) => {
+            let scope = match client_scope(stream.get_ref().1.peer_certificates()) {
+                Some(s) => s,
+                None => {
+                    // The verifier requires a certificate, so this is only
+                    // reachable with a certificate we cannot parse.
+                    metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "client_identity").increment(1);
+                    tracing::warn!(%peer, "upstream client certificate has no usable identity: closing");
+                    return;
+                }
+            };
+            serve(stream, peer, scope, settings, pipeline, shutdown).await
+        }
         Ok(Err(e)) => {
             metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "tls_handshake").increment(1);
             tracing::warn!(%peer, error = %e, "upstream TLS handshake failed");
@@ -57,9 +71,33 @@ enum Close {
     Shutdown,
 }
 
+/// The idempotency scope of a client: the subject of its certificate
+/// (RFC 4514 text), so keys survive a certificate renewal with the same
+/// subject. Longer subjects than a scope allows are cut at a char boundary.
+fn client_scope(certs: Option<&[rustls_pki_types::CertificateDer<'_>]>) -> Option<ClientScope> {
+    let leaf = certs?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let mut subject = cert.subject().to_string();
+    if subject.is_empty() {
+        return None;
+    }
+    let mut cut = subject.len().min(fps_routing::idempotency::MAX_SCOPE_LEN);
+    while !subject.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    subject.truncate(cut);
+    ClientScope::new(&subject).ok()
+}
+
+/// Every plaintext client shares one scope (plaintext is for local tests).
+fn plaintext_scope() -> ClientScope {
+    ClientScope::new("plaintext").expect("a short, non-empty scope")
+}
+
 async fn serve<S>(
     stream: S,
     peer: SocketAddr,
+    scope: ClientScope,
     settings: Arc<ConnSettings>,
     pipeline: Arc<Pipeline>,
     mut shutdown: watch::Receiver<bool>,
@@ -103,6 +141,7 @@ async fn serve<S>(
                 Ok(req) => {
                     tokio::spawn(handle(
                         req,
+                        scope.clone(),
                         permit,
                         tx.clone(),
                         settings.clone(),
@@ -150,6 +189,7 @@ async fn serve<S>(
 
 async fn handle(
     req: Transaction,
+    scope: ClientScope,
     permit: OwnedSemaphorePermit,
     tx: mpsc::Sender<BytesMut>,
     settings: Arc<ConnSettings>,
@@ -157,7 +197,7 @@ async fn handle(
 ) {
     let gauge = metrics::gauge!(m::UPSTREAM_IN_FLIGHT);
     gauge.increment(1.0);
-    if let Some(answer) = pipeline.handle(req).await {
+    if let Some(answer) = pipeline.handle(req, &scope).await {
         send(&answer, &settings, &tx).await;
     }
     gauge.decrement(1.0);

@@ -1,0 +1,194 @@
+//! [`FileJournal`]: the segmented log on a local directory.
+
+use std::fs;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam::channel::{self, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use super::writer::{sync_dir, Pending, Shared, Writer};
+use super::{
+    scan, segment_file_name, Durable, Journal, JournalConfig, JournalError, Lsn, RecoveryReport,
+    SegmentInfo, MAX_RECORD_BYTES, METRIC_SEGMENTS,
+};
+
+/// The embedded journal: segment files in one directory, written by one
+/// writer thread with group commit (see the module docs for the format).
+#[derive(Debug)]
+pub struct FileJournal {
+    /// None once closed; dropping it lets the writer drain and stop.
+    tx: Option<Sender<Pending>>,
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<Result<(), JournalError>>>,
+}
+
+impl FileJournal {
+    /// Opens (creating) the directory, scans every segment in order, calls
+    /// `replay` with each valid record, truncates a torn tail of the LAST
+    /// segment (partial header, partial payload, or checksum mismatch of
+    /// the final record), and refuses to start with
+    /// [`JournalError::Corrupt`] when a bad record is followed by more data
+    /// or sits in a non-last segment.
+    pub fn open(
+        cfg: JournalConfig,
+        replay: &mut dyn FnMut(Lsn, u64, &[u8]),
+    ) -> Result<(FileJournal, RecoveryReport), JournalError> {
+        cfg.validate()?;
+        fs::create_dir_all(&cfg.dir).map_err(|e| JournalError::io(&cfg.dir, e))?;
+        let recovered = scan::recover(&cfg.dir, replay)?;
+        let shared = Arc::new(Shared::new(cfg.dir.clone(), recovered.segments));
+        let (tx, rx) = channel::bounded(cfg.queue_capacity);
+        let writer = Writer::open(
+            Arc::clone(&shared),
+            rx,
+            &cfg,
+            recovered.next_lsn,
+            recovered.prev_sealed_bytes,
+        )?;
+        let report = RecoveryReport {
+            records: recovered.records,
+            segments: shared.segments().len(),
+            torn_tail_bytes: recovered.torn_tail_bytes,
+            next_lsn: Lsn(recovered.next_lsn),
+        };
+        let handle = std::thread::Builder::new()
+            .name("fps-journal".into())
+            .spawn(move || writer.run())
+            .map_err(|e| JournalError::io(&cfg.dir, e))?;
+        tracing::info!(
+            dir = %cfg.dir.display(),
+            records = report.records,
+            segments = report.segments,
+            torn_tail_bytes = report.torn_tail_bytes,
+            next_lsn = report.next_lsn.0,
+            fsync = ?cfg.fsync,
+            "journal opened"
+        );
+        Ok((
+            FileJournal {
+                tx: Some(tx),
+                shared,
+                writer: Some(handle),
+            },
+            report,
+        ))
+    }
+
+    /// Flush everything queued, fsync, stop the writer thread.
+    pub fn close(mut self) -> Result<(), JournalError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), JournalError> {
+        // Dropping the only sender: the writer drains the queue and stops.
+        self.tx = None;
+        match self.writer.take() {
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                Err(JournalError::io(
+                    &self.shared.dir,
+                    io::Error::other("journal writer thread panicked"),
+                ))
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Test hook: make every write, sync, segment creation and probe of
+    /// the writer fail with EIO while `on`.
+    #[doc(hidden)]
+    pub fn inject_write_failures(&self, on: bool) {
+        self.shared
+            .inject_write_failures
+            .store(on, Ordering::Release);
+    }
+
+    /// Test hook: make truncating a failed write off the segment fail
+    /// while `on` (the writer then starts a new segment).
+    #[doc(hidden)]
+    pub fn inject_truncate_failures(&self, on: bool) {
+        self.shared
+            .inject_truncate_failures
+            .store(on, Ordering::Release);
+    }
+
+    /// Test hook: hold the writer before its next batch while `on` (at
+    /// most 30 s), so the queue fills.
+    #[doc(hidden)]
+    pub fn inject_stall(&self, on: bool) {
+        self.shared.inject_stall.store(on, Ordering::Release);
+    }
+}
+
+impl Drop for FileJournal {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::warn!(error = %e, "journal did not close cleanly");
+        }
+    }
+}
+
+impl Journal for FileJournal {
+    fn append(&self, record: &[u8]) -> Result<Durable, JournalError> {
+        if record.len() > MAX_RECORD_BYTES {
+            return Err(JournalError::TooLarge {
+                bytes: record.len(),
+                max: MAX_RECORD_BYTES,
+            });
+        }
+        let Some(tx) = &self.tx else {
+            return Err(JournalError::Closed);
+        };
+        if !self.healthy() {
+            return Err(JournalError::Unavailable);
+        }
+        let (done, rx) = oneshot::channel();
+        let pending = Pending {
+            payload: record.to_vec(),
+            done: Some(done),
+        };
+        match tx.try_send(pending) {
+            Ok(()) => Ok(Durable::waiting(rx)),
+            Err(TrySendError::Full(_)) => Err(JournalError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(JournalError::Closed),
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    fn segments(&self) -> Vec<SegmentInfo> {
+        self.shared.segments().clone()
+    }
+
+    fn remove_segments_before(&self, lsn: Lsn) -> Result<usize, JournalError> {
+        let mut segments = self.shared.segments();
+        let mut removed = 0;
+        let mut result = Ok(());
+        // Oldest first and lsns increase, so what goes is a prefix.
+        for info in segments.iter() {
+            let end_exclusive = info.last_lsn.map_or(info.first_lsn.0, |l| l.0 + 1);
+            if !info.sealed || end_exclusive > lsn.0 {
+                break;
+            }
+            let path = self.shared.dir.join(segment_file_name(info.first_lsn.0));
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    result = Err(JournalError::io(path, e));
+                    break;
+                }
+                _ => removed += 1,
+            }
+        }
+        if removed > 0 {
+            segments.drain(..removed);
+            metrics::gauge!(METRIC_SEGMENTS).set(segments.len() as f64);
+            drop(segments);
+            sync_dir(&self.shared.dir).map_err(|e| JournalError::io(&self.shared.dir, e))?;
+        }
+        result.map(|()| removed)
+    }
+}

@@ -1,0 +1,790 @@
+//! The durable store of completed idempotency keys.
+//!
+//! The in-memory [`IdempotencyIndex`](fps_routing::idempotency::IdempotencyIndex)
+//! keeps at most `capacity` keys; once it is full it evicts the oldest
+//! completed key and answers later misses with `Claim::NeedsLookup`. This
+//! store is where those lookups go, so memory stays bounded whatever the
+//! retention (24 h by default, tens of millions of keys on disk).
+//!
+//! **Derived, not authoritative.** The journal is the source of truth. The
+//! switch [`KeyStore::put`]s every completed key after its final record is
+//! durable; a dedicated writer thread batches the puts into one write
+//! transaction per batch and records the highest journal lsn it has committed
+//! ([`KeyStore::high_water_lsn`]), so after a crash the switch replays the
+//! journal's final records from a little before that mark (puts are
+//! idempotent: replaying more than needed is harmless; concurrent tasks may
+//! put slightly out of lsn order, and a put refused with `Full` is not
+//! covered by the mark — replay from the start of the retention window if
+//! [`KeyStore::refused`] was non-zero before the crash).
+//!
+//! **Why redb.** [redb](https://www.redb.org) is a pure-Rust embedded
+//! key-value store: a copy-on-write B-tree in one file with ACID
+//! transactions, checksummed commit slots (a torn commit rolls back to the
+//! previous one on open), MVCC readers that never block the single writer,
+//! and a stable file format. It needs no C toolchain (unlike RocksDB or
+//! LMDB bindings), keeps `unsafe` out of this crate, is actively maintained
+//! (sled, the other pure-Rust option, has been in beta for years), and a
+//! B-tree gives point lookups in O(log n) page reads from its own bounded
+//! page cache ([`KeyStoreConfig::cache_bytes`]) plus the ordered scans that
+//! expiry needs. Group commit (one transaction per batch) amortises the
+//! fsync, which is the cost that matters here.
+//!
+//! Tables: `keys` (entry key → value), `by_time` (completion time ‖ entry
+//! key → `()`, for [`KeyStore::expire`]) and `meta` (format version and
+//! high-water lsn). The byte layouts are documented in [`format`].
+//!
+//! **Reads see pending writes.** A put is visible to [`KeyStore::lookup`] at
+//! once: queued and in-flight puts live in a small overlay (bounded by
+//! `queue_capacity`) until their transaction has committed, and the overlay
+//! is consulted before the file. Because an entry leaves the overlay only
+//! after its commit, a lookup that misses the overlay and then reads the
+//! file always finds a key put before the lookup began.
+
+pub mod format;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fps_routing::idempotency::{ClientScope, RequestKey, StoredKey};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+use tokio::sync::watch;
+
+/// Default most puts committed in one write transaction.
+pub const DEFAULT_MAX_BATCH: usize = 8192;
+/// Default most puts queued or in flight before `put` answers `Full`.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+/// Default redb page cache.
+pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
+/// Largest accepted `max_batch` (one transaction's worth of work).
+pub const MAX_BATCH_LIMIT: usize = 1 << 20;
+/// Largest accepted `queue_capacity` (the overlay's bound).
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
+/// Most keys one [`KeyStore::expire`] call deletes, whatever `max` says, so
+/// one expiry transaction never holds up the writer for long.
+pub const MAX_EXPIRE_PER_CALL: usize = 65_536;
+/// On-disk format of the store as a whole (in the `meta` table).
+pub const STORE_FORMAT: u64 = 1;
+
+/// First and largest pause between retries of a failed batch commit. The
+/// writer keeps retrying (the queue in front of it is bounded, so puts get
+/// `Full` meanwhile) and recovers by itself when the disk works again.
+const RETRY_BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
+const BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("by_time");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_FORMAT: &str = "format";
+const META_HIGH_WATER_LSN: &str = "high_water_lsn";
+
+/// Name of the redb table of entries (entry key → value), for tools and tests.
+pub const KEYS_TABLE: &str = "keys";
+
+/// Where and how to keep the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStoreConfig {
+    /// The redb file (created if missing; its directory must exist).
+    pub path: PathBuf,
+    /// Most puts per write transaction (1..=[`MAX_BATCH_LIMIT`]).
+    pub max_batch: usize,
+    /// Most puts queued or in flight (1..=[`MAX_QUEUE_CAPACITY`]); past it
+    /// `put` answers `Full`.
+    pub queue_capacity: usize,
+    /// redb page cache in bytes.
+    pub cache_bytes: usize,
+    /// `true` (default): each batch is durable when its commit returns.
+    /// `false`: commits are not fsynced, so a crash may lose recent batches
+    /// (and the high-water mark with them, so the journal replay covers it).
+    pub durable_commits: bool,
+}
+
+impl KeyStoreConfig {
+    /// A config for the file at `path` with the defaults.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        KeyStoreConfig {
+            path: path.into(),
+            max_batch: DEFAULT_MAX_BATCH,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            durable_commits: true,
+        }
+    }
+}
+
+/// One completed key to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The client the key belongs to.
+    pub scope: ClientScope,
+    /// The key.
+    pub key: RequestKey,
+    /// Its fingerprint and final outcome.
+    pub stored: StoredKey,
+    /// When it completed, Unix milliseconds (drives expiry).
+    pub completed_unix_ms: u64,
+    /// Journal lsn of the key's final record.
+    pub lsn: u64,
+}
+
+/// Why a key store operation failed. Messages never carry key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyStoreError {
+    /// The put queue is full; the key is still in the journal.
+    #[error("key store queue full")]
+    Full,
+    /// The writer has stopped; the store cannot take puts.
+    #[error("key store closed")]
+    Closed,
+    /// The file could not be read or written.
+    #[error("key store I/O error: {0}")]
+    Io(String),
+    /// A record or the file is damaged.
+    #[error("key store corrupt: {0}")]
+    Corrupt(&'static str),
+    /// A config value is out of range.
+    #[error("key store config: {0}")]
+    InvalidConfig(&'static str),
+}
+
+/// The durable key store. See the module docs.
+pub struct KeyStore {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl KeyStore {
+    /// Open (or create) the store at `cfg.path` and start its writer thread.
+    pub fn open(cfg: KeyStoreConfig) -> Result<KeyStore, KeyStoreError> {
+        if !(1..=MAX_BATCH_LIMIT).contains(&cfg.max_batch) {
+            return Err(KeyStoreError::InvalidConfig("max_batch out of range"));
+        }
+        if !(1..=MAX_QUEUE_CAPACITY).contains(&cfg.queue_capacity) {
+            return Err(KeyStoreError::InvalidConfig("queue_capacity out of range"));
+        }
+        let db = Database::builder()
+            .set_cache_size(cfg.cache_bytes)
+            .create(&cfg.path)
+            .map_err(db_err)?;
+        let high_water = init_tables(&db)?;
+        let durability = if cfg.durable_commits {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        let shared = Arc::new(Shared {
+            db,
+            path: cfg.path,
+            durability,
+            max_batch: cfg.max_batch,
+            queue_capacity: cfg.queue_capacity,
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            progress: watch::Sender::new(Progress::default()),
+            high_water_lsn: AtomicU64::new(high_water),
+            refused: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        });
+        let for_writer = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("keystore-writer".into())
+            .spawn(move || run_writer(&for_writer))
+            .map_err(|e| KeyStoreError::Io(e.to_string()))?;
+        Ok(KeyStore {
+            shared,
+            writer: Some(writer),
+        })
+    }
+
+    /// Queue a completed key; never blocks. `Err(Full)` when the queue is
+    /// full (count it: the journal still has the key), `Err(Closed)` if the
+    /// writer has stopped.
+    pub fn put(&self, rec: KeyRecord) -> Result<(), KeyStoreError> {
+        let mut key = Vec::with_capacity(64);
+        format::encode_key(&rec.scope, &rec.key, &mut key);
+        let mut value = Vec::with_capacity(format::MIN_VALUE_BYTES + 48);
+        format::encode_value(&rec.stored, rec.completed_unix_ms, rec.lsn, &mut value);
+        let key: Arc<[u8]> = key.into();
+        let value: Arc<[u8]> = value.into();
+
+        let mut p = self.shared.lock_pending();
+        if p.writer_gone || p.shutdown {
+            return Err(KeyStoreError::Closed);
+        }
+        if p.queue.len() + p.in_flight >= self.shared.queue_capacity {
+            drop(p);
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(KeyStoreError::Full);
+        }
+        p.next_seq += 1;
+        let seq = p.next_seq;
+        p.overlay.insert(
+            Arc::clone(&key),
+            Overlaid {
+                seq,
+                value: Arc::clone(&value),
+            },
+        );
+        p.queue.push_back(Queued {
+            seq,
+            key,
+            value,
+            completed_unix_ms: rec.completed_unix_ms,
+            lsn: rec.lsn,
+        });
+        // The writer only sleeps on an empty queue, so only the first put
+        // into one needs to wake it.
+        let wake = p.queue.len() == 1;
+        drop(p);
+        if wake {
+            self.shared.wake.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Look a key up: pending puts first, then the file (read on tokio's
+    /// blocking pool, off the async workers). Returns the stored key and its
+    /// completion time, Unix milliseconds.
+    pub async fn lookup(
+        &self,
+        scope: &ClientScope,
+        key: &RequestKey,
+    ) -> Result<Option<(StoredKey, u64)>, KeyStoreError> {
+        let mut entry = Vec::with_capacity(64);
+        format::encode_key(scope, key, &mut entry);
+        if let Some(found) = self.shared.overlay_get(&entry) {
+            return found.map(Some);
+        }
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.read(&entry))
+            .await
+            // The closure does not panic; a JoinError means the runtime is
+            // shutting down.
+            .map_err(|_| KeyStoreError::Closed)?
+    }
+
+    /// [`KeyStore::lookup`] for a thread that may block (start-up, tools).
+    pub fn lookup_blocking(
+        &self,
+        scope: &ClientScope,
+        key: &RequestKey,
+    ) -> Result<Option<(StoredKey, u64)>, KeyStoreError> {
+        let mut entry = Vec::with_capacity(64);
+        format::encode_key(scope, key, &mut entry);
+        if let Some(found) = self.shared.overlay_get(&entry) {
+            return found.map(Some);
+        }
+        self.shared.read(&entry)
+    }
+
+    /// Highest journal lsn whose key is durably in the store (kept in the
+    /// store, updated with each batch).
+    pub fn high_water_lsn(&self) -> u64 {
+        self.shared.high_water_lsn.load(Ordering::Acquire)
+    }
+
+    /// Delete keys completed before `before_unix_ms`, oldest first, at most
+    /// `max` (and [`MAX_EXPIRE_PER_CALL`]) per call; returns how many were
+    /// deleted. Blocks for one write transaction: call it from a blocking
+    /// thread (`spawn_blocking`) on a timer.
+    pub fn expire(&self, before_unix_ms: u64, max: usize) -> Result<usize, KeyStoreError> {
+        let max = max.min(MAX_EXPIRE_PER_CALL);
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut tx = self.shared.db.begin_write().map_err(db_err)?;
+        tx.set_durability(self.shared.durability)
+            .map_err(|e| KeyStoreError::Io(e.to_string()))?;
+        let mut deleted = 0;
+        {
+            let mut keys = tx.open_table(KEYS).map_err(db_err)?;
+            let mut by_time = tx.open_table(BY_TIME).map_err(db_err)?;
+            let end = before_unix_ms.to_be_bytes();
+            let mut victims = Vec::new();
+            for item in by_time.range::<&[u8]>(..&end[..]).map_err(db_err)? {
+                let (k, _) = item.map_err(db_err)?;
+                victims.push(k.value().to_vec());
+                if victims.len() >= max {
+                    break;
+                }
+            }
+            for time_key in &victims {
+                by_time.remove(time_key.as_slice()).map_err(db_err)?;
+                let Ok((completed, entry)) = format::split_time_key(time_key) else {
+                    continue; // a damaged index record: dropping it is the repair
+                };
+                // A key re-put later has a newer index record; delete the
+                // entry only if this record is still its own. An entry whose
+                // value cannot be read is deleted too (it is in the journal).
+                let current = keys
+                    .get(entry)
+                    .map_err(db_err)?
+                    .map(|v| format::completed_unix_ms_of(v.value()).ok());
+                if let Some(current) = current {
+                    if current.is_none_or(|c| c == completed) {
+                        keys.remove(entry).map_err(db_err)?;
+                        deleted += 1;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(deleted)
+    }
+
+    /// Wait until every put queued before this call is committed. Fails with
+    /// `Io` if a commit fails meanwhile (the writer keeps retrying).
+    pub async fn flush(&self) -> Result<(), KeyStoreError> {
+        let target = self.shared.lock_pending().next_seq;
+        let mut rx = self.shared.progress.subscribe();
+        let failures_before = rx.borrow().failures;
+        let progress = *rx
+            .wait_for(|p| p.committed_seq >= target || p.failures > failures_before || p.closed)
+            .await
+            // The sender lives in `shared`, which `self` holds.
+            .map_err(|_| KeyStoreError::Closed)?;
+        if progress.committed_seq >= target {
+            Ok(())
+        } else if progress.closed {
+            Err(KeyStoreError::Closed)
+        } else {
+            Err(self.shared.last_error())
+        }
+    }
+
+    /// Number of keys committed to the file (puts still pending are not
+    /// counted: `flush` first).
+    pub fn len(&self) -> Result<u64, KeyStoreError> {
+        let tx = self.shared.db.begin_read().map_err(db_err)?;
+        let keys = tx.open_table(KEYS).map_err(db_err)?;
+        keys.len().map_err(db_err)
+    }
+
+    /// Whether no key is committed.
+    pub fn is_empty(&self) -> Result<bool, KeyStoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Puts queued or being committed.
+    pub fn pending(&self) -> usize {
+        let p = self.shared.lock_pending();
+        p.queue.len() + p.in_flight
+    }
+
+    /// Puts refused with `Full` since open (for a metric).
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Batch commits that failed since open (each is retried; for a metric).
+    pub fn commit_failures(&self) -> u64 {
+        self.shared.commit_failures.load(Ordering::Relaxed)
+    }
+
+    /// The redb file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Hold (`true`) or release the writer (tests only): held puts stay pending.
+    #[cfg(test)]
+    fn pause_writer(&self, paused: bool) {
+        self.shared.lock_pending().paused = paused;
+        self.shared.wake.notify_all();
+    }
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("path", &self.shared.path)
+            .field("pending", &self.pending())
+            .field("high_water_lsn", &self.high_water_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for KeyStore {
+    /// Commit what is still queued, then stop the writer. If a commit fails
+    /// during shutdown the rest is dropped: the journal still has it.
+    fn drop(&mut self) {
+        self.shared.lock_pending().shutdown = true;
+        self.shared.wake.notify_all();
+        if let Some(writer) = self.writer.take() {
+            // A panic in the writer has already been reported by the runtime;
+            // nothing more to do with it here.
+            let _ = writer.join();
+        }
+    }
+}
+
+struct Shared {
+    db: Database,
+    path: PathBuf,
+    durability: Durability,
+    max_batch: usize,
+    queue_capacity: usize,
+    pending: Mutex<Pending>,
+    /// Wakes the writer: a first put into an empty queue, pause changes,
+    /// shutdown.
+    wake: Condvar,
+    progress: watch::Sender<Progress>,
+    high_water_lsn: AtomicU64,
+    refused: AtomicU64,
+    commit_failures: AtomicU64,
+    last_error: Mutex<Option<KeyStoreError>>,
+}
+
+/// Puts not yet committed. `queue.len() + in_flight <= queue_capacity`, and
+/// the overlay holds at most one entry per such put.
+#[derive(Default)]
+struct Pending {
+    queue: VecDeque<Queued>,
+    /// Puts taken by the writer and not yet committed.
+    in_flight: usize,
+    /// Latest pending value of each key, by the seq of the put that set it.
+    overlay: HashMap<Arc<[u8]>, Overlaid>,
+    /// Seq of the last put (seqs start at 1).
+    next_seq: u64,
+    shutdown: bool,
+    writer_gone: bool,
+    paused: bool,
+}
+
+struct Queued {
+    seq: u64,
+    key: Arc<[u8]>,
+    value: Arc<[u8]>,
+    completed_unix_ms: u64,
+    lsn: u64,
+}
+
+struct Overlaid {
+    seq: u64,
+    value: Arc<[u8]>,
+}
+
+/// What `flush` waits on.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Every put with a seq up to this one is committed.
+    committed_seq: u64,
+    /// Failed commit attempts so far.
+    failures: u64,
+    /// The writer has stopped.
+    closed: bool,
+}
+
+type Found = Result<(StoredKey, u64), KeyStoreError>;
+
+impl Shared {
+    fn lock_pending(&self) -> MutexGuard<'_, Pending> {
+        // Nothing panics while holding the lock, and every update leaves
+        // the state consistent, so a poisoned lock is still usable.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn overlay_get(&self, entry: &[u8]) -> Option<Found> {
+        let value = Arc::clone(&self.lock_pending().overlay.get(entry)?.value);
+        Some(format::decode_value(&value).map(|v| (v.stored, v.completed_unix_ms)))
+    }
+
+    fn read(&self, entry: &[u8]) -> Result<Option<(StoredKey, u64)>, KeyStoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let keys = tx.open_table(KEYS).map_err(db_err)?;
+        let Some(v) = keys.get(entry).map_err(db_err)? else {
+            return Ok(None);
+        };
+        let v = format::decode_value(v.value())?;
+        Ok(Some((v.stored, v.completed_unix_ms)))
+    }
+
+    /// Commit one batch in one write transaction; returns the new high-water lsn.
+    fn commit(&self, batch: &[Queued]) -> Result<u64, KeyStoreError> {
+        let mut tx = self.db.begin_write().map_err(db_err)?;
+        tx.set_durability(self.durability)
+            .map_err(|e| KeyStoreError::Io(e.to_string()))?;
+        let mut high_water = self.high_water_lsn.load(Ordering::Acquire);
+        {
+            let mut keys = tx.open_table(KEYS).map_err(db_err)?;
+            let mut by_time = tx.open_table(BY_TIME).map_err(db_err)?;
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            let mut time_key = Vec::with_capacity(format::MAX_KEY_BYTES + 8);
+            for q in batch {
+                let previous = keys
+                    .insert(&*q.key, &*q.value)
+                    .map_err(db_err)?
+                    .map(|old| format::completed_unix_ms_of(old.value()));
+                // A key stored again with another completion time must not
+                // keep its old index record (expire would skip it anyway).
+                if let Some(Ok(old)) = previous {
+                    if old != q.completed_unix_ms {
+                        time_key.clear();
+                        format::encode_time_key(old, &q.key, &mut time_key);
+                        by_time.remove(time_key.as_slice()).map_err(db_err)?;
+                    }
+                }
+                time_key.clear();
+                format::encode_time_key(q.completed_unix_ms, &q.key, &mut time_key);
+                by_time.insert(time_key.as_slice(), ()).map_err(db_err)?;
+                high_water = high_water.max(q.lsn);
+            }
+            meta.insert(META_HIGH_WATER_LSN, high_water)
+                .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(high_water)
+    }
+
+    fn last_error(&self) -> KeyStoreError {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| KeyStoreError::Io("commit failed".into()))
+    }
+}
+
+/// Create the tables if missing, check the format, and read the high-water lsn.
+fn init_tables(db: &Database) -> Result<u64, KeyStoreError> {
+    let tx = db.begin_write().map_err(db_err)?;
+    let high_water;
+    {
+        tx.open_table(KEYS).map_err(db_err)?;
+        tx.open_table(BY_TIME).map_err(db_err)?;
+        let mut meta = tx.open_table(META).map_err(db_err)?;
+        let format = meta.get(META_FORMAT).map_err(db_err)?.map(|v| v.value());
+        match format {
+            None => {
+                meta.insert(META_FORMAT, STORE_FORMAT).map_err(db_err)?;
+            }
+            Some(STORE_FORMAT) => {}
+            Some(_) => return Err(KeyStoreError::Corrupt("unsupported store format")),
+        }
+        high_water = meta
+            .get(META_HIGH_WATER_LSN)
+            .map_err(db_err)?
+            .map_or(0, |v| v.value());
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(high_water)
+}
+
+/// Marks the writer gone however it exits (even by a panic), so puts answer
+/// `Closed` and `flush` stops waiting.
+struct WriterExit<'a>(&'a Shared);
+
+impl Drop for WriterExit<'_> {
+    fn drop(&mut self) {
+        let mut p = self.0.lock_pending();
+        p.writer_gone = true;
+        p.queue.clear();
+        p.overlay.clear();
+        p.in_flight = 0;
+        drop(p);
+        self.0.progress.send_modify(|p| p.closed = true);
+    }
+}
+
+/// The writer thread: take up to `max_batch` puts, commit them in one
+/// transaction, retire them from the overlay, repeat. Exits on shutdown once
+/// the queue is empty.
+fn run_writer(shared: &Shared) {
+    let _exit = WriterExit(shared);
+    let mut batch: Vec<Queued> = Vec::with_capacity(shared.max_batch.min(DEFAULT_MAX_BATCH));
+    loop {
+        {
+            let mut p = shared.lock_pending();
+            while (p.queue.is_empty() || p.paused) && !p.shutdown {
+                p = shared.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
+            }
+            if p.queue.is_empty() {
+                return; // shut down with nothing left to commit
+            }
+            let n = p.queue.len().min(shared.max_batch);
+            batch.extend(p.queue.drain(..n));
+            p.in_flight = n;
+        }
+
+        let committed = commit_with_retry(shared, &batch);
+
+        let last_seq = batch.last().map_or(0, |q| q.seq);
+        let mut p = shared.lock_pending();
+        for q in batch.drain(..) {
+            if p.overlay.get(&q.key).is_some_and(|o| o.seq == q.seq) {
+                p.overlay.remove(&q.key);
+            }
+        }
+        p.in_flight = 0;
+        drop(p);
+        match committed {
+            Some(high_water) => {
+                shared.high_water_lsn.store(high_water, Ordering::Release);
+                shared
+                    .progress
+                    .send_modify(|p| p.committed_seq = p.committed_seq.max(last_seq));
+            }
+            None => return, // shutting down and the disk fails: the journal has the rest
+        }
+    }
+}
+
+/// Commit `batch`, retrying with backoff until it works; `None` if the store
+/// is shut down while commits fail.
+fn commit_with_retry(shared: &Shared, batch: &[Queued]) -> Option<u64> {
+    let mut backoff = RETRY_BACKOFF_FIRST;
+    loop {
+        match shared.commit(batch) {
+            Ok(high_water) => return Some(high_water),
+            Err(e) => {
+                let failures = shared.commit_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(error = %e, failures, "keystore batch commit failed; retrying");
+                *shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(e);
+                shared.progress.send_modify(|p| p.failures += 1);
+                let p = shared.lock_pending();
+                if p.shutdown {
+                    return None;
+                }
+                let (p, _) = shared
+                    .wake
+                    .wait_timeout(p, backoff)
+                    .unwrap_or_else(PoisonError::into_inner);
+                if p.shutdown {
+                    return None;
+                }
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Map any redb error: damage reported by redb is `Corrupt`, the rest `Io`.
+fn db_err(e: impl Into<redb::Error>) -> KeyStoreError {
+    match e.into() {
+        redb::Error::Corrupted(_) => KeyStoreError::Corrupt("redb reports a damaged file"),
+        other => KeyStoreError::Io(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fps_codecs::model::{IdempotencyKey, ResponseCode};
+    use fps_routing::idempotency::{Fingerprint, Outcome};
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let dir = std::env::temp_dir().join(format!(
+                "fps-keystore-unit-{tag}-{}-{nanos}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn record(i: u64) -> KeyRecord {
+        KeyRecord {
+            scope: ClientScope::new("CN=unit").unwrap(),
+            key: RequestKey::Explicit(IdempotencyKey::parse(format!("k{i}").as_bytes()).unwrap()),
+            stored: StoredKey {
+                fingerprint: Fingerprint(i),
+                outcome: Outcome::new(ResponseCode::APPROVED),
+            },
+            completed_unix_ms: 1_000 + i,
+            lsn: i,
+        }
+    }
+
+    /// Deterministic version of "a lookup sees a put the writer has not
+    /// committed": the writer is held, so the put is certainly pending.
+    #[tokio::test]
+    async fn lookup_sees_put_held_in_queue() {
+        let dir = TempDir::new("held");
+        let store = KeyStore::open(KeyStoreConfig::new(dir.0.join("k.redb"))).unwrap();
+        store.pause_writer(true);
+        let r = record(1);
+        store.put(r.clone()).unwrap();
+        assert_eq!(store.pending(), 1);
+        assert_eq!(store.len().unwrap(), 0);
+        let got = store.lookup(&r.scope, &r.key).await.unwrap();
+        assert_eq!(got, Some((r.stored.clone(), r.completed_unix_ms)));
+        assert_eq!(
+            store.lookup_blocking(&r.scope, &r.key).unwrap(),
+            Some((r.stored.clone(), r.completed_unix_ms))
+        );
+        store.pause_writer(false);
+        store.flush().await.unwrap();
+        assert_eq!(store.pending(), 0);
+        assert_eq!(store.len().unwrap(), 1);
+        assert_eq!(store.high_water_lsn(), 1);
+    }
+
+    #[tokio::test]
+    async fn full_queue_refuses_without_blocking() {
+        let dir = TempDir::new("full");
+        let mut cfg = KeyStoreConfig::new(dir.0.join("k.redb"));
+        cfg.queue_capacity = 4;
+        let store = KeyStore::open(cfg).unwrap();
+        store.pause_writer(true);
+        for i in 0..4 {
+            store.put(record(i)).unwrap();
+        }
+        assert_eq!(store.put(record(4)), Err(KeyStoreError::Full));
+        assert_eq!(store.refused(), 1);
+        store.pause_writer(false);
+        store.flush().await.unwrap();
+        store.put(record(4)).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.len().unwrap(), 5);
+    }
+
+    #[test]
+    fn bad_config_is_refused() {
+        let dir = TempDir::new("cfg");
+        let mut cfg = KeyStoreConfig::new(dir.0.join("k.redb"));
+        cfg.max_batch = 0;
+        assert!(matches!(
+            KeyStore::open(cfg),
+            Err(KeyStoreError::InvalidConfig(_))
+        ));
+    }
+
+    /// Dropping the store commits what is still queued.
+    #[test]
+    fn drop_commits_queue() {
+        let dir = TempDir::new("drop");
+        let path = dir.0.join("k.redb");
+        {
+            let store = KeyStore::open(KeyStoreConfig::new(&path)).unwrap();
+            for i in 0..100 {
+                store.put(record(i)).unwrap();
+            }
+        }
+        let store = KeyStore::open(KeyStoreConfig::new(&path)).unwrap();
+        assert_eq!(store.len().unwrap(), 100);
+        assert_eq!(store.high_water_lsn(), 99);
+    }
+}
