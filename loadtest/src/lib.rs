@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod banksim;
 pub mod load;
+pub mod pki;
 pub mod report;
 pub mod schedule;
+pub mod tls;

@@ -26,29 +26,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Open-loop load in the canonical upstream protocol (plaintext TCP).
-    Load {
-        /// The switch's upstream listener.
+    /// Load in the canonical upstream protocol (open or closed loop, plaintext or TLS).
+    Load(Box<LoadArgs>),
+    /// Make the development PKI (CA, switch, gateway and bank certificates).
+    Pki(PkiArgs),
+    /// Simulate banks (ISO 8583, ISO 20022, JSON) with a ledger on HTTP.
+    BankSim {
+        /// The simulator's TOML config (e.g. configs/dev/banksim.toml).
         #[arg(long)]
-        target: SocketAddr,
-        /// Requests per second, over all connections.
-        #[arg(long, default_value_t = 1000)]
-        rate: u64,
-        /// Length of the run in seconds.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        /// Upstream connections.
-        #[arg(long, default_value_t = 4)]
-        connections: u64,
-        /// Destination bank codes (F100), used round-robin.
-        #[arg(long, value_delimiter = ',', default_value = "004")]
-        banks: Vec<String>,
-        /// How long to wait for the last answers, in milliseconds.
-        #[arg(long, default_value_t = 5000)]
-        drain_ms: u64,
-        /// Also write the report as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
+        config: PathBuf,
     },
 }
 
@@ -66,30 +52,199 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
-        Command::Load {
-            target,
-            rate,
-            duration,
-            connections,
-            banks,
-            drain_ms,
-            json,
-        } => {
-            let plan = load::Plan {
-                target,
-                rate,
-                duration: Duration::from_secs(duration),
-                connections: connections.max(1),
-                banks: load::parse_banks(&banks)?,
-                drain: Duration::from_millis(drain_ms),
-            };
-            let report = load::run(plan).await?;
-            println!("{report}");
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            Ok(report.errors.is_empty() && report.answered == report.offered)
-        }
+        Command::Load(args) => run_load(*args).await,
+        Command::Pki(args) => run_pki(args),
+        Command::BankSim { config } => run_bank_sim(&config).await,
     }
+}
+
+/// `fps-loadtest load` options.
+#[derive(clap::Args, Debug)]
+struct LoadArgs {
+    /// The switch's upstream listener.
+    #[arg(long)]
+    target: SocketAddr,
+    /// `open`: constant arrival rate (--rate); `closed`: --concurrency
+    /// outstanding requests, each sent when an earlier one is answered.
+    #[arg(long, value_enum, default_value_t = LoadMode::Open)]
+    mode: LoadMode,
+    /// Requests per second over all connections (open loop).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Outstanding requests over all connections (closed loop).
+    #[arg(long, default_value_t = 64)]
+    concurrency: u64,
+    /// Length of the run in seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Upstream connections.
+    #[arg(long, default_value_t = 4)]
+    connections: u64,
+    /// Destination bank codes (F100), used round-robin.
+    #[arg(long, value_delimiter = ',', default_value = "004")]
+    banks: Vec<String>,
+    /// Distinct proxies MOBN:+852-9000NNNN (NNNN = 0001..N) for --proxy-share.
+    #[arg(long, default_value_t = 0)]
+    proxies: u32,
+    /// Share (0..1) of requests addressed by F120 proxy instead of F100.
+    #[arg(long, default_value_t = 0.0)]
+    proxy_share: f64,
+    /// Share (0..1) of requests built to be declined (debtor account ending
+    /// 51 or 05, creditor ending 14); the answer must carry that code.
+    #[arg(long, default_value_t = 0.0)]
+    decline_share: f64,
+    /// Share (0..1) of requests resent after their answer with the same F123
+    /// and content; the resend must get the same F39/F38 and echo its own ids.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate_share: f64,
+    /// The switch's proxy directory (proxy,bank_code): reports proxied
+    /// requests by bank instead of as "proxy".
+    #[arg(long)]
+    proxy_directory: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the switch's certificate: enables TLS.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --key).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS (with --cert).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Name the switch's certificate must carry (default: the target's IP).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// How long to wait for the last answers, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    drain_ms: u64,
+    /// No progress line on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LoadMode {
+    Open,
+    Closed,
+}
+
+/// `fps-loadtest pki` options.
+#[derive(clap::Args, Debug)]
+struct PkiArgs {
+    /// Directory for the PEM files.
+    #[arg(long)]
+    out: PathBuf,
+    /// Bank simulator names: NAME.crt (server, SANs NAME.fps.test and
+    /// 127.0.0.1) and NAME-client.crt (bank-originated links).
+    #[arg(long, value_delimiter = ',', default_values_t = fps_loadtest::pki::DEFAULT_BANKS.map(String::from))]
+    banks: Vec<String>,
+    /// Regenerate every file, even those present.
+    #[arg(long)]
+    force: bool,
+}
+
+async fn run_load(a: LoadArgs) -> anyhow::Result<bool> {
+    if a.ca.is_none() && (a.cert.is_some() || a.server_name.is_some()) {
+        anyhow::bail!("--cert/--key/--server-name need --ca (TLS)");
+    }
+    let tls = match &a.ca {
+        None => None,
+        Some(ca) => {
+            let pair = a.cert.as_deref().zip(a.key.as_deref());
+            let config = fps_loadtest::tls::client_config(ca, pair)?;
+            let name = a
+                .server_name
+                .clone()
+                .unwrap_or_else(|| a.target.ip().to_string());
+            Some(load::TlsTarget {
+                config,
+                server_name: fps_loadtest::tls::server_name(&name)?,
+            })
+        }
+    };
+    let mode = match a.mode {
+        LoadMode::Open => load::Mode::Open { rate: a.rate },
+        LoadMode::Closed => load::Mode::Closed {
+            concurrency: a.concurrency,
+        },
+    };
+    let proxy_directory = match &a.proxy_directory {
+        Some(p) => load::load_proxy_directory(p)?,
+        None => Default::default(),
+    };
+    let plan = load::Plan {
+        target: a.target,
+        tls,
+        mode,
+        duration: Duration::from_secs(a.duration),
+        connections: a.connections.max(1),
+        banks: load::parse_banks(&a.banks)?,
+        mix: fps_loadtest::schedule::Mix {
+            proxies: a.proxies,
+            proxy_share: a.proxy_share,
+            decline_share: a.decline_share,
+            duplicate_share: a.duplicate_share,
+        },
+        proxy_directory,
+        drain: Duration::from_millis(a.drain_ms),
+        progress: !a.quiet,
+    };
+    let report = load::run(plan).await?;
+    println!("{report}");
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report.clean())
+}
+
+fn run_pki(a: PkiArgs) -> anyhow::Result<bool> {
+    let outcome = fps_loadtest::pki::generate(&fps_loadtest::pki::PkiPlan {
+        out: a.out.clone(),
+        banks: a.banks,
+        force: a.force,
+    })?;
+    println!(
+        "pki: {}: wrote {} certificate(s){}, kept {}",
+        a.out.display(),
+        outcome.written.len(),
+        if outcome.written.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", outcome.written.join(" "))
+        },
+        outcome.kept.len()
+    );
+    Ok(true)
+}
+
+/// `fps-loadtest bank-sim`: bind every listener, print one `READY` line,
+/// serve until SIGINT/SIGTERM.
+async fn run_bank_sim(config: &std::path::Path) -> anyhow::Result<bool> {
+    let cfg = fps_loadtest::banksim::SimConfig::load(config)
+        .map_err(|e| anyhow::anyhow!("{}:\n{e}", config.display()))?;
+    // Handlers are in place before READY, so a signal sent as soon as
+    // READY is read is never lost (or fatal).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let sim = fps_loadtest::banksim::BankSim::bind(&cfg).await?;
+    let http = sim.http_addr();
+    for (name, addr) in sim.bank_addrs() {
+        eprintln!("bank-sim: {name} listening on {addr}");
+    }
+    println!("READY banksim=http://{http}");
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    sim.run(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
+    .await?;
+    eprintln!("bank-sim: stopped");
+    Ok(true)
 }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -18,6 +20,8 @@ pub struct Recorder {
     by_code: BTreeMap<String, u64>,
     by_bank: BTreeMap<String, u64>,
     errors: BTreeMap<&'static str, u64>,
+    duplicates_sent: u64,
+    duplicates_consistent: u64,
 }
 
 impl Default for Recorder {
@@ -36,6 +40,8 @@ impl Recorder {
             by_code: BTreeMap::new(),
             by_bank: BTreeMap::new(),
             errors: BTreeMap::new(),
+            duplicates_sent: 0,
+            duplicates_consistent: 0,
         }
     }
 
@@ -55,6 +61,21 @@ impl Recorder {
         *self.errors.entry(kind).or_default() += 1;
     }
 
+    /// A duplicate (same idempotency key, same content) was sent.
+    pub fn duplicate_sent(&mut self) {
+        self.duplicates_sent += 1;
+    }
+
+    /// A duplicate got the original's outcome and echoed its own fields.
+    pub fn duplicate_consistent(&mut self) {
+        self.duplicates_consistent += 1;
+    }
+
+    /// Requests without a correct answer so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
     /// Fold another recorder (e.g. one per connection) into this one.
     pub fn merge(&mut self, other: &Recorder) {
         // Both histograms have the same bounds, so adding cannot fail.
@@ -68,6 +89,8 @@ impl Recorder {
         for (k, v) in &other.errors {
             *self.errors.entry(k).or_default() += v;
         }
+        self.duplicates_sent += other.duplicates_sent;
+        self.duplicates_consistent += other.duplicates_consistent;
     }
 
     /// Requests answered so far.
@@ -81,11 +104,14 @@ impl Recorder {
     }
 
     /// The final report of a run that offered `offered` requests at
-    /// `offered_tps` over `elapsed`.
+    /// `offered_tps` over `elapsed` (from the start to the last answer).
     pub fn report(&self, offered: u64, offered_tps: f64, elapsed: Duration) -> Report {
         let secs = elapsed.as_secs_f64().max(1e-9);
         let h = &self.latency_us;
         Report {
+            mode: "open".to_owned(),
+            connections: 0,
+            concurrency: None,
             offered,
             answered: self.answered(),
             offered_tps,
@@ -103,6 +129,8 @@ impl Recorder {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
+            duplicates_sent: self.duplicates_sent,
+            duplicates_consistent: self.duplicates_consistent,
         }
     }
 }
@@ -110,7 +138,13 @@ impl Recorder {
 /// What a run achieved; printed for people and written as JSON.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
-    /// Requests the schedule offered.
+    /// `open` (constant arrival rate) or `closed` (fixed concurrency).
+    pub mode: String,
+    /// Upstream connections used.
+    pub connections: u64,
+    /// Outstanding requests of a closed-loop run.
+    pub concurrency: Option<u64>,
+    /// Requests the schedule offered (duplicates not included).
     pub offered: u64,
     /// Requests that got exactly one correct answer.
     pub answered: u64,
@@ -136,14 +170,36 @@ pub struct Report {
     pub by_bank: BTreeMap<String, u64>,
     /// Requests without a correct answer, by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Duplicates sent (same idempotency key and content, after the answer).
+    pub duplicates_sent: u64,
+    /// Duplicates that got the original's F39/F38 and echoed their own ids.
+    pub duplicates_consistent: u64,
+}
+
+impl Report {
+    /// Whether every request (and duplicate) got exactly one correct answer.
+    pub fn clean(&self) -> bool {
+        self.errors.is_empty()
+            && self.answered == self.offered
+            && self.duplicates_consistent == self.duplicates_sent
+    }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shape = match self.concurrency {
+            Some(c) => format!("closed loop, {c} outstanding"),
+            None => "open loop".to_owned(),
+        };
         writeln!(
             f,
-            "offered {} at {:.0} TPS, answered {} in {:.1} s: {:.0} TPS",
-            self.offered, self.offered_tps, self.answered, self.elapsed_s, self.achieved_tps
+            "{shape} over {} connection(s): offered {} at {:.0} TPS, answered {} in {:.1} s: {:.0} TPS achieved",
+            self.connections,
+            self.offered,
+            self.offered_tps,
+            self.answered,
+            self.elapsed_s,
+            self.achieved_tps
         )?;
         writeln!(
             f,
@@ -158,6 +214,13 @@ impl fmt::Display for Report {
         };
         writeln!(f, "by response code: {}", join(&self.by_code))?;
         writeln!(f, "by bank: {}", join(&self.by_bank))?;
+        if self.duplicates_sent > 0 {
+            writeln!(
+                f,
+                "duplicates: {} sent, {} consistent with the original",
+                self.duplicates_sent, self.duplicates_consistent
+            )?;
+        }
         write!(
             f,
             "errors: {}",
@@ -166,6 +229,99 @@ impl fmt::Display for Report {
             } else {
                 join(&self.errors)
             }
+        )
+    }
+}
+
+/// Live counters shared by a run's connections, read once a second for the
+/// progress line: answers and errors so far and the latencies of the
+/// current window.
+#[derive(Debug)]
+pub struct Progress {
+    window_us: Mutex<Histogram<u64>>,
+    answered: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress {
+    /// Empty counters.
+    pub fn new() -> Self {
+        Progress {
+            // Two significant digits are plenty for a progress line.
+            window_us: Mutex::new(
+                Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
+                    .expect("bounds are valid constants"),
+            ),
+            answered: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    /// One answer and its latency.
+    pub fn answer(&self, latency: Duration) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        if let Ok(mut h) = self.window_us.lock() {
+            h.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        }
+    }
+
+    /// One request without a correct answer.
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Close the current window of length `window` and describe it.
+    pub fn tick(&self, elapsed: Duration, window: Duration) -> ProgressLine {
+        let (count, p99_us) = match self.window_us.lock() {
+            Ok(mut h) => {
+                let r = (h.len(), h.value_at_quantile(0.99));
+                h.reset();
+                r
+            }
+            Err(_) => (0, 0),
+        };
+        ProgressLine {
+            elapsed,
+            tps: count as f64 / window.as_secs_f64().max(1e-9),
+            p99_us,
+            answered: self.answered.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One line of live progress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProgressLine {
+    /// Time since the start.
+    pub elapsed: Duration,
+    /// Answers per second in the last window.
+    pub tps: f64,
+    /// 99th percentile latency of the last window (µs).
+    pub p99_us: u64,
+    /// Answers so far.
+    pub answered: u64,
+    /// Errors so far.
+    pub errors: u64,
+}
+
+impl fmt::Display for ProgressLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{:>5.1} s] {:>7.0} TPS  p99 {:>8} µs  answered {:>9}  errors {}",
+            self.elapsed.as_secs_f64(),
+            self.tps,
+            self.p99_us,
+            self.answered,
+            self.errors
         )
     }
 }
@@ -208,5 +364,42 @@ mod tests {
         r.answer(Duration::ZERO, "00", "003");
         assert_eq!(r.answered(), 2);
         assert!(r.percentile_us(1.0) >= MAX_LATENCY_US - MAX_LATENCY_US / 1000);
+    }
+    #[test]
+    fn duplicates_and_clean_runs() {
+        let mut r = Recorder::new();
+        r.answer(Duration::from_micros(10), "00", "003");
+        r.duplicate_sent();
+        let mut rep = r.report(1, 1.0, Duration::from_secs(1));
+        assert!(!rep.clean(), "a duplicate without a consistent answer");
+        r.duplicate_consistent();
+        rep = r.report(1, 1.0, Duration::from_secs(1));
+        assert!(rep.clean());
+        assert!(rep.to_string().contains("1 sent, 1 consistent"), "{rep}");
+        assert!(
+            !r.report(2, 1.0, Duration::from_secs(1)).clean(),
+            "one unanswered"
+        );
+        r.error("timeout");
+        assert_eq!(r.errors(), 1);
+        assert!(!r.report(1, 1.0, Duration::from_secs(1)).clean());
+    }
+
+    #[test]
+    fn progress_windows_reset_each_tick() {
+        let p = Progress::new();
+        for us in 1..=100u64 {
+            p.answer(Duration::from_micros(us * 10));
+        }
+        p.error();
+        let line = p.tick(Duration::from_secs(1), Duration::from_millis(500));
+        assert_eq!(line.answered, 100);
+        assert_eq!(line.errors, 1);
+        assert!((line.tps - 200.0).abs() < 1e-6, "{}", line.tps);
+        assert!((980..=1000).contains(&line.p99_us), "{}", line.p99_us);
+        let text = line.to_string();
+        assert!(text.contains("TPS") && text.contains("errors 1"), "{text}");
+        let next = p.tick(Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!((next.tps, next.p99_us, next.answered), (0.0, 0, 100));
     }
 }

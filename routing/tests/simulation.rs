@@ -1,8 +1,20 @@
-//! Deterministic simulation: many transactions against simulated banks that
-//! refuse connections, black-hole requests or decline, on a virtual clock.
+//! Deterministic simulation, two levels:
+//!
+//! 1. **Switch core** (`switch_core_*` tests, code in `sim/`): upstream
+//!    clients, links, banks with ledgers and a journal around a core built
+//!    from the real state machines (idempotency, routing, breakers, retry,
+//!    reversal queues), under a per-seed schedule of eleven fault kinds,
+//!    with crashes and journal replay; invariants checked after a
+//!    heal-and-drain phase (see `sim/check.rs`). `SIM_SEEDS=K` runs K seeds
+//!    (default 1000, `SIM_SEED_START` to shift), `SIM_SEED=N` replays one
+//!    with its trace, `SIM_BUGS=...` turns on a known-bad core behaviour.
+//!    Failing seeds go to `sim-regressions.txt`, replayed on every run.
+//! 2. **Routing only** (below): many transactions against simulated banks
+//!    that refuse connections, black-hole requests or decline.
+//!
 //! Each seed replays exactly; a failure prints its seed.
 //!
-//! Checked for every seed:
+//! Checked for every routing-only seed:
 //! - every transaction gets exactly one final answer, by its deadline;
 //! - no request is resent after an unknown outcome (it is reversed instead);
 //! - no transaction is sent more than `max_attempts` times;
@@ -337,5 +349,233 @@ fn simulated_faults_keep_every_invariant() {
             totals.contains_key(want),
             "{want} never happened: {totals:?}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The switch-core simulation (routing/tests/sim/): clients, links, banks,
+// journal, crashes; see sim/mod.rs.
+
+mod sim;
+
+use std::time::Instant;
+
+/// Seeds run by default in `cargo test` (override with `SIM_SEEDS=K`).
+const DEFAULT_SIM_SEEDS: u64 = 1_000;
+/// Regression seeds, one per line (`#` comments).
+const REGRESSIONS: &str = include_str!("sim-regressions.txt");
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}")),
+    )
+}
+
+/// Run one seed; on failure print how to replay it, the fault schedule,
+/// the violations and the trace, and return false.
+fn run_and_report(seed: u64, bugs: sim::Bugs, verbose: bool) -> (bool, sim::world::Stats) {
+    let report = std::panic::catch_unwind(|| sim::run_seed(seed, bugs, verbose));
+    let report = match report {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!("SIM_SEED={seed} panicked; replay with SIM_SEED={seed} cargo test -p fps-routing --test simulation");
+            return (false, sim::world::Stats::default());
+        }
+    };
+    if report.violations.is_empty() && !verbose {
+        return (true, report.stats);
+    }
+    // Replay with the trace on (identical run: everything comes from the seed).
+    let traced = if verbose {
+        report
+    } else {
+        sim::run_seed(seed, bugs, true)
+    };
+    let failed = !traced.violations.is_empty();
+    if failed || verbose {
+        let tail = if verbose { usize::MAX } else { 400 };
+        let skip = traced.trace.len().saturating_sub(tail);
+        for line in &traced.trace[skip..] {
+            eprintln!("{line}");
+        }
+        eprintln!("{}", traced.schedule);
+        for v in &traced.violations {
+            eprintln!("VIOLATION {v}");
+        }
+    }
+    if failed {
+        eprintln!(
+            "SIM_SEED={seed} failed ({} violations); replay with: SIM_SEED={seed} cargo test -p fps-routing --test simulation switch_core",
+            traced.violations.len()
+        );
+    }
+    (!failed, traced.stats)
+}
+
+/// `SIM_BUGS=name,name` turns on known-bad core behaviours for a replay
+/// (to see how the checker reports them).
+fn bugs_from_env() -> sim::Bugs {
+    let mut bugs = sim::Bugs::default();
+    for name in std::env::var("SIM_BUGS").unwrap_or_default().split(',') {
+        match name.trim() {
+            "" => {}
+            "resend_unknown_as_new" => bugs.resend_unknown_as_new = true,
+            "forget_stans_on_restart" => bugs.forget_stans_on_restart = true,
+            "forward_late_answers" => bugs.forward_late_answers = true,
+            "trust_torn_records" => bugs.trust_torn_records = true,
+            other => panic!("unknown SIM_BUGS entry {other:?}"),
+        }
+    }
+    bugs
+}
+
+#[test]
+fn switch_core_simulation_keeps_every_invariant() {
+    if let Some(seed) = env_u64("SIM_SEED") {
+        let (ok, stats) = run_and_report(seed, bugs_from_env(), true);
+        eprintln!("{stats:#?}");
+        assert!(ok, "SIM_SEED={seed} failed");
+        return;
+    }
+    let seeds = env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SIM_SEEDS);
+    let start = env_u64("SIM_SEED_START").unwrap_or(0);
+    let began = Instant::now();
+    let mut totals = sim::world::Stats::default();
+    let mut failed = Vec::new();
+    for seed in start..start + seeds {
+        let (ok, stats) = run_and_report(seed, sim::Bugs::default(), false);
+        totals.merge(&stats);
+        if !ok {
+            failed.push(seed);
+            if failed.len() >= 5 {
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "switch-core simulation: {seeds} seeds from {start} in {:.1?}",
+        began.elapsed()
+    );
+    for (k, v) in &totals.counts {
+        eprintln!("  {k:<45} {v}");
+    }
+    assert!(
+        failed.is_empty(),
+        "failing seeds (add them to routing/tests/sim-regressions.txt): {failed:?}"
+    );
+    if seeds >= 500 {
+        // The fault mix must actually exercise every path.
+        for kind in sim::faults::KINDS {
+            let key = format!("fault {kind}");
+            assert!(totals.get(&key) > 0, "{key} never scheduled");
+        }
+        for path in [
+            "answered 00",
+            "answered 51",
+            "answered 68",
+            "answered 91",
+            "answered 94",
+            "answered 96",
+            "idempotency lookups",
+            "idempotency lookup hits",
+            "idempotency lookups failed (96)",
+            "idempotency keys evicted",
+            "duplicates waited in flight",
+            "late answers matched",
+            "late declines closed reversal",
+            "reversals parked",
+            "operator re-armed parked",
+            "reversals acknowledged",
+            "reversals closed (nothing to reverse)",
+            "reversals queued by recovery",
+            "torn records dropped at recovery",
+            "96 on journal write failure",
+            "hsm sign failures",
+            "hsm verify failures",
+            "requests lost in crash",
+            "refused (switch down)",
+        ] {
+            assert!(totals.get(path) > 0, "{path} never happened: {totals:#?}");
+        }
+    }
+}
+
+#[test]
+fn switch_core_simulation_regressions() {
+    for line in REGRESSIONS.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let seed: u64 = line
+            .parse()
+            .unwrap_or_else(|_| panic!("bad line in sim-regressions.txt: {line:?}"));
+        let (ok, _) = run_and_report(seed, sim::Bugs::default(), false);
+        assert!(ok, "regression SIM_SEED={seed} failed");
+    }
+}
+
+/// The checker must catch a core that resends an outcome-unknown
+/// transaction instead of reversing it.
+#[test]
+fn switch_core_simulation_catches_resending_an_unknown_outcome() {
+    let bugs = sim::Bugs {
+        resend_unknown_as_new: true,
+        ..Default::default()
+    };
+    let caught = (0..200).find(|&seed| {
+        let r = sim::run_seed(seed, bugs, false);
+        r.violations.iter().any(|v| v.contains("double debit"))
+    });
+    assert!(caught.is_some(), "no double debit caught in 200 seeds");
+}
+
+/// The checker must catch STANs reused after a restart (the bank sees one
+/// STAN twice), late answers forwarded upstream, and a recovery that
+/// trusts a torn record.
+#[test]
+fn switch_core_simulation_catches_other_known_bad_cores() {
+    for (bugs, what) in [
+        (
+            sim::Bugs {
+                forget_stans_on_restart: true,
+                ..Default::default()
+            },
+            "reused",
+        ),
+        (
+            sim::Bugs {
+                forward_late_answers: true,
+                ..Default::default()
+            },
+            "while",
+        ),
+        (
+            sim::Bugs {
+                trust_torn_records: true,
+                ..Default::default()
+            },
+            "key's net debit at the bank",
+        ),
+    ] {
+        let caught = (0..200).find(|&seed| {
+            let r = sim::run_seed(seed, bugs, false);
+            r.violations.iter().any(|v| v.contains(what))
+        });
+        assert!(caught.is_some(), "{bugs:?}: nothing caught in 200 seeds");
+    }
+}
+
+/// Same seed, same run: the trace is identical.
+#[test]
+fn switch_core_simulation_is_deterministic() {
+    for seed in [1, 42] {
+        let a = sim::run_seed(seed, sim::Bugs::default(), true);
+        let b = sim::run_seed(seed, sim::Bugs::default(), true);
+        assert_eq!(a.trace, b.trace);
+        assert!(a.trace.len() > 100);
     }
 }

@@ -1,4 +1,5 @@
-//! Admin HTTP: `/metrics`, `/healthz`, `/readyz`, `/links`.
+//! Admin HTTP: `/metrics`, `/healthz`, `/readyz`, `/links`, `/reversals`
+//! (queues and the manual queue of parked reversals), `/journal`.
 //!
 //! A tiny hand-rolled HTTP/1.1 server (GET only, one request per
 //! connection, `Connection: close`) rather than hyper: four read-only
@@ -122,6 +123,20 @@ async fn serve_one(
             let mut pools: Vec<_> = pipeline.pools().map(|p| p.status()).collect();
             pools.sort_by(|a, b| a.code.cmp(&b.code));
             let body = serde_json::to_string_pretty(&pools).unwrap_or_else(|_| "[]".into());
+            respond(&mut stream, 200, "application/json", &body).await
+        }
+        b"/reversals" => {
+            let status = pipeline.reversals().status();
+            let body = serde_json::to_string_pretty(&status).unwrap_or_else(|_| "{}".into());
+            respond(&mut stream, 200, "application/json", &body).await
+        }
+        b"/journal" => {
+            let safety = pipeline.safety();
+            let body = serde_json::json!({
+                "healthy": safety.healthy(),
+                "segments": safety.journal().segments().len(),
+            })
+            .to_string();
             respond(&mut stream, 200, "application/json", &body).await
         }
         _ => respond(&mut stream, 404, "text/plain", "not found\n").await,

@@ -11,9 +11,9 @@ use crate::admin::Admin;
 use crate::bank::{BankPool, PoolBuildError};
 use crate::clock::{MonotonicClock, SwitchClock};
 use crate::config::Config;
-use crate::pipeline::Pipeline;
 use crate::journal::{FileJournal, Journal, JournalConfig, JournalError};
 use crate::keystore::{KeyStore, KeyStoreConfig, KeyStoreError};
+use crate::pipeline::Pipeline;
 use crate::routing::{load_proxy_directory, ProxyLoadError, ProxyReloader, Routing};
 use crate::safety::recovery::{Recovery, Replay};
 use crate::safety::reversals::Reversals;
@@ -302,12 +302,7 @@ fn open_journal(
         bad_records = recovery.bad_records,
         "journal replayed"
     );
-    Ok((
-        Arc::new(journal),
-        Some(Arc::new(keystore)),
-        index,
-        recovery,
-    ))
+    Ok((Arc::new(journal), Some(Arc::new(keystore)), index, recovery))
 }
 
 /// Act on what the replay found: transactions sent without an answer are
@@ -324,12 +319,14 @@ async fn resume(
             tracing::error!(txn = p.txn.0, bank = %pools[p.bank].name(), "journaled message no longer decodes: manual action needed");
             continue;
         };
-        if safety.reversing(p.txn, pools[p.bank].name(), &p.wire).await.is_err() {
+        if safety
+            .reversing(p.txn, pools[p.bank].name(), &p.wire)
+            .await
+            .is_err()
+        {
             tracing::error!(txn = p.txn.0, "journal unavailable during recovery");
         }
-        let outcome = fps_routing::idempotency::Outcome::new(
-            fps_codecs::model::ResponseCode::LATE,
-        );
+        let outcome = fps_routing::idempotency::Outcome::new(fps_codecs::model::ResponseCode::LATE);
         let _ = safety
             .write(&crate::safety::record::Record::Final {
                 txn: p.txn,

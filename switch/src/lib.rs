@@ -24,8 +24,8 @@ pub mod journal;
 pub mod keystore;
 pub mod metrics;
 pub mod pipeline;
-pub mod safety;
 pub mod routing;
+pub mod safety;
 pub mod tls;
 pub mod upstream;
 

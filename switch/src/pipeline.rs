@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use crate::bank::{BankPool, SendError};
 use crate::metrics as m;
 use crate::routing::Routing;
-use crate::safety::record::TxnId;
 use crate::safety::recent::{Recent, RecentTxn};
+use crate::safety::record::TxnId;
 use crate::safety::reversals::Reversals;
 use crate::safety::{Admission, Claimed, Safety};
 
@@ -36,6 +36,9 @@ const LOCAL: &str = "local";
 const NONE: &str = "none";
 
 /// How forwarding a claimed request to the banks ended.
+// Lives on the stack for one request and is matched at once: boxing the
+// transactions would add two allocations per request for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Forwarded {
     /// A bank answered in time.
     Answered {
@@ -46,7 +49,10 @@ enum Forwarded {
     /// Bytes may have reached `bank` and no usable answer came.
     Unknown { bank: usize, sent: Transaction },
     /// Nothing reached any bank: answer `code` and release the key.
-    NotSent { bank: Option<usize>, code: ResponseCode },
+    NotSent {
+        bank: Option<usize>,
+        code: ResponseCode,
+    },
 }
 
 impl Pipeline {
@@ -131,7 +137,10 @@ impl Pipeline {
                 let final_code = answer.response_code.filter(|c| *c != ResponseCode::PENDING);
                 let Some(outcome) = final_code.and(Outcome::from_response(&answer)) else {
                     let why = "bank answer without a final response code";
-                    return (pool.name(), self.unknown(claimed, scope, bank, sent, req, why).await);
+                    return (
+                        pool.name(),
+                        self.unknown(claimed, scope, bank, sent, req, why).await,
+                    );
                 };
                 let txn = claimed.txn();
                 match self.safety.finish(claimed, scope, outcome).await {
@@ -152,11 +161,17 @@ impl Pipeline {
             Forwarded::Unknown { bank, sent } => {
                 let why = "no answer before the deadline";
                 let name = self.pools[bank].name();
-                (name, self.unknown(claimed, scope, bank, sent, req, why).await)
+                (
+                    name,
+                    self.unknown(claimed, scope, bank, sent, req, why).await,
+                )
             }
             Forwarded::NotSent { bank, code } => {
                 self.safety.abandon(claimed);
-                (bank.map_or(NONE, |b| self.pools[b].name()), req.response(code))
+                (
+                    bank.map_or(NONE, |b| self.pools[b].name()),
+                    req.response(code),
+                )
             }
         }
     }
@@ -190,7 +205,7 @@ impl Pipeline {
         loop {
             let bank = lease.link().index();
             let pool = self.pool(lease.link());
-            let mut sent = to_bank(req, self.participant);
+            let mut sent = to_bank(req, self.participant, pool.code());
             pool.prepare(&mut sent);
             let result = match self.journal_sent(claimed, pool, &sent).await {
                 Ok(()) => pool.send_prepared(&sent, deadline).await,
@@ -328,7 +343,11 @@ impl Pipeline {
         let pool = &self.pools[bank];
         let mut wire = BytesMut::with_capacity(512);
         if pool.encode_wire(&sent, &mut wire).is_ok()
-            && self.safety.reversing(txn, pool.name(), &wire).await.is_err()
+            && self
+                .safety
+                .reversing(txn, pool.name(), &wire)
+                .await
+                .is_err()
         {
             tracing::error!(bank = %pool.name(), txn = txn.0, "journal unavailable: reversal kept in memory only");
         }
@@ -432,8 +451,13 @@ fn missing_field(req: &Transaction) -> Option<&'static str> {
 /// and MAC are removed (the pool assigns the switch's ids; MACs are
 /// computed per bank); the settlement date (ISO 20022, JSON)
 /// is today's and the debtor agent is the switch's participant code.
-fn to_bank(req: &Transaction, participant: Option<BankCode>) -> Transaction {
+/// A request routed by proxy id or BIN names no creditor agent; the bank
+/// chosen for it is one (ISO 20022 and JSON dialects require it).
+fn to_bank(req: &Transaction, participant: Option<BankCode>, bank: BankCode) -> Transaction {
     let mut t = req.clone();
+    if t.receiving_bank.is_none() {
+        t.receiving_bank = Some(bank);
+    }
     t.stan = None;
     t.rrn = None;
     t.mac = None;

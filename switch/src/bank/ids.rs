@@ -58,7 +58,8 @@ impl OutboundIds {
     /// the next ones are `last_stan + 1` and `last_rrn + 1`.
     pub fn resume(&self, last_stan: u32, last_rrn: u64) {
         self.stan.store(last_stan % Stan::MAX, Ordering::Relaxed);
-        self.rrn.store((last_rrn + 1) % RRN_MODULUS, Ordering::Relaxed);
+        self.rrn
+            .store((last_rrn + 1) % RRN_MODULUS, Ordering::Relaxed);
     }
 
     /// The next message id: `FPS<bank><start ms><seq>`, at most 35 characters.

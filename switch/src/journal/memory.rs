@@ -43,8 +43,8 @@ impl MemoryJournal {
             .collect()
     }
 
-    /// Call `replay` with every record as [`FileJournal::open`]
-    /// (super::FileJournal::open) would after a restart.
+    /// Call `replay` with every record, as
+    /// [`FileJournal::open`](super::FileJournal::open) would after a restart.
     pub fn replay(&self, replay: &mut dyn FnMut(Lsn, u64, &[u8])) {
         for (lsn, unix_ms, payload) in &self.state().records {
             replay(*lsn, *unix_ms, payload);

@@ -49,7 +49,9 @@
 //!   holds no record and is removed.
 //! - Anything else is [`JournalError::Corrupt`]: a bad record followed by
 //!   more data, any bad record in a sealed segment, a valid record with
-//!   the wrong lsn, a gap between segments, a bad header.
+//!   the wrong lsn, a gap between segments, a bad header. (A damaged
+//!   length field that makes the final record look shorter is therefore
+//!   Corrupt, not torn: the rest of the record is "more data".)
 //!
 //! # Group commit
 //!
@@ -67,6 +69,15 @@
 //! good offset. While unhealthy, appends fail at once; every
 //! [`PROBE_INTERVAL`] the writer repairs what is left and writes a probe
 //! file, and becomes healthy again when that works.
+//!
+//! What a failed [`Durable`] means: the record is not acknowledged and its
+//! lsn will be given to a later record. If the process dies before the
+//! cut back to the good offset reached the disk (the cut itself is
+//! synced), a record whose write failed only at fsync could still be on
+//! disk and replay after a restart. Callers therefore treat a failed
+//! append as "outcome unknown to the journal" (answer 96, reverse or
+//! inquire), never as proof that nothing was written. Every acknowledged
+//! record is on disk.
 
 mod file;
 mod format;

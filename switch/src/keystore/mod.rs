@@ -54,12 +54,21 @@ use fps_routing::idempotency::{ClientScope, RequestKey, StoredKey};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// Default most puts committed in one write transaction.
 pub const DEFAULT_MAX_BATCH: usize = 8192;
 /// Default most puts queued or in flight before `put` answers `Full`.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+/// Reader threads serving `lookup` (the machine has 2 cores; a read that
+/// hits the page cache takes about 2 µs, so two threads keep up with far
+/// more lookups than the switch makes).
+pub const READER_THREADS: usize = 2;
+/// Lookups queued for the reader threads before `lookup` falls back to
+/// tokio's blocking pool.
+pub const READ_QUEUE_CAPACITY: usize = 4096;
+/// Most lookups one reader serves per wake-up and read transaction.
+pub const MAX_READ_BATCH: usize = 64;
 /// Default redb page cache.
 pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 /// Largest accepted `max_batch` (one transaction's worth of work).
@@ -158,6 +167,9 @@ pub enum KeyStoreError {
 pub struct KeyStore {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
+    /// Lookups for the reader threads; dropped first on shutdown so they exit.
+    reads: Option<crossbeam::channel::Sender<ReadRequest>>,
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl KeyStore {
@@ -198,10 +210,25 @@ impl KeyStore {
             .name("keystore-writer".into())
             .spawn(move || run_writer(&for_writer))
             .map_err(|e| KeyStoreError::Io(e.to_string()))?;
-        Ok(KeyStore {
+        let (reads, requests) = crossbeam::channel::bounded(READ_QUEUE_CAPACITY);
+        // Built before the readers start so that, if one fails to start,
+        // dropping it stops whatever did start.
+        let mut store = KeyStore {
             shared,
             writer: Some(writer),
-        })
+            reads: Some(reads),
+            readers: Vec::with_capacity(READER_THREADS),
+        };
+        for i in 0..READER_THREADS {
+            let shared = Arc::clone(&store.shared);
+            let requests = requests.clone();
+            let reader = std::thread::Builder::new()
+                .name(format!("keystore-reader-{i}"))
+                .spawn(move || run_reader(&shared, &requests))
+                .map_err(|e| KeyStoreError::Io(e.to_string()))?;
+            store.readers.push(reader);
+        }
+        Ok(store)
     }
 
     /// Queue a completed key; never blocks. `Err(Full)` when the queue is
@@ -250,9 +277,11 @@ impl KeyStore {
         Ok(())
     }
 
-    /// Look a key up: pending puts first, then the file (read on tokio's
-    /// blocking pool, off the async workers). Returns the stored key and its
-    /// completion time, Unix milliseconds.
+    /// Look a key up: pending puts first, then the file, read by the
+    /// store's reader threads (off the async workers; each wake-up serves up
+    /// to [`MAX_READ_BATCH`] queued lookups from one read transaction). When
+    /// their queue is full the read goes to tokio's blocking pool instead.
+    /// Returns the stored key and its completion time, Unix milliseconds.
     pub async fn lookup(
         &self,
         scope: &ClientScope,
@@ -263,12 +292,24 @@ impl KeyStore {
         if let Some(found) = self.shared.overlay_get(&entry) {
             return found.map(Some);
         }
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || shared.read(&entry))
-            .await
-            // The closure does not panic; a JoinError means the runtime is
-            // shutting down.
-            .map_err(|_| KeyStoreError::Closed)?
+        let (reply, answer) = oneshot::channel();
+        let request = ReadRequest { entry, reply };
+        let Some(reads) = &self.reads else {
+            return Err(KeyStoreError::Closed);
+        };
+        match reads.try_send(request) {
+            // A dropped reply means the reader is gone (shutdown).
+            Ok(()) => answer.await.map_err(|_| KeyStoreError::Closed)?,
+            Err(crossbeam::channel::TrySendError::Full(request)) => {
+                let shared = Arc::clone(&self.shared);
+                tokio::task::spawn_blocking(move || shared.read(&request.entry))
+                    .await
+                    // The closure does not panic; a JoinError means the
+                    // runtime is shutting down.
+                    .map_err(|_| KeyStoreError::Closed)?
+            }
+            Err(crossbeam::channel::TrySendError::Disconnected(_)) => Err(KeyStoreError::Closed),
+        }
     }
 
     /// [`KeyStore::lookup`] for a thread that may block (start-up, tools).
@@ -416,6 +457,11 @@ impl Drop for KeyStore {
     /// Commit what is still queued, then stop the writer. If a commit fails
     /// during shutdown the rest is dropped: the journal still has it.
     fn drop(&mut self) {
+        // Readers exit once the channel is closed and drained.
+        self.reads = None;
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
         self.shared.lock_pending().shutdown = true;
         self.shared.wake.notify_all();
         if let Some(writer) = self.writer.take() {
@@ -500,11 +546,7 @@ impl Shared {
     fn read(&self, entry: &[u8]) -> Result<Option<(StoredKey, u64)>, KeyStoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let keys = tx.open_table(KEYS).map_err(db_err)?;
-        let Some(v) = keys.get(entry).map_err(db_err)? else {
-            return Ok(None);
-        };
-        let v = format::decode_value(v.value())?;
-        Ok(Some((v.stored, v.completed_unix_ms)))
+        read_in(&keys, entry)
     }
 
     /// Commit one batch in one write transaction; returns the new high-water lsn.
@@ -551,6 +593,48 @@ impl Shared {
             .clone()
             .unwrap_or_else(|| KeyStoreError::Io("commit failed".into()))
     }
+}
+
+/// One lookup for a reader thread.
+struct ReadRequest {
+    entry: Vec<u8>,
+    reply: oneshot::Sender<Result<Option<(StoredKey, u64)>, KeyStoreError>>,
+}
+
+/// A reader thread: wait for a lookup, take whatever else is queued (up to
+/// [`MAX_READ_BATCH`]), answer them all from one read transaction. Under
+/// load one wake-up and one transaction serve many lookups. Exits when the
+/// store drops its sender.
+fn run_reader(shared: &Shared, requests: &crossbeam::channel::Receiver<ReadRequest>) {
+    let mut batch = Vec::with_capacity(MAX_READ_BATCH);
+    while let Ok(first) = requests.recv() {
+        batch.push(first);
+        batch.extend(requests.try_iter().take(MAX_READ_BATCH - 1));
+        let table = shared
+            .db
+            .begin_read()
+            .map_err(db_err)
+            .and_then(|tx| tx.open_table(KEYS).map_err(db_err));
+        for request in batch.drain(..) {
+            let answer = match &table {
+                Ok(keys) => read_in(keys, &request.entry),
+                Err(e) => Err(e.clone()),
+            };
+            // The caller may have stopped waiting (cancelled lookup).
+            let _ = request.reply.send(answer);
+        }
+    }
+}
+
+fn read_in(
+    keys: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    entry: &[u8],
+) -> Result<Option<(StoredKey, u64)>, KeyStoreError> {
+    let Some(v) = keys.get(entry).map_err(db_err)? else {
+        return Ok(None);
+    };
+    let v = format::decode_value(v.value())?;
+    Ok(Some((v.stored, v.completed_unix_ms)))
 }
 
 /// Create the tables if missing, check the format, and read the high-water lsn.

@@ -154,12 +154,18 @@ impl Record<'_> {
                 put_opt(out, outcome.auth_id.as_ref().map(|v| v.as_str().as_bytes()));
                 put_opt(
                     out,
-                    outcome.settlement_date.as_ref().map(|v| v.as_bytes().as_slice()),
+                    outcome
+                        .settlement_date
+                        .as_ref()
+                        .map(|v| v.as_bytes().as_slice()),
                 );
                 put_opt(out, outcome.reason.as_ref().map(|v| v.as_str().as_bytes()));
                 put_opt(
                     out,
-                    outcome.bank_reference.as_ref().map(|v| v.as_str().as_bytes()),
+                    outcome
+                        .bank_reference
+                        .as_ref()
+                        .map(|v| v.as_str().as_bytes()),
                 );
             }
             Record::Reversing { bank, wire, .. } => {
@@ -186,7 +192,8 @@ impl Record<'_> {
         let rec = match kind {
             1 => Record::Received {
                 txn,
-                scope: std::str::from_utf8(r.u8_len()?).map_err(|_| RecordError("scope not UTF-8"))?,
+                scope: std::str::from_utf8(r.u8_len()?)
+                    .map_err(|_| RecordError("scope not UTF-8"))?,
                 request: r.u16_len()?,
             },
             2 => Record::Sent {

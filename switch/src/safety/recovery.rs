@@ -94,7 +94,8 @@ impl<'a> Replay<'a> {
             index,
             now,
             keystore: None,
-            canonical: Iso8583Codec::builtin("canonical").expect("the canonical dialect is built in"),
+            canonical: Iso8583Codec::builtin("canonical")
+                .expect("the canonical dialect is built in"),
             open: HashMap::new(),
             reversing: HashMap::new(),
             out: Recovery {
@@ -218,7 +219,10 @@ impl<'a> Replay<'a> {
         let i = self.banks.iter().position(|b| b == name);
         if i.is_none() {
             self.out.bad_records += 1;
-            tracing::error!(bank = name, "journal names a bank that is no longer configured: record skipped");
+            tracing::error!(
+                bank = name,
+                "journal names a bank that is no longer configured: record skipped"
+            );
         }
         i
     }
@@ -230,8 +234,10 @@ impl<'a> Replay<'a> {
         if lsn <= high_water {
             return;
         }
-        let (Ok(scope), Ok(req)) = (ClientScope::new(&o.scope), self.canonical.decode(&o.request))
-        else {
+        let (Ok(scope), Ok(req)) = (
+            ClientScope::new(&o.scope),
+            self.canonical.decode(&o.request),
+        ) else {
             return;
         };
         let Some(key) = RequestKey::of(&req) else {
@@ -263,7 +269,14 @@ impl<'a> Replay<'a> {
     }
 
     fn restore(&mut self, scope: &str, request: &[u8], outcome: Outcome) {
-        if restore_key(&self.canonical, self.index, self.now, scope, request, outcome) {
+        if restore_key(
+            &self.canonical,
+            self.index,
+            self.now,
+            scope,
+            request,
+            outcome,
+        ) {
             self.out.keys_restored += 1;
         }
     }
@@ -330,21 +343,63 @@ mod tests {
         b.idempotency_key = fps_codecs::model::IdempotencyKey::parse(b"key-b").ok();
         let mut c = credit_transfer();
         c.idempotency_key = fps_codecs::model::IdempotencyKey::parse(b"key-c").ok();
-        let (ra, rb, rc) = (canonical_bytes(&a), canonical_bytes(&b), canonical_bytes(&c));
+        let (ra, rb, rc) = (
+            canonical_bytes(&a),
+            canonical_bytes(&b),
+            canonical_bytes(&c),
+        );
         let records = [
             // 1: completed.
-            enc(Record::Received { txn: TxnId(1), scope: "gw", request: &ra }),
-            enc(Record::Sent { txn: TxnId(1), bank: "bank004", stan: 10, rrn: 500, wire: b"w1" }),
-            enc(Record::Final { txn: TxnId(1), outcome: Outcome::new(ResponseCode::APPROVED) }),
+            enc(Record::Received {
+                txn: TxnId(1),
+                scope: "gw",
+                request: &ra,
+            }),
+            enc(Record::Sent {
+                txn: TxnId(1),
+                bank: "bank004",
+                stan: 10,
+                rrn: 500,
+                wire: b"w1",
+            }),
+            enc(Record::Final {
+                txn: TxnId(1),
+                outcome: Outcome::new(ResponseCode::APPROVED),
+            }),
             // 2: sent, no answer (crash).
-            enc(Record::Received { txn: TxnId(2), scope: "gw", request: &rb }),
-            enc(Record::Sent { txn: TxnId(2), bank: "bank004", stan: 11, rrn: 501, wire: b"w2" }),
+            enc(Record::Received {
+                txn: TxnId(2),
+                scope: "gw",
+                request: &rb,
+            }),
+            enc(Record::Sent {
+                txn: TxnId(2),
+                bank: "bank004",
+                stan: 11,
+                rrn: 501,
+                wire: b"w2",
+            }),
             // 3: received only.
-            enc(Record::Received { txn: TxnId(3), scope: "gw", request: &rc }),
+            enc(Record::Received {
+                txn: TxnId(3),
+                scope: "gw",
+                request: &rc,
+            }),
             // 4: reversing, still open; 5: reversing, closed.
-            enc(Record::Reversing { txn: TxnId(4), bank: "bank003", wire: b"w4" }),
-            enc(Record::Reversing { txn: TxnId(5), bank: "bank003", wire: b"w5" }),
-            enc(Record::ReversalClosed { txn: TxnId(5), how: super::super::record::Closed::Acknowledged }),
+            enc(Record::Reversing {
+                txn: TxnId(4),
+                bank: "bank003",
+                wire: b"w4",
+            }),
+            enc(Record::Reversing {
+                txn: TxnId(5),
+                bank: "bank003",
+                wire: b"w5",
+            }),
+            enc(Record::ReversalClosed {
+                txn: TxnId(5),
+                how: super::super::record::Closed::Acknowledged,
+            }),
         ];
         let mut replay = Replay::new(&banks, &mut index, Millis(0));
         for (i, r) in records.iter().enumerate() {
@@ -369,6 +424,9 @@ mod tests {
             other => panic!("expected the original outcome, got {other:?}"),
         }
         // The never-sent one is free to go through.
-        assert!(matches!(index.claim(&scope, &c, Millis(1)).unwrap(), Claim::New(_)));
+        assert!(matches!(
+            index.claim(&scope, &c, Millis(1)).unwrap(),
+            Claim::New(_)
+        ));
     }
 }

@@ -192,7 +192,10 @@ impl Reversals {
         for (i, b) in self.banks.iter().enumerate() {
             let q = lock(&b.queue);
             let parked: std::collections::HashSet<ReversalId> = q.parked().map(|p| p.id).collect();
-            items.extend(q.items().map(|item| (i, item.id, item.original.clone(), parked.contains(&item.id))));
+            items.extend(
+                q.items()
+                    .map(|item| (i, item.id, item.original.clone(), parked.contains(&item.id))),
+            );
         }
         for (bank, id, original, parked) in items {
             let pool = &self.banks[bank].pool;
@@ -201,7 +204,12 @@ impl Reversals {
                 continue;
             }
             let txn = TxnId(id.0);
-            if self.safety.reversing(txn, pool.name(), &wire).await.is_err() {
+            if self
+                .safety
+                .reversing(txn, pool.name(), &wire)
+                .await
+                .is_err()
+            {
                 return false;
             }
             if parked && self.safety.write(&Record::Parked { txn }).await.is_err() {
@@ -307,7 +315,10 @@ impl Reversals {
             // is already right in memory.
             if rec.encode(&mut buf).is_ok() && self.safety.journal().append(&buf).is_err() {
                 metrics::counter!(m::JOURNAL_REFUSED).increment(1);
-                tracing::error!(txn = id.0, "journal unavailable: reversal state not recorded");
+                tracing::error!(
+                    txn = id.0,
+                    "journal unavailable: reversal state not recorded"
+                );
             }
         }
         self.gauges(bank);
@@ -359,7 +370,12 @@ impl LateAnswers for Reversals {
             }
             q.on_late_response(id, approved, now)
         };
-        tracing::info!(bank, txn = id.0, approved, "late answer settles the reversal");
+        tracing::info!(
+            bank,
+            txn = id.0,
+            approved,
+            "late answer settles the reversal"
+        );
         self.settled(i, id, status);
         b.wake.notify_one();
     }
@@ -439,7 +455,10 @@ mod tests {
     fn answers_are_judged_by_message() {
         let mut a = Transaction::new(Mti::REVERSAL_RESPONSE);
         a.response_code = Some(ResponseCode::APPROVED);
-        assert_eq!(judge(ReversalMessage::Reversal, &a), AttemptResult::Acknowledged);
+        assert_eq!(
+            judge(ReversalMessage::Reversal, &a),
+            AttemptResult::Acknowledged
+        );
         assert_eq!(
             judge(ReversalMessage::StatusInquiry, &a),
             AttemptResult::StatusSaysExecuted
@@ -450,9 +469,15 @@ mod tests {
             AttemptResult::StatusSaysNotExecuted
         );
         a.response_code = Some(ResponseCode::PENDING);
-        assert_eq!(judge(ReversalMessage::Cancellation, &a), AttemptResult::Timeout);
+        assert_eq!(
+            judge(ReversalMessage::Cancellation, &a),
+            AttemptResult::Timeout
+        );
         a.response_code = Some(ResponseCode::DO_NOT_HONOUR);
-        assert_eq!(judge(ReversalMessage::Reversal, &a), AttemptResult::Rejected);
+        assert_eq!(
+            judge(ReversalMessage::Reversal, &a),
+            AttemptResult::Rejected
+        );
         assert_eq!(
             judge(ReversalMessage::StatusInquiry, &a),
             AttemptResult::StatusSaysNotExecuted

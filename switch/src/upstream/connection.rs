@@ -42,7 +42,8 @@ pub(super) async fn accept(
                 None => {
                     // The verifier requires a certificate, so this is only
                     // reachable with a certificate we cannot parse.
-                    metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "client_identity").increment(1);
+                    metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "client_identity")
+                        .increment(1);
                     tracing::warn!(%peer, "upstream client certificate has no usable identity: closing");
                     return;
                 }

@@ -201,12 +201,30 @@ pub enum Behaviour {
     Decline(&'static [u8; 2]),
     /// Never answer financial requests (network management still answered).
     Silent,
+    /// Answer with `code` after `delay_ms` (past the switch's deadline).
+    Late {
+        delay_ms: u64,
+        code: &'static [u8; 2],
+    },
+}
+
+/// How the test bank answers reversal-side messages (0400/0420, 0600).
+#[derive(Clone, Copy, Debug)]
+pub enum ReversalBehaviour {
+    /// Acknowledge (00); status inquiries say "executed".
+    Acknowledge,
+    /// Refuse (05).
+    Refuse,
 }
 
 /// A TLS bank server speaking an ISO 8583 dialect.
 pub struct BankPeer {
     pub addr: SocketAddr,
     pub financial_requests: Arc<AtomicUsize>,
+    /// Every reversal-side message received (0400/0401/0420/0421/0600).
+    pub reversals: Arc<std::sync::Mutex<Vec<Transaction>>>,
+    /// Every financial request received, as decoded.
+    pub requests: Arc<std::sync::Mutex<Vec<Transaction>>>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     accept: Option<tokio::task::JoinHandle<()>>,
 }
@@ -226,6 +244,17 @@ impl BankPeer {
         behaviour: Behaviour,
         addr: SocketAddr,
     ) -> BankPeer {
+        Self::start_full(pki, codec, behaviour, ReversalBehaviour::Acknowledge, addr).await
+    }
+
+    /// As [`BankPeer::start_on`], choosing how reversals are answered.
+    pub async fn start_full(
+        pki: &Pki,
+        codec: &str,
+        behaviour: Behaviour,
+        reversal: ReversalBehaviour,
+        addr: SocketAddr,
+    ) -> BankPeer {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = pki.bank_server();
@@ -237,8 +266,11 @@ impl BankPeer {
             }
         };
         let count = Arc::new(AtomicUsize::new(0));
+        let reversals = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let c2 = count.clone();
+        let (r2, q2) = (reversals.clone(), requests.clone());
         let accept = tokio::spawn(async move {
             let mut stopped_accept = stopped.clone();
             loop {
@@ -249,13 +281,17 @@ impl BankPeer {
                 let acceptor = acceptor.clone();
                 let codec = codec.clone();
                 let count = c2.clone();
+                let seen = Seen {
+                    reversals: r2.clone(),
+                    requests: q2.clone(),
+                };
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     // Stopping the bank closes its connections too.
                     tokio::select! {
                         _ = async {
                             if let Ok(tls) = acceptor.accept(tcp).await {
-                                serve_bank(tls, codec, behaviour, count).await;
+                                serve_bank(tls, codec, behaviour, reversal, count, seen).await;
                             }
                         } => {}
                         _ = stopped.changed() => {}
@@ -266,6 +302,8 @@ impl BankPeer {
         BankPeer {
             addr,
             financial_requests: count,
+            reversals,
+            requests,
             stop: Some(stop),
             accept: Some(accept),
         }
@@ -291,11 +329,19 @@ impl Drop for BankPeer {
     }
 }
 
+#[derive(Clone)]
+struct Seen {
+    reversals: Arc<std::sync::Mutex<Vec<Transaction>>>,
+    requests: Arc<std::sync::Mutex<Vec<Transaction>>>,
+}
+
 async fn serve_bank(
     stream: impl Stream + 'static,
     codec: Arc<dyn MessageCodec>,
     behaviour: Behaviour,
+    reversal: ReversalBehaviour,
     count: Arc<AtomicUsize>,
+    seen: Seen,
 ) {
     let (mut rd, wr) = tokio::io::split(stream);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<BytesMut>(4096);
@@ -313,8 +359,16 @@ async fn serve_bank(
         let req = codec.decode(&msg).expect("the switch sends valid messages");
         let (answer, delay) = if req.mti.class() == 8 {
             (Some(req.response(ResponseCode::APPROVED)), 0)
+        } else if matches!(req.mti.class(), 4 | 6) {
+            seen.reversals.lock().unwrap().push(req.clone());
+            let code = match reversal {
+                ReversalBehaviour::Acknowledge => ResponseCode::APPROVED,
+                ReversalBehaviour::Refuse => ResponseCode::DO_NOT_HONOUR,
+            };
+            (Some(req.response(code)), 0)
         } else {
             count.fetch_add(1, Ordering::Relaxed);
+            seen.requests.lock().unwrap().push(req.clone());
             match behaviour {
                 Behaviour::Approve { max_delay_ms } => {
                     seed = seed
@@ -328,6 +382,13 @@ async fn serve_bank(
                     (Some(req.response(ResponseCode::parse(code).unwrap())), 0)
                 }
                 Behaviour::Silent => (None, 0),
+                Behaviour::Late { delay_ms, code } => {
+                    let mut a = req.response(ResponseCode::parse(code).unwrap());
+                    if a.response_code == Some(ResponseCode::APPROVED) {
+                        a.auth_id = Some(AuthId::parse(b"AUTH01").unwrap());
+                    }
+                    (Some(a), delay_ms)
+                }
             }
         };
         if let Some(mut a) = answer {

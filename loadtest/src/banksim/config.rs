@@ -1,0 +1,527 @@
+//! The bank simulator's TOML config: parsed with unknown keys refused, then
+//! validated as a whole. Every error names the key path it is about
+//! (`banks[2].faults.drop`), and all errors are reported at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use fps_codecs::framing::{FrameConfig, Framer};
+use fps_codecs::model::BankCode;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// Most banks one simulator process serves.
+pub const MAX_BANKS: usize = 256;
+/// Default bound on transactions (and reversal records) kept in the ledger.
+pub const DEFAULT_MAX_LEDGER_ENTRIES: usize = 1_000_000;
+/// Hard ceiling on `max_ledger_entries`.
+pub const MAX_LEDGER_ENTRIES_LIMIT: usize = 10_000_000;
+/// Longest latency or `late_ms` accepted, in milliseconds.
+pub const MAX_DELAY_MS: u64 = 10 * 60 * 1000;
+/// Default `late_ms`: past the switch's default 10 s bank deadline.
+pub const DEFAULT_LATE_MS: u64 = 12_000;
+
+/// The whole simulator config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// The ledger and health HTTP endpoint.
+    pub http: HttpConfig,
+    /// Seed of every bank's random draws (latency, faults); same seed and
+    /// same request order give the same draws.
+    #[serde(default)]
+    pub seed: u64,
+    /// Most ledger records (transactions plus reversal messages) kept; later
+    /// ones are still answered but only counted.
+    #[serde(default = "default_max_ledger_entries")]
+    pub max_ledger_entries: usize,
+    /// The simulated banks.
+    pub banks: Vec<BankConfig>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `GET /ledger` and `GET /healthz` (`127.0.0.1:0` picks a port).
+    pub bind: SocketAddr,
+}
+
+/// One `[[banks]]` entry: one listener speaking one interface.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BankConfig {
+    /// Short name for the ledger (`[a-z0-9_-]`, unique).
+    pub name: String,
+    /// The bank's 3-digit code.
+    pub code: String,
+    /// Interface, as in the switch config: `iso8583:<dialect>`, `iso20022`, `json`.
+    pub codec: String,
+    /// Address the bank listens on.
+    pub listen: SocketAddr,
+    /// Length prefix and header, as in the switch config.
+    #[serde(default)]
+    pub framing: FrameConfig,
+    /// `tls = false` for plaintext, or a table with `cert`, `key`, `client_ca`.
+    pub tls: TlsSetting,
+    /// Delay before each answer.
+    #[serde(default)]
+    pub latency: Latency,
+    /// Fault injection, percentages of requests.
+    #[serde(default)]
+    pub faults: Faults,
+}
+
+/// A bank listener's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSetting {
+    /// `tls = false`: plaintext TCP.
+    Plaintext,
+    /// TLS with these files.
+    Tls(TlsFiles),
+}
+
+/// Certificate files of a TLS bank listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM server certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM CA of client certificates: when set, a client certificate is
+    /// required and must verify against it (the switch's client certificate).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Latency distribution of answers.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Latency {
+    /// Always `ms`.
+    Fixed {
+        /// Delay in milliseconds.
+        ms: u64,
+    },
+    /// Uniform in `min_ms..=max_ms`.
+    Uniform {
+        /// Shortest delay.
+        min_ms: u64,
+        /// Longest delay.
+        max_ms: u64,
+    },
+    /// Log-normal with this median and shape (`sigma` of the underlying normal).
+    Lognormal {
+        /// Median delay in milliseconds.
+        median_ms: f64,
+        /// Standard deviation of `ln(delay)`.
+        sigma: f64,
+    },
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency::Fixed { ms: 0 }
+    }
+}
+
+/// Fault percentages (0 to 100 each, at most 100 together), applied to
+/// payment messages (not to network management).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Never answer.
+    #[serde(default)]
+    pub drop: f64,
+    /// Answer after `late_ms` instead of the drawn latency.
+    #[serde(default)]
+    pub late: f64,
+    /// Delay of a late answer.
+    #[serde(default = "default_late_ms")]
+    pub late_ms: u64,
+    /// Answer twice.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// Close the connection instead of answering.
+    #[serde(default)]
+    pub disconnect: f64,
+    /// Write a malformed frame instead of the answer.
+    #[serde(default)]
+    pub garbage: f64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            drop: 0.0,
+            late: 0.0,
+            late_ms: DEFAULT_LATE_MS,
+            duplicate: 0.0,
+            disconnect: 0.0,
+            garbage: 0.0,
+        }
+    }
+}
+
+/// A bank's interface, parsed from `codec = "..."` (the switch's names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecName {
+    /// A shipped ISO 8583 dialect.
+    Iso8583(String),
+    /// ISO 20022 XML.
+    Iso20022,
+    /// The JSON bank API.
+    Json,
+}
+
+impl CodecName {
+    /// Parse `iso8583:<dialect>` (a shipped dialect), `iso20022` or `json`.
+    pub fn parse(s: &str) -> Option<CodecName> {
+        match s {
+            "iso20022" => Some(CodecName::Iso20022),
+            "json" => Some(CodecName::Json),
+            _ => s
+                .strip_prefix("iso8583:")
+                .filter(|d| fps_codecs::iso8583::builtin_names().any(|n| n == *d))
+                .map(|d| CodecName::Iso8583(d.to_owned())),
+        }
+    }
+}
+
+/// Every problem found in a config, each at its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// One config problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path, e.g. `banks[1].latency.sigma`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigErrors {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", e.path, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl SimConfig {
+    /// Parse and validate a config.
+    pub fn from_toml_str(text: &str) -> Result<SimConfig, ConfigErrors> {
+        let line_of = |span: Option<std::ops::Range<usize>>| {
+            span.and_then(|s| text.get(..s.start))
+                .map(|t| t.matches('\n').count() + 1)
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            let at = line_of(e.span()).map_or_else(|| "toml".to_owned(), |l| format!("line {l}"));
+            ConfigErrors::one(at, e.message().trim())
+        })?;
+        let cfg: SimConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = match e.path().to_string() {
+                p if p == "." => "config".to_owned(),
+                p => p,
+            };
+            let inner = e.into_inner();
+            let message = match line_of(inner.span()) {
+                Some(l) => format!("{} (line {l})", inner.message().trim()),
+                None => inner.message().trim().to_owned(),
+            };
+            ConfigErrors::one(path, message)
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<SimConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::one(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        SimConfig::from_toml_str(&text)
+    }
+
+    /// Check every rule the types cannot express; collects all errors.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut err = |path: String, message: String| errors.push(ConfigError { path, message });
+        if self.banks.is_empty() {
+            err(
+                "banks".into(),
+                "at least one [[banks]] entry is needed".into(),
+            );
+        }
+        if self.banks.len() > MAX_BANKS {
+            err("banks".into(), format!("at most {MAX_BANKS} banks"));
+        }
+        if self.max_ledger_entries == 0 || self.max_ledger_entries > MAX_LEDGER_ENTRIES_LIMIT {
+            err(
+                "max_ledger_entries".into(),
+                format!("must be 1..={MAX_LEDGER_ENTRIES_LIMIT}"),
+            );
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut listens: HashMap<SocketAddr, usize> = HashMap::new();
+        for (i, b) in self.banks.iter().enumerate() {
+            let at = |key: &str| format!("banks[{i}].{key}");
+            let name_ok = !b.name.is_empty()
+                && b.name.len() <= 32
+                && b.name.bytes().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_'
+                });
+            if !name_ok {
+                err(at("name"), "1 to 32 characters of [a-z0-9_-]".into());
+            }
+            if let Some(j) = names.insert(&b.name, i) {
+                err(
+                    at("name"),
+                    format!("{:?} is also the name of banks[{j}]", b.name),
+                );
+            }
+            if BankCode::parse(b.code.as_bytes()).is_err() {
+                err(at("code"), "must be 3 digits".into());
+            }
+            if CodecName::parse(&b.codec).is_none() {
+                let dialects: Vec<&str> = fps_codecs::iso8583::builtin_names().collect();
+                err(
+                    at("codec"),
+                    format!(
+                        "unknown codec {:?}: use iso8583:<dialect> ({}), iso20022 or json",
+                        b.codec,
+                        dialects.join(", ")
+                    ),
+                );
+            }
+            if b.listen.port() != 0 {
+                if let Some(j) = listens.insert(b.listen, i) {
+                    err(
+                        at("listen"),
+                        format!("{} is also the address of banks[{j}]", b.listen),
+                    );
+                }
+            }
+            if let Err(e) = Framer::new(b.framing) {
+                err(at("framing"), e.to_string());
+            }
+            if let TlsSetting::Tls(files) = &b.tls {
+                for (key, path) in [
+                    ("tls.cert", Some(&files.cert)),
+                    ("tls.key", Some(&files.key)),
+                ]
+                .into_iter()
+                .chain([("tls.client_ca", files.client_ca.as_ref())])
+                {
+                    if path.is_some_and(|p| p.as_os_str().is_empty()) {
+                        err(at(key), "empty path".into());
+                    }
+                }
+            }
+            match b.latency {
+                Latency::Fixed { ms } if ms > MAX_DELAY_MS => {
+                    err(at("latency.ms"), format!("at most {MAX_DELAY_MS}"));
+                }
+                Latency::Uniform { min_ms, max_ms } => {
+                    if max_ms > MAX_DELAY_MS {
+                        err(at("latency.max_ms"), format!("at most {MAX_DELAY_MS}"));
+                    }
+                    if min_ms > max_ms {
+                        err(at("latency.min_ms"), "must not be over max_ms".into());
+                    }
+                }
+                Latency::Lognormal { median_ms, sigma } => {
+                    if !(median_ms.is_finite() && (0.0..=MAX_DELAY_MS as f64).contains(&median_ms))
+                    {
+                        err(
+                            at("latency.median_ms"),
+                            format!("must be 0..={MAX_DELAY_MS}"),
+                        );
+                    }
+                    if !(sigma.is_finite() && (0.0..=10.0).contains(&sigma)) {
+                        err(at("latency.sigma"), "must be 0..=10".into());
+                    }
+                }
+                Latency::Fixed { .. } => {}
+            }
+            let f = &b.faults;
+            let mut sum = 0.0;
+            for (key, pct) in [
+                ("drop", f.drop),
+                ("late", f.late),
+                ("duplicate", f.duplicate),
+                ("disconnect", f.disconnect),
+                ("garbage", f.garbage),
+            ] {
+                if !(pct.is_finite() && (0.0..=100.0).contains(&pct)) {
+                    err(
+                        at(&format!("faults.{key}")),
+                        "a percentage, 0 to 100".into(),
+                    );
+                } else {
+                    sum += pct;
+                }
+            }
+            if sum > 100.0 {
+                err(
+                    at("faults"),
+                    format!("percentages add up to {sum}, over 100"),
+                );
+            }
+            if f.late_ms > MAX_DELAY_MS {
+                err(at("faults.late_ms"), format!("at most {MAX_DELAY_MS}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+fn default_max_ledger_entries() -> usize {
+    DEFAULT_MAX_LEDGER_ENTRIES
+}
+
+fn default_late_ms() -> u64 {
+    DEFAULT_LATE_MS
+}
+
+impl<'de> Deserialize<'de> for TlsSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TlsSetting;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("false (plaintext) or a table with cert, key and client_ca")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<TlsSetting, E> {
+                if v {
+                    Err(E::custom(
+                        "tls = true needs its files: write a [banks.tls] table with cert, key and client_ca",
+                    ))
+                } else {
+                    Ok(TlsSetting::Plaintext)
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TlsSetting, A::Error> {
+                TlsFiles::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(TlsSetting::Tls)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+seed = 7
+[http]
+bind = "127.0.0.1:0"
+[[banks]]
+name = "bank003"
+code = "003"
+codec = "iso8583:canonical"
+listen = "127.0.0.1:0"
+tls = false
+latency = { kind = "uniform", min_ms = 1, max_ms = 5 }
+faults = { drop = 1.5, late = 2, late_ms = 100 }
+[[banks]]
+name = "bank012"
+code = "012"
+codec = "iso20022"
+listen = "127.0.0.1:0"
+framing = { prefix = "binary4", max_frame_bytes = 65536 }
+[banks.tls]
+cert = "a.crt"
+key = "a.key"
+client_ca = "ca.crt"
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        SimConfig::from_toml_str(text)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_good_config_parses() {
+        let c = SimConfig::from_toml_str(OK).unwrap();
+        assert_eq!(c.seed, 7);
+        assert_eq!(c.banks[0].tls, TlsSetting::Plaintext);
+        assert_eq!(
+            c.banks[0].latency,
+            Latency::Uniform {
+                min_ms: 1,
+                max_ms: 5
+            }
+        );
+        assert_eq!(c.banks[0].faults.late_ms, 100);
+        assert!(matches!(&c.banks[1].tls, TlsSetting::Tls(f) if f.client_ca.is_some()));
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let e = errors(&OK.replace("drop = 1.5", "dorp = 1.5"));
+        assert!(
+            e[0].starts_with("banks[0].faults.dorp: unknown field `dorp`"),
+            "{e:?}"
+        );
+        let e = errors(&OK.replace("client_ca =", "clientca ="));
+        assert!(
+            e[0].starts_with("banks[1].tls.clientca: unknown field"),
+            "{e:?}"
+        );
+        let e = errors(&OK.replace("kind = \"uniform\"", "kind = \"gauss\""));
+        assert!(e[0].starts_with("banks[0].latency"), "{e:?}");
+        let e = errors(&OK.replace("tls = false", "tls = true"));
+        assert!(e[0].starts_with("banks[0].tls: tls = true needs"), "{e:?}");
+        let e = errors(&OK.replace("bind = \"127.0.0.1:0\"", "bind = \"nowhere\""));
+        assert!(e[0].starts_with("http.bind"), "{e:?}");
+    }
+
+    #[test]
+    fn rules_are_all_reported_at_their_keys() {
+        let bad = OK
+            .replace("code = \"003\"", "code = \"3\"")
+            .replace("iso8583:canonical", "iso8583:nope")
+            .replace("drop = 1.5", "drop = 150")
+            .replace("name = \"bank012\"", "name = \"bank003\"")
+            .replace("min_ms = 1", "min_ms = 9");
+        let e = errors(&bad);
+        for want in [
+            "banks[0].code:",
+            "banks[0].codec: unknown codec",
+            "banks[0].faults.drop:",
+            "banks[1].name:",
+            "banks[0].latency.min_ms:",
+        ] {
+            assert!(e.iter().any(|l| l.starts_with(want)), "{want} not in {e:?}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `GET /ledger` and `GET /healthz`: a tiny hand-rolled HTTP/1.1 server
+//! (GET only, one request per connection, `Connection: close`), like the
+//! switch's admin server: two read-only endpoints do not justify an HTTP
+//! stack, and every limit is explicit.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use super::ledger::Ledger;
+use super::server::lock;
+
+/// Largest request head read.
+const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
+/// Time a client has to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed to write a response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most HTTP connections served at once.
+const MAX_HTTP_CONNECTIONS: usize = 32;
+
+/// Serve until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    ledger: Arc<Mutex<Ledger>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
+    while !*shutdown.borrow() {
+        let stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            continue;
+        };
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, serve_one(stream, &ledger)).await;
+        });
+    }
+}
+
+async fn serve_one(mut stream: TcpStream, ledger: &Mutex<Ledger>) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(READ_TIMEOUT, async {
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 || head.len() + n > MAX_REQUEST_HEAD_BYTES {
+                return Err(std::io::ErrorKind::InvalidData.into());
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    if !matches!(read, Ok(Ok(()))) {
+        return respond(&mut stream, 400, "text/plain", "bad request\n").await;
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    if method != b"GET" {
+        return respond(&mut stream, 405, "text/plain", "GET only\n").await;
+    }
+    let mut target = target.splitn(2, |b| *b == b'?');
+    let path = target.next().unwrap_or_default();
+    let query = target.next().unwrap_or_default();
+    match path {
+        b"/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
+        b"/ledger" => {
+            let summary = query
+                .split(|b| *b == b'&')
+                .any(|p| p == b"summary" || p == b"summary=1" || p == b"summary=true");
+            let body = lock(ledger).to_json(summary);
+            respond(&mut stream, 200, "application/json", &body).await
+        }
+        _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        _ => "Method Not Allowed",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
