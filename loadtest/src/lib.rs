@@ -9,8 +9,10 @@
 #![warn(missing_docs)]
 
 pub mod banksim;
+pub mod chaos;
 pub mod load;
 pub mod pki;
+pub mod reconcile;
 pub mod report;
 pub mod schedule;
 pub mod tls;

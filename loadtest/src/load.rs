@@ -84,6 +84,25 @@ pub struct TlsTarget {
     pub server_name: ServerName<'static>,
 }
 
+impl TlsTarget {
+    /// TLS to `target` trusting `ca`, with an optional client certificate
+    /// and key, checking the server's name `server_name` (default: the
+    /// target's IP). The options are named as on the command line.
+    pub fn from_files(
+        target: SocketAddr,
+        ca: &Path,
+        cert_key: Option<(&Path, &Path)>,
+        server_name: Option<&str>,
+    ) -> anyhow::Result<TlsTarget> {
+        let config = crate::tls::client_config(ca, cert_key)?;
+        let name = server_name.map_or_else(|| target.ip().to_string(), str::to_owned);
+        Ok(TlsTarget {
+            config,
+            server_name: crate::tls::server_name(&name)?,
+        })
+    }
+}
+
 /// Parse the destination bank list.
 pub fn parse_banks(banks: &[String]) -> anyhow::Result<Vec<BankCode>> {
     if banks.is_empty() {
@@ -216,10 +235,10 @@ fn share_of(mode: Mode, connections: u64, conn: u64) -> u64 {
 }
 
 /// A byte stream to the target, plaintext or TLS.
-trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-async fn connect(plan: &Plan) -> anyhow::Result<Box<dyn Stream>> {
+pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Box<dyn Stream>> {
     let tcp = TcpStream::connect(plan.target)
         .await
         .with_context(|| format!("connecting to {}", plan.target))?;
@@ -738,7 +757,7 @@ fn match_key(t: &Transaction) -> Option<MatchKey> {
 
 /// A run id for idempotency keys, so that runs against the same switch
 /// (which remembers keys) never collide.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -748,7 +767,7 @@ fn run_id() -> String {
 /// The canonical 0200 credit transfer number `seq` of connection `conn`
 /// (`n` over the whole run): F100 or F120 as picked, accounts asking for
 /// `outcome`. F11, F37 and F41 are unique per connection over a run.
-fn request(
+pub(crate) fn request(
     run_id: &str,
     conn: u64,
     seq: u64,
@@ -795,13 +814,13 @@ fn request(
 }
 
 /// The wire form of proxy number `k` (1-based): `MOBN:+852-9000kkkk`.
-fn proxy_wire(k: u32) -> String {
+pub(crate) fn proxy_wire(k: u32) -> String {
     format!("MOBN:+852-9000{k:04}")
 }
 
 /// F7 (`MMDDhhmmss`, UTC) and F12/F13 (`hhmmss`/`MMDD`, Hong Kong time)
 /// for the wall-clock time `now`.
-fn clock_fields(now: SystemTime) -> ([u8; 10], [u8; 6], [u8; 4]) {
+pub(crate) fn clock_fields(now: SystemTime) -> ([u8; 10], [u8; 6], [u8; 4]) {
     let utc = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let (_, mo, d, h, mi, s) = civil(utc);
     let f7 = format!("{mo:02}{d:02}{h:02}{mi:02}{s:02}");

@@ -36,6 +36,10 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// A gateway that retries every payment until final, for fault runs.
+    Chaos(Box<fps_loadtest::chaos::ChaosArgs>),
+    /// Check a chaos run's records against the simulators' ledger.
+    Reconcile(fps_loadtest::reconcile::ReconcileArgs),
 }
 
 #[tokio::main]
@@ -55,6 +59,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Load(args) => run_load(*args).await,
         Command::Pki(args) => run_pki(args),
         Command::BankSim { config } => run_bank_sim(&config).await,
+        Command::Chaos(args) => fps_loadtest::chaos::main(*args).await,
+        Command::Reconcile(args) => fps_loadtest::reconcile::main(args),
     }
 }
 

@@ -151,6 +151,8 @@ impl Pipeline {
                     None => {
                         // The final record is not durable, so upstream is not
                         // told the bank's answer: an approval is reversed.
+                        let late = Outcome::new(ResponseCode::LATE);
+                        self.remember(scope, req, bank, txn, &sent, &late);
                         if answer.response_code == Some(ResponseCode::APPROVED) {
                             self.reverse(bank, txn, sent).await;
                         }
@@ -327,11 +329,12 @@ impl Pipeline {
         let txn = claimed.txn();
         tracing::warn!(bank = %self.pools[bank].name(), txn = txn.0, reason = why, "outcome unknown: reversing");
         self.reversals.expect_late(bank, txn, &sent);
+        // Before the 68 goes up: the gateway's 0400 of this transaction
+        // must find it already under reversal (answered 00, not 25).
+        let late = Outcome::new(ResponseCode::LATE);
+        self.remember(scope, req, bank, txn, &sent, &late);
         let queued = self.reverse(bank, txn, sent).await;
-        let _ = self
-            .safety
-            .finish(claimed, scope, Outcome::new(ResponseCode::LATE))
-            .await;
+        let _ = self.safety.finish(claimed, scope, late).await;
         if !queued {
             tracing::error!(bank = %self.pools[bank].name(), txn = txn.0, "reversal could not be queued: manual action needed");
         }

@@ -83,6 +83,8 @@ pub struct BankStats {
     pub reversal_messages: u64,
     /// Reversal messages whose original was unknown or not approved.
     pub nothing_to_reverse: u64,
+    /// Originals that arrived after their reversal (declined on arrival).
+    pub reversed_before_original: u64,
     /// Status inquiries received.
     pub status_inquiries: u64,
     /// Network management messages (sign-on, echo ...).
@@ -154,6 +156,9 @@ pub enum ReversalResult {
     AlreadyReversed,
     /// The original is unknown or was declined: acknowledged, nothing done.
     NothingToReverse,
+    /// The original was unknown when the reversal came and arrived later:
+    /// it was declined on arrival (a reversal overtook its original).
+    BeforeOriginal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,6 +214,9 @@ pub struct Ledger {
     by_rrn: HashMap<(BankIndex, Rrn), usize>,
     by_message_id: HashMap<(BankIndex, MessageId), usize>,
     by_e2e_in_bank: HashMap<(BankIndex, EndToEndId), usize>,
+    /// Reversals whose original had not arrived: the original's
+    /// identities -> the reversal record (see [`Ledger::credit`]).
+    early_reversals: HashMap<(BankIndex, OriginalRef), usize>,
     by_end_to_end: HashMap<String, Vec<usize>>,
     auth_seq: u64,
 }
@@ -230,6 +238,7 @@ impl Ledger {
             by_rrn: HashMap::new(),
             by_message_id: HashMap::new(),
             by_e2e_in_bank: HashMap::new(),
+            early_reversals: HashMap::new(),
             by_end_to_end: HashMap::new(),
             auth_seq: 0,
         }
@@ -310,7 +319,20 @@ impl Ledger {
             self.stats[bank].retransmissions += 1;
             return a;
         }
-        let code = credit_outcome(req);
+        // A reversal that overtook this original (it was stuck in a queue
+        // when the switch timed out) already cancelled it: decline it, as an
+        // issuer must, instead of booking a debit nobody will reverse.
+        let early = original_refs(req)
+            .into_iter()
+            .find_map(|r| self.early_reversals.get(&(bank, r)).copied());
+        let code = match early {
+            Some(r) => {
+                self.reversals[r].result = ReversalResult::BeforeOriginal;
+                self.stats[bank].reversed_before_original += 1;
+                ResponseCode::DO_NOT_HONOUR
+            }
+            None => credit_outcome(req),
+        };
         let st = &mut self.stats[bank];
         st.transactions += 1;
         let mut answer = req.response(code);
@@ -420,6 +442,11 @@ impl Ledger {
             (_, Style::Json) => "cancel",
             _ => "reversal",
         };
+        if original.is_none() {
+            for r in reversal_refs(req) {
+                self.early_reversals.insert((bank, r), self.reversals.len());
+            }
+        }
         self.reversal_by_bank_id
             .insert((bank, bank_id.clone()), self.reversals.len());
         self.reversals.push(ReversalRecord {
@@ -480,6 +507,7 @@ impl Ledger {
             totals.reversed += s.reversed;
             totals.reversal_messages += s.reversal_messages;
             totals.nothing_to_reverse += s.nothing_to_reverse;
+            totals.reversed_before_original += s.reversed_before_original;
             totals.status_inquiries += s.status_inquiries;
             totals.network += s.network;
             totals.bad_messages += s.bad_messages;
@@ -574,6 +602,52 @@ impl Ledger {
     }
 }
 
+/// One identity by which a reversal names its original (and an original
+/// can be recognised), as in [`Ledger::find_original`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum OriginalRef {
+    MessageId(MessageId),
+    Iso(Stan, TransmissionDateTime),
+    EndToEnd(EndToEndId),
+    Rrn(Rrn),
+}
+
+/// The identities a reversal names its original by.
+fn reversal_refs(req: &Transaction) -> Vec<OriginalRef> {
+    let mut v = Vec::with_capacity(4);
+    if let Some(id) = req.original_message_id {
+        v.push(OriginalRef::MessageId(id));
+    }
+    if let Some(o) = req.original {
+        v.push(OriginalRef::Iso(o.stan, o.transmitted_at));
+    }
+    if let Some(id) = req.end_to_end_id {
+        v.push(OriginalRef::EndToEnd(id));
+    }
+    if let Some(r) = req.rrn {
+        v.push(OriginalRef::Rrn(r));
+    }
+    v
+}
+
+/// The identities an original answers to.
+fn original_refs(req: &Transaction) -> Vec<OriginalRef> {
+    let mut v = Vec::with_capacity(4);
+    if let Some(id) = req.message_id {
+        v.push(OriginalRef::MessageId(id));
+    }
+    if let (Some(stan), Some(f7)) = (req.stan, req.transmitted_at) {
+        v.push(OriginalRef::Iso(stan, f7));
+    }
+    if let Some(id) = req.end_to_end_id {
+        v.push(OriginalRef::EndToEnd(id));
+    }
+    if let Some(r) = req.rrn {
+        v.push(OriginalRef::Rrn(r));
+    }
+    v
+}
+
 /// The id the bank itself sees for a message (see the module docs).
 pub fn bank_level_id(style: Style, req: &Transaction) -> String {
     match style {
@@ -650,6 +724,7 @@ struct Totals {
     reversed: u64,
     reversal_messages: u64,
     nothing_to_reverse: u64,
+    reversed_before_original: u64,
     status_inquiries: u64,
     network: u64,
     bad_messages: u64,
@@ -785,6 +860,31 @@ mod tests {
         assert!(json.contains("\"nothing_to_reverse\": 1"), "{json}");
         assert!(json.contains("****9001"));
         assert!(!json.contains("123456789001"));
+    }
+
+    #[test]
+    fn an_original_overtaken_by_its_reversal_is_declined_on_arrival() {
+        let mut l = ledger();
+        let original = credit_transfer();
+        let mut rev = Transaction::new(Mti::REVERSAL);
+        rev.stan = Some(Stan::new(900).unwrap());
+        rev.original = original.original_data();
+        // The reversal arrives first: acknowledged, remembered.
+        assert!(l.handle(0, &rev, 1).unwrap().response_code.unwrap().is_approved());
+        assert_eq!(l.reversals[0].result, ReversalResult::NothingToReverse);
+        // The original arrives after it: declined, never a standing debit.
+        let a = l.handle(0, &original, 2).unwrap();
+        assert_eq!(a.response_code, Some(ResponseCode::DO_NOT_HONOUR));
+        assert_eq!(l.entries[0].status, Status::Declined);
+        assert_eq!(l.reversals[0].result, ReversalResult::BeforeOriginal);
+        assert_eq!(l.stats[0].approved, 0);
+        assert_eq!(l.stats[0].reversed_before_original, 1);
+        // Another transfer is unaffected.
+        let mut other = credit_transfer();
+        other.stan = Some(Stan::new(77).unwrap());
+        other.rrn = Some(Rrn::parse(b"000000000077").unwrap());
+        other.idempotency_key = None;
+        assert!(l.handle(0, &other, 3).unwrap().response_code.unwrap().is_approved());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! forwarded upstream.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use fps_codecs::model::{Mti, ResponseCode, Transaction};
@@ -113,8 +113,12 @@ impl Reversals {
             safety,
             clock,
         });
+        // The pools hold their sink weakly: `Reversals` holds the pools, and
+        // a strong pointer back would keep both (and the journal and key
+        // store behind `safety`) alive after the switch stops.
+        let sink: Arc<dyn LateAnswers> = Arc::new(LateSink(Arc::downgrade(&r)));
         for b in &r.banks {
-            b.pool.set_late_answers(r.clone());
+            b.pool.set_late_answers(sink.clone());
         }
         r
     }
@@ -147,6 +151,7 @@ impl Reversals {
         if let Some(approved) = lock(&b.early_late).remove(&id) {
             let status = queue.on_late_response(id, approved, now);
             drop(queue);
+            self.count_late_settlement(bank, status);
             self.settled(bank, id, status);
         } else {
             drop(queue);
@@ -272,6 +277,14 @@ impl Reversals {
             Err(_) => AttemptResult::Timeout,
         };
         let status = lock(&b.queue).on_result(attempt, result, self.clock.now());
+        self.count(bank, status);
+        self.settled(bank, attempt.id, status);
+        b.wake.notify_one();
+    }
+
+    /// Count an attempt's result, or a settlement.
+    fn count(&self, bank: usize, status: ReversalStatus) {
+        let b = &self.banks[bank];
         metrics::counter!(m::REVERSALS, "bank" => b.pool.name().to_owned(), "result" => match status {
             ReversalStatus::Acknowledged => "acknowledged",
             ReversalStatus::ClosedNothingToReverse => "nothing_to_reverse",
@@ -279,8 +292,14 @@ impl Reversals {
             ReversalStatus::Pending | ReversalStatus::Unknown => "retry",
         })
         .increment(1);
-        self.settled(bank, attempt.id, status);
-        b.wake.notify_one();
+    }
+
+    /// A late answer is no attempt: count only the settlement it makes (a
+    /// late decline closes the item), not the confirmation of an approval.
+    fn count_late_settlement(&self, bank: usize, status: ReversalStatus) {
+        if status == ReversalStatus::ClosedNothingToReverse {
+            self.count(bank, status);
+        }
     }
 
     /// Journal what the queue decided and keep the gauges right.
@@ -370,6 +389,7 @@ impl LateAnswers for Reversals {
             }
             q.on_late_response(id, approved, now)
         };
+        self.count_late_settlement(i, status);
         tracing::info!(
             bank,
             txn = id.0,
@@ -378,6 +398,19 @@ impl LateAnswers for Reversals {
         );
         self.settled(i, id, status);
         b.wake.notify_one();
+    }
+}
+
+/// What the pools hand late answers to: forwards to the queues while they
+/// exist (see [`Reversals::new`]).
+#[derive(Debug)]
+struct LateSink(Weak<Reversals>);
+
+impl LateAnswers for LateSink {
+    fn late_answer(&self, bank: &str, answer: Transaction) {
+        if let Some(r) = self.0.upgrade() {
+            r.late_answer(bank, answer);
+        }
     }
 }
 
@@ -407,7 +440,13 @@ fn judge(message: ReversalMessage, answer: &Transaction) -> AttemptResult {
     let code = answer.response_code;
     match message {
         ReversalMessage::StatusInquiry => match code {
-            Some(ResponseCode::APPROVED) => AttemptResult::StatusSaysExecuted,
+            // "Not found" may only mean the original is still on its way
+            // (queued at the bank when we timed out): cancel anyway, so the
+            // bank refuses it if it comes. Closing here would leave its
+            // debit standing.
+            Some(ResponseCode::APPROVED | ResponseCode::ORIGINAL_NOT_FOUND) => {
+                AttemptResult::StatusSaysExecuted
+            }
             Some(ResponseCode::PENDING) | None => AttemptResult::Timeout,
             Some(_) => AttemptResult::StatusSaysNotExecuted,
         },
@@ -467,6 +506,11 @@ mod tests {
         assert_eq!(
             judge(ReversalMessage::Reversal, &a),
             AttemptResult::StatusSaysNotExecuted
+        );
+        // Not found yet is not "not executed": the original may be in transit.
+        assert_eq!(
+            judge(ReversalMessage::StatusInquiry, &a),
+            AttemptResult::StatusSaysExecuted
         );
         a.response_code = Some(ResponseCode::PENDING);
         assert_eq!(
