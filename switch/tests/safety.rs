@@ -266,15 +266,35 @@ async fn late_approval_is_never_forwarded_and_the_reversal_still_goes() {
     // be queued before the answer to this echo.
     assert_next_is_echo(&mut gw, 900_001).await;
 
+    // The bank acknowledged the reversal before its late approval came: it
+    // may have executed the original after the reversal found nothing, so
+    // the late approval re-opens the reversal (a second 0400, harmless if
+    // the first one took effect).
+    wait_metric(
+        sw.admin,
+        "fps_switch_reversals_total",
+        &[("bank", "late_ok"), ("result", "reopened")],
+        1.0,
+    )
+    .await;
     wait_metric(
         sw.admin,
         "fps_switch_reversals_total",
         &[("bank", "late_ok"), ("result", "acknowledged")],
-        1.0,
+        2.0,
     )
     .await;
     let sent = bank_request(&peer, 0);
-    assert_reversal_attempts(&reversals_naming(&peer, &sent));
+    let reversals = reversals_naming(&peer, &sent);
+    assert_eq!(reversals.first().map(|r| r.mti), Some(Mti::REVERSAL));
+    let second = reversals
+        .iter()
+        .skip(1)
+        .position(|r| r.mti == Mti::REVERSAL)
+        .map(|p| p + 1)
+        .expect("a second reversal after the late approval");
+    assert_reversal_attempts(&reversals[..second]);
+    assert_reversal_attempts(&reversals[second..]);
     // A retry of the key still gets the 68, never the late approval.
     let retry = retry_of(&req, 2);
     let a = gw.request(&retry).await;

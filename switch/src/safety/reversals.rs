@@ -7,7 +7,7 @@
 //! to a transaction under reversal settles or confirms it; it is never
 //! forwarded upstream.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ const MAX_ATTEMPTS_PER_POLL: usize = 64;
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Late answers seen before their item was queued, kept per bank.
 const MAX_EARLY_LATE: usize = 4_096;
+/// Settled items remembered per bank, for late approvals that re-open them.
+const MAX_RECENTLY_CLOSED: usize = 16_384;
 
 /// Every bank's reversal queue.
 #[derive(Debug)]
@@ -49,7 +51,40 @@ struct BankReversals {
     by_key: Mutex<HashMap<MatchKey, ReversalId>>,
     /// Late answers (approved?) that came before their item was queued.
     early_late: Mutex<HashMap<ReversalId, bool>>,
+    /// Items settled lately, for a late approval that re-opens one.
+    closed: Mutex<RecentlyClosed>,
     wake: Notify,
+}
+
+/// Settled items by the original's match key, oldest dropped first.
+///
+/// A reversal can overtake its original at the bank (both stuck in the
+/// bank's queue when the switch timed out): the bank finds nothing to
+/// reverse, acknowledges, then executes the original and approves it late.
+/// That late approval must start a new reversal, not be dropped.
+#[derive(Debug, Default)]
+struct RecentlyClosed {
+    by_key: HashMap<MatchKey, (ReversalId, Transaction)>,
+    order: VecDeque<MatchKey>,
+}
+
+impl RecentlyClosed {
+    fn insert(&mut self, key: MatchKey, id: ReversalId, original: Transaction) {
+        if self.by_key.insert(key.clone(), (id, original)).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > MAX_RECENTLY_CLOSED {
+            if let Some(old) = self.order.pop_front() {
+                self.by_key.remove(&old);
+            }
+        }
+    }
+
+    fn take(&mut self, key: &MatchKey) -> Option<(ReversalId, Transaction)> {
+        // `order` keeps the key until it ages out; a missing map entry is
+        // skipped then.
+        self.by_key.remove(key)
+    }
 }
 
 /// A parked reversal in `/reversals`.
@@ -105,6 +140,7 @@ impl Reversals {
                 queue: Mutex::new(ReversalQueue::new(config, seed ^ (i as u64 + 1))),
                 by_key: Mutex::new(HashMap::new()),
                 early_late: Mutex::new(HashMap::new()),
+                closed: Mutex::new(RecentlyClosed::default()),
                 wake: Notify::new(),
             })
             .collect();
@@ -149,10 +185,11 @@ impl Reversals {
         let mut queue = lock(&b.queue);
         queue.enqueue(item, now)?;
         if let Some(approved) = lock(&b.early_late).remove(&id) {
+            let original = queue.item(id).map(|i| i.original.clone());
             let status = queue.on_late_response(id, approved, now);
             drop(queue);
             self.count_late_settlement(bank, status);
-            self.settled(bank, id, status);
+            self.settled(bank, id, status, original);
         } else {
             drop(queue);
         }
@@ -266,6 +303,7 @@ impl Reversals {
             return;
         };
         let msg = build(attempt.message, &original);
+        let original = Some(original);
         let deadline = tokio::time::Instant::now() + b.pool.request_timeout();
         let (_, result) = b.pool.send(msg, deadline).await;
         let result = match result {
@@ -278,7 +316,7 @@ impl Reversals {
         };
         let status = lock(&b.queue).on_result(attempt, result, self.clock.now());
         self.count(bank, status);
-        self.settled(bank, attempt.id, status);
+        self.settled(bank, attempt.id, status, original);
         b.wake.notify_one();
     }
 
@@ -303,7 +341,14 @@ impl Reversals {
     }
 
     /// Journal what the queue decided and keep the gauges right.
-    fn settled(&self, bank: usize, id: ReversalId, status: ReversalStatus) {
+    /// `original`: the item's original, remembered if the item closed.
+    fn settled(
+        &self,
+        bank: usize,
+        id: ReversalId,
+        status: ReversalStatus,
+        original: Option<Transaction>,
+    ) {
         let b = &self.banks[bank];
         let rec = match status {
             ReversalStatus::Acknowledged => Some(Record::ReversalClosed {
@@ -324,7 +369,20 @@ impl Reversals {
             status,
             ReversalStatus::Acknowledged | ReversalStatus::ClosedNothingToReverse
         ) {
-            lock(&b.by_key).retain(|_, v| *v != id);
+            let mut keys = Vec::new();
+            lock(&b.by_key).retain(|k, v| {
+                let mine = *v == id;
+                if mine {
+                    keys.push(k.clone());
+                }
+                !mine
+            });
+            if let Some(original) = original {
+                let mut closed = lock(&b.closed);
+                for k in keys {
+                    closed.insert(k, id, original.clone());
+                }
+            }
             tracing::info!(bank = %b.pool.name(), txn = id.0, outcome = ?status, "reversal settled");
         }
         if let Some(rec) = rec {
@@ -359,8 +417,9 @@ impl Reversals {
     }
 }
 
-impl LateAnswers for Reversals {
-    fn late_answer(&self, bank: &str, answer: Transaction) {
+impl Reversals {
+    /// A bank's answer that came after its deadline (see the module doc).
+    pub fn late_answer(self: &Arc<Self>, bank: &str, answer: Transaction) {
         let Some(i) = self.bank_index(bank) else {
             return;
         };
@@ -372,11 +431,21 @@ impl LateAnswers for Reversals {
         let Some(key) = b.pool.answer_key(&answer) else {
             return;
         };
+        let approved = answer.response_code == Some(ResponseCode::APPROVED);
         let Some(id) = lock(&b.by_key).get(&key).copied() else {
-            tracing::warn!(bank, "late answer matches no transaction under reversal");
+            let reopen = if approved {
+                lock(&b.closed).take(&key)
+            } else {
+                None
+            };
+            match reopen {
+                Some((id, original)) => self.reopen(i, id, original),
+                None => {
+                    tracing::warn!(bank, "late answer matches no transaction under reversal")
+                }
+            }
             return;
         };
-        let approved = answer.response_code == Some(ResponseCode::APPROVED);
         let now = self.clock.now();
         let status = {
             let mut q = lock(&b.queue);
@@ -387,8 +456,10 @@ impl LateAnswers for Reversals {
                 }
                 return;
             }
-            q.on_late_response(id, approved, now)
+            let original = q.item(id).map(|i| i.original.clone());
+            (q.on_late_response(id, approved, now), original)
         };
+        let (status, original) = status;
         self.count_late_settlement(i, status);
         tracing::info!(
             bank,
@@ -396,8 +467,36 @@ impl LateAnswers for Reversals {
             approved,
             "late answer settles the reversal"
         );
-        self.settled(i, id, status);
+        self.settled(i, id, status, original);
         b.wake.notify_one();
+    }
+
+    /// A late approval of an item already settled: the bank executed the
+    /// original after our reversal found nothing. Journal it as reversing
+    /// again and queue a new reversal.
+    fn reopen(self: &Arc<Self>, bank: usize, id: ReversalId, original: Transaction) {
+        let b = &self.banks[bank];
+        metrics::counter!(m::REVERSALS, "bank" => b.pool.name().to_owned(), "result" => "reopened")
+            .increment(1);
+        tracing::warn!(bank = %b.pool.name(), txn = id.0, "late approval after the reversal was settled: reversing again");
+        let this = self.clone();
+        tokio::spawn(async move {
+            let pool = &this.banks[bank].pool;
+            let txn = TxnId(id.0);
+            let mut wire = bytes::BytesMut::with_capacity(512);
+            if pool.encode_wire(&original, &mut wire).is_ok()
+                && this
+                    .safety
+                    .reversing(txn, pool.name(), &wire)
+                    .await
+                    .is_err()
+            {
+                tracing::error!(bank = %pool.name(), txn = id.0, "journal unavailable: reversal kept in memory only");
+            }
+            if let Err(e) = this.enqueue(bank, txn, original) {
+                tracing::error!(bank = %pool.name(), txn = id.0, error = %e, "reversal queue refused the re-opened item: manual action needed");
+            }
+        });
     }
 }
 
