@@ -70,7 +70,7 @@ struct RecentlyClosed {
 
 impl RecentlyClosed {
     fn insert(&mut self, key: MatchKey, id: ReversalId, original: Transaction) {
-        if self.by_key.insert(key.clone(), (id, original)).is_none() {
+        if self.by_key.insert(key, (id, original)).is_none() {
             self.order.push_back(key);
         }
         while self.order.len() > MAX_RECENTLY_CLOSED {
@@ -373,7 +373,7 @@ impl Reversals {
             lock(&b.by_key).retain(|k, v| {
                 let mine = *v == id;
                 if mine {
-                    keys.push(k.clone());
+                    keys.push(*k);
                 }
                 !mine
             });
