@@ -171,6 +171,10 @@ pub enum AttemptResult {
     StatusSaysNotExecuted,
     /// The original was executed (status inquiry): cancel it.
     StatusSaysExecuted,
+    /// Nothing left the switch (no link to the bank was up): the attempt
+    /// does not count, the same message is tried again after a backoff, and
+    /// an item is never parked for want of a link.
+    NotSent,
 }
 
 /// Where an item stands after a call: what the caller should journal.
@@ -365,6 +369,7 @@ impl ReversalQueue {
                 self.remove(attempt.id);
                 ReversalStatus::Acknowledged
             }
+            (_, R::NotSent) if current => self.not_sent(attempt.id, now),
             _ if current => self.failed(attempt.id, now),
             _ => ReversalStatus::Pending,
         }
@@ -504,6 +509,21 @@ impl ReversalQueue {
         ReversalStatus::Pending
     }
 
+    /// An attempt that never left: give its number back, wait, try again.
+    fn not_sent(&mut self, id: ReversalId, now: Millis) -> ReversalStatus {
+        let jitter = self.rng.next_u64();
+        let Some(entry) = self.entries.get(&id) else {
+            return ReversalStatus::Unknown;
+        };
+        let delay = self.backoff_ms(entry.attempts.max(1), entry.last_backoff_ms, jitter);
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.attempts = e.attempts.saturating_sub(1);
+            e.last_backoff_ms = delay;
+        }
+        self.schedule_at(id, now.plus_ms(delay));
+        ReversalStatus::Pending
+    }
+
     /// Move to the camt.056 phase. If an inquiry is still out, the
     /// cancellation is scheduled when that inquiry is reported, so an item
     /// never has two attempts out at once.
@@ -621,6 +641,40 @@ mod tests {
             ReversalStatus::Acknowledged
         );
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn attempts_that_never_left_do_not_count_and_never_park() {
+        let mut q = queue(2);
+        q.enqueue(item(1, ReversalStyle::Iso8583Reversal), Millis(0))
+            .unwrap();
+        let mut now = Millis(0);
+        // Far more "no link" rounds than max_attempts: still the first 0400.
+        for _ in 0..10 {
+            let a = q.poll_due(now, 1);
+            assert_eq!(a[0].message, ReversalMessage::Reversal);
+            assert_eq!(a[0].attempt_no, 1);
+            assert_eq!(
+                q.on_result(a[0], AttemptResult::NotSent, now),
+                ReversalStatus::Pending
+            );
+            let due = q.poll_timeout().unwrap();
+            assert!(due > now, "backs off");
+            now = due;
+        }
+        assert_eq!(q.parked_len(), 0);
+        let a = q.poll_due(now, 1);
+        assert_eq!(
+            q.on_result(a[0], AttemptResult::Timeout, now),
+            ReversalStatus::Pending
+        );
+        now = q.poll_timeout().unwrap();
+        let a = q.poll_due(now, 1);
+        assert_eq!(a[0].message, ReversalMessage::RepeatReversal);
+        assert_eq!(
+            q.on_result(a[0], AttemptResult::Timeout, now),
+            ReversalStatus::Parked
+        );
     }
 
     #[test]

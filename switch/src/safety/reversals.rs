@@ -312,6 +312,8 @@ impl Reversals {
                 tracing::error!(bank = %b.pool.name(), txn = attempt.id.0, reason = why, "reversal message cannot be built for this bank");
                 AttemptResult::Rejected
             }
+            // No link up: nothing left, the attempt does not count.
+            Err(SendError::NotSent(_)) => AttemptResult::NotSent,
             Err(_) => AttemptResult::Timeout,
         };
         let status = lock(&b.queue).on_result(attempt, result, self.clock.now());
