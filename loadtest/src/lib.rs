@@ -13,6 +13,7 @@ pub mod chaos;
 pub mod load;
 pub mod pki;
 pub mod reconcile;
+pub mod relay;
 pub mod report;
 pub mod schedule;
 pub mod tls;

@@ -40,6 +40,9 @@ enum Command {
     Chaos(Box<fps_loadtest::chaos::ChaosArgs>),
     /// Check a chaos run's records against the simulators' ledger.
     Reconcile(fps_loadtest::reconcile::ReconcileArgs),
+    /// The relay baseline: the switch vs HAProxy relaying the same frames
+    /// to the same bank simulator, plaintext and TLS, each pinned to a core.
+    CompareRelay(Box<fps_loadtest::relay::CompareRelayArgs>),
 }
 
 #[tokio::main]
@@ -61,6 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::BankSim { config } => run_bank_sim(&config).await,
         Command::Chaos(args) => fps_loadtest::chaos::main(*args).await,
         Command::Reconcile(args) => fps_loadtest::reconcile::main(args),
+        Command::CompareRelay(args) => fps_loadtest::relay::main(*args).await,
     }
 }
 

@@ -47,25 +47,38 @@ setup_base() {
     rust_need clippy
 }
 
-# promtool (scripts/check-monitoring: scrape config, alert rules, /metrics) is
-# in the prometheus package. Its postinst enables and starts a Prometheus
-# server; we only want the tool, so the start is blocked with policy-rc.d
-# (unless one is already in place, as in containers) and, under systemd, the
-# unit is disabled and stopped. Nothing happens when promtool is present.
-setup_monitoring() {
-    command -v promtool >/dev/null 2>&1 && return 0
+# apt_need_quiet PKG CMD SERVICE: like apt_need, for packages whose postinst
+# enables and starts a server we do not want (we only use the tool): the
+# start is blocked with policy-rc.d (unless one is already in place, as in
+# containers) and, under systemd, the unit is disabled and stopped.
+apt_need_quiet() {
+    local pkg=$1 cmd=$2 service=$3
+    command -v "$cmd" >/dev/null 2>&1 && return 0
     local blocker=/usr/sbin/policy-rc.d ours="" rc=0
     if [ ! -e "$blocker" ]; then
-        printf '#!/bin/sh\n# set by fps-switch setup_monitoring during apt-get install\nexit 101\n' >"$blocker"
+        printf '#!/bin/sh\n# set by fps-switch scripts/lib/setup.sh during apt-get install\nexit 101\n' >"$blocker"
         chmod 755 "$blocker"
         ours=1
     fi
-    apt_need prometheus promtool || rc=$?
+    apt_need "$pkg" "$cmd" || rc=$?
     [ -n "$ours" ] && rm -f "$blocker"
     if [ -d /run/systemd/system ]; then
-        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-    elif [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2>&1; then
-        /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+        systemctl disable --now "$service.service" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$service" ] && "/etc/init.d/$service" status >/dev/null 2>&1; then
+        "/etc/init.d/$service" stop >/dev/null 2>&1 || true
     fi
     return "$rc"
+}
+
+# promtool (scripts/check-monitoring: scrape config, alert rules, /metrics)
+# is in the prometheus package.
+setup_monitoring() {
+    apt_need_quiet prometheus promtool prometheus
+}
+
+# HAProxy, the relay baseline (scripts/compare-relay, loadtest/tests/relay.rs).
+setup_haproxy() {
+    export PATH="$PATH:/usr/sbin:/sbin"
+    apt_need_quiet haproxy haproxy haproxy
+    apt_need util-linux taskset
 }

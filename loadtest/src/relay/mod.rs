@@ -1,0 +1,638 @@
+//! `fps-loadtest compare-relay`: the relay baseline (issue 6, item 4).
+//!
+//! The same open-loop load, through the same bank simulator, goes (a) via
+//! the switch and (b) via HAProxy in TCP mode, which relays the frames
+//! unchanged; once with plaintext on both legs and once with TLS on both
+//! (client certificates required on both legs, so both systems do the same
+//! crypto work). The bank is the canonical ISO 8583 bank 003 (binary2
+//! framing): the load generator's frames are what it expects, so the relay
+//! needs no translation, while the switch decodes, routes by F100 = 003,
+//! journals, re-encodes with its own identifiers and maps the answer back.
+//!
+//! For each system a short search ([`search`]) finds the highest rate it
+//! sustains (every request answered, p99 under the limit), then both run at
+//! one fixed rate, half the lower of the two maxima, for a like-for-like
+//! p99. The system under test gets core 0 (`taskset -c`), the load
+//! generator and the simulator (this process, `taskset -a -p`) core 1.
+//! A last run at the same fixed rate goes straight to the bank: the floor
+//! the generator and the simulator add by themselves. The switch journals
+//! with `fsync = "never"` by default: every record is written, but the
+//! disk's fsync latency, which a relay has no counterpart for, is left out
+//! (`--switch-journal batch` puts it back).
+//!
+//! Entry point: [`main`] (`compare-relay` options: [`CompareRelayArgs`]).
+//! Modules: [`search`] (sans-I/O), [`haproxy`] and [`switch`] (configs and
+//! processes), [`process`] (children, pinning, CPU), [`output`] (JSON and
+//! table).
+
+mod cli;
+pub mod haproxy;
+pub mod output;
+pub mod process;
+pub mod search;
+pub mod switch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::banksim::{BankSim, SimConfig};
+use crate::load;
+use crate::report::Report;
+pub use cli::{main, CompareRelayArgs, JournalArg, TransportArg};
+use output::{Comparison, Settings, Step, SystemResult, TransportResult};
+use process::{CpuMeter, Machine, Supervised};
+use search::{RateSearch, SearchConfig};
+
+/// Name of the simulated bank both systems reach (and its certificate).
+pub const BANK_NAME: &str = "bank003";
+/// Its code (F100).
+pub const BANK_CODE: &str = "003";
+/// The DNS name in the bank's certificate.
+pub const BANK_DNS: &str = "bank003.fps.test";
+/// The name in the switch's (and the relay's) server certificate.
+pub const SERVER_DNS: &str = "switch.fps.test";
+/// Length of the warm-up run before each search.
+const WARM_UP: Duration = Duration::from_secs(1);
+/// Time a system may take to stop after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Time reserved for starting and stopping the processes of one transport.
+const START_RESERVE: Duration = Duration::from_secs(5);
+
+/// Plaintext or TLS on both legs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plaintext TCP on both legs.
+    Plaintext,
+    /// TLS 1.3 on both legs, client certificates on both.
+    Tls,
+}
+
+impl Transport {
+    /// `plaintext` or `tls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Plaintext => "plaintext",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// Cores of the system under test and of the load generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinning {
+    /// Core of the switch or HAProxy.
+    pub system_core: usize,
+    /// Core of this process (load generator and bank simulator).
+    pub load_core: usize,
+}
+
+/// What to compare, and how.
+#[derive(Debug, Clone)]
+pub struct ComparePlan {
+    /// The `fps-switch` binary.
+    pub switch_bin: PathBuf,
+    /// The `haproxy` binary.
+    pub haproxy_bin: PathBuf,
+    /// Transports to compare, in order.
+    pub transports: Vec<Transport>,
+    /// Rate search settings.
+    pub search: SearchConfig,
+    /// Length of each search step.
+    pub step: Duration,
+    /// Length of each fixed-rate run.
+    pub fixed: Duration,
+    /// How long a step waits for its last answers.
+    pub drain: Duration,
+    /// Longest wait for the system to go idle after a step.
+    pub settle: Duration,
+    /// A step passes when p99 is under this.
+    pub p99_limit_us: u64,
+    /// Load generator connections (and links to the bank).
+    pub connections: u64,
+    /// `None`: nothing pinned.
+    pub pinning: Option<Pinning>,
+    /// The switch's journal.
+    pub journal: switch::Journal,
+    /// Soft bound on the whole comparison: searches are cut short to fit.
+    pub budget: Duration,
+    /// Keep the work directory (configs, certificates, logs) here instead
+    /// of a temporary one that is removed at the end.
+    pub work_dir: Option<PathBuf>,
+    /// One line per step on stderr.
+    pub progress: bool,
+}
+
+/// Run the comparison. The processes it starts are stopped on every path
+/// (killed when an error unwinds past them).
+pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
+    plan.search.validate().map_err(anyhow::Error::msg)?;
+    if plan.transports.is_empty() {
+        bail!("--transports: at least one of plaintext, tls");
+    }
+    if plan.step.is_zero() || plan.fixed.is_zero() {
+        bail!("--step-ms and --fixed-ms must be positive");
+    }
+    let machine = Machine::probe(&plan.haproxy_bin);
+    if let Some(p) = plan.pinning {
+        for core in [p.system_core, p.load_core] {
+            if core >= machine.cores {
+                bail!(
+                    "cannot pin to core {core}: this machine has {} (use --no-pin)",
+                    machine.cores
+                );
+            }
+        }
+        process::pin_self(p.load_core)?;
+    }
+    let (dir, temporary) = match &plan.work_dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("fps-compare-relay-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = compare_in(plan, machine, &dir).await;
+    match &result {
+        Ok(_) if temporary => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(_) => {}
+        Err(_) => eprintln!("compare-relay: configs and logs kept in {}", dir.display()),
+    }
+    result
+}
+
+async fn compare_in(
+    plan: &ComparePlan,
+    machine: Machine,
+    dir: &Path,
+) -> anyhow::Result<Comparison> {
+    let started = Instant::now();
+    let deadline = started + plan.budget;
+    let pki = dir.join("pki");
+    crate::pki::generate(&crate::pki::PkiPlan {
+        out: pki.clone(),
+        banks: vec![BANK_NAME.to_owned()],
+        force: false,
+    })?;
+    let mut comparison = Comparison {
+        machine,
+        settings: settings(plan),
+        plaintext: None,
+        tls: None,
+        elapsed_s: 0.0,
+    };
+    for (i, &transport) in plan.transports.iter().enumerate() {
+        let left = Left {
+            transports: plan.transports.len() - i,
+            deadline,
+        };
+        let sub = dir.join(transport.as_str());
+        std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+        let r = compare_transport(plan, transport, &pki, &sub, left).await?;
+        match transport {
+            Transport::Plaintext => comparison.plaintext = Some(r),
+            Transport::Tls => comparison.tls = Some(r),
+        }
+    }
+    comparison.elapsed_s = output::round3(started.elapsed().as_secs_f64());
+    Ok(comparison)
+}
+
+/// What is left of the budget.
+#[derive(Debug, Clone, Copy)]
+struct Left {
+    /// Transports left, this one included.
+    transports: usize,
+    deadline: Instant,
+}
+
+/// The certificate files of the development PKI in `pki`.
+struct Pki<'a>(&'a Path);
+
+impl Pki<'_> {
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+/// Where a run's load goes: a system under test (running), or the bank
+/// itself (no process of its own: the floor of the measurement).
+struct System {
+    name: &'static str,
+    target: SocketAddr,
+    tls: Option<load::TlsTarget>,
+    process: Option<Supervised>,
+}
+
+impl System {
+    /// Wait for the system's process to go idle (nothing to wait for
+    /// without one).
+    async fn settle(&self, limit: Duration) {
+        if let Some(p) = &self.process {
+            process::settle(p.pid(), limit).await;
+        }
+    }
+}
+
+async fn compare_transport(
+    plan: &ComparePlan,
+    transport: Transport,
+    pki_dir: &Path,
+    dir: &Path,
+    left: Left,
+) -> anyhow::Result<TransportResult> {
+    let pki = Pki(pki_dir);
+    let tls = transport == Transport::Tls;
+    let core = plan.pinning.map(|p| p.system_core);
+
+    // The bank simulator, in this process (on the load generator's core).
+    let sim = BankSim::bind(&sim_config(tls.then_some(&pki))?).await?;
+    let bank = sim
+        .bank_addr(BANK_NAME)
+        .context("the bank simulator has no bank003 listener")?;
+    let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sim_task = tokio::spawn(sim.run(async move {
+        let _ = sim_stopped.await;
+    }));
+
+    let switch_spec = switch::SwitchSpec {
+        listen: process::free_port()?,
+        admin: process::free_port()?,
+        bank,
+        links: plan.connections,
+        tls: tls.then(|| switch::SwitchTls {
+            cert: pki.file("switch.crt"),
+            key: pki.file("switch.key"),
+            ca: pki.file("ca.crt"),
+            client_cert: pki.file("switch-client.crt"),
+            client_key: pki.file("switch-client.key"),
+            bank_name: BANK_DNS.to_owned(),
+        }),
+        journal: plan.journal,
+        journal_dir: dir.join("journal"),
+    };
+    let relay_tls = if tls {
+        let server_pem = dir.join("relay-server.pem");
+        let client_pem = dir.join("relay-client.pem");
+        haproxy::write_combined_pem(
+            &pki.file("switch.crt"),
+            &pki.file("switch.key"),
+            &server_pem,
+        )?;
+        haproxy::write_combined_pem(
+            &pki.file("switch-client.crt"),
+            &pki.file("switch-client.key"),
+            &client_pem,
+        )?;
+        Some(haproxy::RelayTls {
+            server_pem,
+            ca: pki.file("ca.crt"),
+            client_pem,
+            bank_name: BANK_DNS.to_owned(),
+        })
+    } else {
+        None
+    };
+    let relay_spec = haproxy::RelaySpec {
+        listen: process::free_port()?,
+        bank,
+        tls: relay_tls,
+    };
+    // The gateway's client certificate on every first leg.
+    let load_tls = |server: &str| -> anyhow::Result<Option<load::TlsTarget>> {
+        if !tls {
+            return Ok(None);
+        }
+        Ok(Some(load::TlsTarget {
+            config: crate::tls::client_config(
+                &pki.file("ca.crt"),
+                Some((&pki.file("gateway.crt"), &pki.file("gateway.key"))),
+            )?,
+            server_name: crate::tls::server_name(server)?,
+        }))
+    };
+
+    let switch = switch::start(&plan.switch_bin, &switch_spec, dir, core).await?;
+    let relay = haproxy::start(&plan.haproxy_bin, &relay_spec, dir, core).await?;
+    let mut systems = [
+        System {
+            name: "switch",
+            target: switch_spec.listen,
+            tls: load_tls(SERVER_DNS)?,
+            process: Some(switch),
+        },
+        System {
+            name: "relay",
+            target: relay_spec.listen,
+            tls: load_tls(SERVER_DNS)?,
+            process: Some(relay),
+        },
+    ];
+
+    let mut results = Vec::with_capacity(systems.len());
+    for (i, sys) in systems.iter_mut().enumerate() {
+        // Share what is left between the searches still to run, keeping
+        // room for the fixed-rate runs and the other transports' start-up.
+        let searches_left = (left.transports * 2 - i) as u32;
+        let fixed_left = plan.fixed + plan.drain + Duration::from_secs(1);
+        let reserve = fixed_left * (left.transports * 2) as u32
+            + START_RESERVE * (left.transports - 1) as u32;
+        let now = Instant::now();
+        let share = left
+            .deadline
+            .saturating_duration_since(now)
+            .saturating_sub(reserve)
+            / searches_left;
+        let search_deadline = now + share;
+        results.push(search_system(plan, transport, sys, search_deadline).await?);
+    }
+
+    let fixed_rate = fixed_rate(results.iter().map(|r| r.max_tps), plan.search.min_rate);
+    for (sys, res) in systems.iter_mut().zip(results.iter_mut()) {
+        res.fixed = Some(fixed_run(plan, transport, sys, fixed_rate).await?);
+        sys.settle(plan.settle).await;
+    }
+    for sys in systems {
+        if let Some(p) = sys.process {
+            p.stop(STOP_GRACE).await;
+        }
+    }
+    // The same rate straight to the bank: what the load generator and the
+    // simulator add by themselves, with neither system in between.
+    let mut direct = System {
+        name: "direct",
+        target: bank,
+        tls: load_tls(BANK_DNS)?,
+        process: None,
+    };
+    let direct = fixed_run(plan, transport, &mut direct, fixed_rate).await?;
+    let _ = stop_sim.send(());
+    let _ = sim_task.await;
+
+    let [switch_res, relay_res]: [SystemResult; 2] = results
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("two systems, two results"))?;
+    let p99 = |r: &SystemResult| r.fixed.as_ref().map(|f| f.p99_us);
+    Ok(TransportResult {
+        switch_tps: switch_res.max_tps,
+        relay_tps: relay_res.max_tps,
+        ratio: (relay_res.max_tps > 0)
+            .then(|| output::round3(switch_res.max_tps as f64 / relay_res.max_tps as f64)),
+        switch_p99_us: p99(&switch_res),
+        relay_p99_us: p99(&relay_res),
+        fixed_rate_tps: fixed_rate,
+        direct_p99_us: direct.p99_us,
+        direct,
+        switch: switch_res,
+        relay: relay_res,
+    })
+}
+
+/// One fixed-rate run of `plan.fixed`, reported on stderr.
+async fn fixed_run(
+    plan: &ComparePlan,
+    transport: Transport,
+    sys: &mut System,
+    rate: u64,
+) -> anyhow::Result<Report> {
+    let (report, step) = run_step(plan, sys, rate, plan.fixed).await?;
+    if plan.progress {
+        eprintln!(
+            "compare-relay: {} {:<6} fixed {:>7} TPS: p99 {} µs{}",
+            transport.as_str(),
+            sys.name,
+            rate,
+            report.p99_us,
+            step.why.map_or_else(String::new, |w| format!(" ({w})"))
+        );
+    }
+    Ok(report)
+}
+
+/// Warm up, then search for the highest sustainable rate until the search
+/// converges, runs out of steps or reaches `deadline`.
+async fn search_system(
+    plan: &ComparePlan,
+    transport: Transport,
+    sys: &mut System,
+    deadline: Instant,
+) -> anyhow::Result<SystemResult> {
+    // Connections, links and caches warm; and proof that answers come back.
+    let warm_rate = (plan.search.start_rate / 2).max(plan.search.min_rate);
+    let (warm, _) = run_step(plan, sys, warm_rate, WARM_UP).await?;
+    if warm.answered == 0 {
+        bail!(
+            "{} ({}): no answer at all during the warm-up at {warm_rate} TPS:\n{warm}",
+            sys.name,
+            transport.as_str()
+        );
+    }
+    sys.settle(plan.settle).await;
+
+    let mut search = RateSearch::new(plan.search);
+    let mut steps = Vec::new();
+    let step_cost = plan.step + plan.drain + Duration::from_millis(500);
+    let mut out_of_time = false;
+    while let Some(rate) = search.next_rate() {
+        if Instant::now() + step_cost > deadline && !steps.is_empty() {
+            out_of_time = true;
+            break;
+        }
+        let (_, step) = run_step(plan, sys, rate, plan.step).await?;
+        if plan.progress {
+            eprintln!(
+                "compare-relay: {} {:<6} {:>7} TPS: {} p99 {} µs, cpu system {} generator {}{}",
+                transport.as_str(),
+                sys.name,
+                rate,
+                if step.passed { "pass" } else { "FAIL" },
+                step.p99_us,
+                pct(step.system_cpu),
+                pct(step.generator_cpu),
+                step.why
+                    .as_ref()
+                    .map_or_else(String::new, |w| format!(" ({w})"))
+            );
+        }
+        search.record(rate, step.passed);
+        steps.push(step);
+        sys.settle(plan.settle).await;
+    }
+    let lowest_failed = search.lowest_failed();
+    let limited_by = steps
+        .iter()
+        .find(|s| Some(s.rate_tps) == lowest_failed && !s.passed)
+        .and_then(output::limited_by)
+        .map(str::to_owned);
+    Ok(SystemResult {
+        max_tps: search.best(),
+        lowest_failed_tps: lowest_failed,
+        converged: !out_of_time && !search.out_of_steps(),
+        limited_by,
+        steps,
+        fixed: None,
+    })
+}
+
+/// The rate of the fixed-rate runs: half the lower of the maxima, both
+/// systems at the same rate. A system that sustained nothing counts as
+/// sustaining the lowest rate tried, so the other is still measured.
+fn fixed_rate(maxima: impl Iterator<Item = u64>, min_rate: u64) -> u64 {
+    let lower = maxima
+        .map(|m| if m == 0 { min_rate } else { m })
+        .min()
+        .unwrap_or(min_rate);
+    (lower / 2).max(1)
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "?".to_owned(), |x| format!("{:.0}%", x * 100.0))
+}
+
+/// One open-loop run at `rate` for `duration` against `sys`, with the CPU
+/// both sides used. A run that cannot even start (refused connection) is a
+/// failed step, unless the system has exited, which is an error.
+async fn run_step(
+    plan: &ComparePlan,
+    sys: &mut System,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<(Report, Step)> {
+    let load_plan = load::Plan {
+        target: sys.target,
+        tls: sys.tls.clone(),
+        mode: load::Mode::Open { rate },
+        duration,
+        connections: plan.connections,
+        banks: load::parse_banks(&[BANK_CODE.to_owned()])?,
+        mix: crate::schedule::Mix::default(),
+        proxy_directory: Default::default(),
+        drain: plan.drain,
+        progress: false,
+    };
+    let system_cpu = sys.process.as_ref().map(|p| CpuMeter::start(Some(p.pid())));
+    let generator_cpu = CpuMeter::start(None);
+    let outcome = load::run(load_plan).await;
+    let (system_cpu, generator_cpu) = (system_cpu.and_then(|m| m.busy()), generator_cpu.busy());
+    if let Some(p) = &mut sys.process {
+        if p.exited().is_some() {
+            return Err(p.failure("exited during the load"));
+        }
+    }
+    let report = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            let mut rec = crate::report::Recorder::new();
+            rec.error("run_failed");
+            let r = rec.report(0, rate as f64, duration);
+            let step = Step {
+                rate_tps: rate,
+                passed: false,
+                why: Some(format!("{e:#}")),
+                p99_us: 0,
+                offered: 0,
+                answered: 0,
+                achieved_tps: 0.0,
+                system_cpu: system_cpu.map(output::round3),
+                generator_cpu: generator_cpu.map(output::round3),
+            };
+            return Ok((r, step));
+        }
+    };
+    let verdict = search::verdict(&report, plan.p99_limit_us);
+    let step = Step {
+        rate_tps: rate,
+        passed: verdict.is_ok(),
+        why: verdict.err(),
+        p99_us: report.p99_us,
+        offered: report.offered,
+        answered: report.answered,
+        achieved_tps: output::round3(report.achieved_tps),
+        system_cpu: system_cpu.map(output::round3),
+        generator_cpu: generator_cpu.map(output::round3),
+    };
+    Ok((report, step))
+}
+
+/// The bank simulator: bank 003, canonical ISO 8583, binary2, answering at
+/// once, mutual TLS when `pki` is given. The ledger keeps one record: past
+/// it answers are decided but not remembered, so its cost and memory stay
+/// flat over the many runs of a comparison.
+fn sim_config(pki: Option<&Pki<'_>>) -> anyhow::Result<SimConfig> {
+    let q = |p: PathBuf| toml_string(&p.display().to_string());
+    let tls = match pki {
+        None => "tls = false\n".to_owned(),
+        Some(pki) => format!(
+            "[banks.tls]\ncert = {}\nkey = {}\nclient_ca = {}\n",
+            q(pki.file(&format!("{BANK_NAME}.crt"))),
+            q(pki.file(&format!("{BANK_NAME}.key"))),
+            q(pki.file("ca.crt"))
+        ),
+    };
+    let text = format!(
+        "seed = 1\nmax_ledger_entries = 1\n[http]\nbind = \"127.0.0.1:0\"\n\
+         [[banks]]\nname = \"{BANK_NAME}\"\ncode = \"{BANK_CODE}\"\ncodec = \"iso8583:canonical\"\n\
+         listen = \"127.0.0.1:0\"\nframing = {{ prefix = \"binary2\" }}\n{tls}"
+    );
+    SimConfig::from_toml_str(&text).map_err(|e| anyhow::anyhow!("bank simulator config:\n{e}"))
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn settings(plan: &ComparePlan) -> Settings {
+    Settings {
+        step_ms: plan.step.as_millis() as u64,
+        fixed_ms: plan.fixed.as_millis() as u64,
+        drain_ms: plan.drain.as_millis() as u64,
+        start_rate: plan.search.start_rate,
+        min_rate: plan.search.min_rate,
+        max_rate: plan.search.max_rate,
+        max_steps: plan.search.max_steps,
+        tolerance: plan.search.tolerance,
+        p99_limit_us: plan.p99_limit_us,
+        connections: plan.connections,
+        pinned: plan.pinning.is_some(),
+        system_core: plan.pinning.map(|p| p.system_core),
+        load_core: plan.pinning.map(|p| p.load_core),
+        switch_journal: plan.journal.as_str().to_owned(),
+        bank: format!(
+            "{BANK_NAME} (code {BANK_CODE}, iso8583:canonical, binary2 framing, no added latency), in the load generator's process"
+        ),
+        fixed_rate_basis: "half the lower of the two maxima, the same rate for both systems (a system that sustained nothing counts as min_rate)"
+            .to_owned(),
+        budget_s: plan.budget.as_secs(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_rate_is_half_the_lower_maximum() {
+        assert_eq!(fixed_rate([8000, 30_000].into_iter(), 100), 4000);
+        assert_eq!(fixed_rate([0, 30_000].into_iter(), 100), 50);
+        assert_eq!(fixed_rate([1, 1].into_iter(), 100), 1);
+    }
+
+    #[test]
+    fn simulator_configs_parse() {
+        let c = sim_config(None).unwrap();
+        assert_eq!(c.banks.len(), 1);
+        assert_eq!(c.max_ledger_entries, 1);
+        let dir = PathBuf::from("/d/pki \"q\"");
+        let c = sim_config(Some(&Pki(&dir))).unwrap();
+        assert!(matches!(
+            &c.banks[0].tls,
+            crate::banksim::config::TlsSetting::Tls(f) if f.cert == dir.join("bank003.crt")
+        ));
+    }
+}

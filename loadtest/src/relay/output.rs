@@ -1,0 +1,277 @@
+//! What a comparison found: the JSON document and the table for people.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::process::Machine;
+use crate::report::Report;
+
+/// The whole comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The machine it ran on.
+    pub machine: Machine,
+    /// How it was run.
+    pub settings: Settings,
+    /// Plaintext on both legs (`None` when not run).
+    pub plaintext: Option<TransportResult>,
+    /// TLS on both legs, client certificates on both (`None` when not run).
+    pub tls: Option<TransportResult>,
+    /// Length of the whole comparison, in seconds.
+    pub elapsed_s: f64,
+}
+
+/// The settings of a comparison.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Settings {
+    /// Length of each search step, in milliseconds.
+    pub step_ms: u64,
+    /// Length of each fixed-rate run, in milliseconds.
+    pub fixed_ms: u64,
+    /// How long a step waits for its last answers, in milliseconds.
+    pub drain_ms: u64,
+    /// First rate of each search.
+    pub start_rate: u64,
+    /// Lowest rate a search tries.
+    pub min_rate: u64,
+    /// Highest rate a search tries.
+    pub max_rate: u64,
+    /// Most steps per search.
+    pub max_steps: u32,
+    /// Bisection stops within this fraction.
+    pub tolerance: f64,
+    /// A step passes when p99 is under this (and every request is answered).
+    pub p99_limit_us: u64,
+    /// Load generator connections (each system keeps as many to the bank).
+    pub connections: u64,
+    /// Whether processes were pinned to cores.
+    pub pinned: bool,
+    /// Core of the system under test (switch or HAProxy).
+    pub system_core: Option<usize>,
+    /// Core of the load generator and the bank simulator.
+    pub load_core: Option<usize>,
+    /// The switch's journal (`off` or its fsync mode).
+    pub switch_journal: String,
+    /// The bank both systems reach.
+    pub bank: String,
+    /// The rate of the fixed-rate runs.
+    pub fixed_rate_basis: String,
+    /// Soft bound on the whole comparison, in seconds.
+    pub budget_s: u64,
+}
+
+/// One transport (plaintext or TLS): both systems.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransportResult {
+    /// The switch's maximum sustainable rate.
+    pub switch_tps: u64,
+    /// HAProxy's maximum sustainable rate.
+    pub relay_tps: u64,
+    /// `switch_tps / relay_tps` (`None` when the relay sustained nothing).
+    pub ratio: Option<f64>,
+    /// The switch's p99 at `fixed_rate_tps`.
+    pub switch_p99_us: Option<u64>,
+    /// HAProxy's p99 at `fixed_rate_tps`.
+    pub relay_p99_us: Option<u64>,
+    /// Rate of the fixed-rate runs: half the lower of the two maxima.
+    pub fixed_rate_tps: u64,
+    /// p99 at `fixed_rate_tps` with the load generator straight to the
+    /// bank: the floor that the generator and the simulator add by
+    /// themselves (a p99 near it says little about the system).
+    pub direct_p99_us: u64,
+    /// The fixed-rate run straight to the bank.
+    pub direct: Report,
+    /// The switch's search and fixed-rate run.
+    pub switch: SystemResult,
+    /// HAProxy's search and fixed-rate run.
+    pub relay: SystemResult,
+}
+
+/// One system's search and fixed-rate run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemResult {
+    /// Highest rate that passed (0 when none did).
+    pub max_tps: u64,
+    /// Lowest rate that failed, if any.
+    pub lowest_failed_tps: Option<u64>,
+    /// Whether the search converged (not cut short by steps or time).
+    pub converged: bool,
+    /// Which core ran out at the lowest failing rate: `system` (the system
+    /// under test used >= 85 % of its core), `generator` (the load
+    /// generator and simulator used >= 90 % of theirs: the maximum is a
+    /// lower bound of the system's), or `neither` (p99 went over the limit
+    /// before either core was full).
+    pub limited_by: Option<String>,
+    /// Every step of the search, in order.
+    pub steps: Vec<Step>,
+    /// The fixed-rate run.
+    pub fixed: Option<Report>,
+}
+
+/// One step of a search.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Step {
+    /// Offered rate.
+    pub rate_tps: u64,
+    /// Whether the rate was sustained.
+    pub passed: bool,
+    /// Why not, when it was not.
+    pub why: Option<String>,
+    /// p99 latency (µs).
+    pub p99_us: u64,
+    /// Requests offered.
+    pub offered: u64,
+    /// Requests correctly answered.
+    pub answered: u64,
+    /// Answers per second.
+    pub achieved_tps: f64,
+    /// Cores' worth of CPU the system under test used (1.0 = its core full).
+    pub system_cpu: Option<f64>,
+    /// Cores' worth of CPU the load generator and simulator used.
+    pub generator_cpu: Option<f64>,
+}
+
+/// Which core limited a system, from its lowest failing step.
+pub fn limited_by(step: &Step) -> Option<&'static str> {
+    let system = step.system_cpu?;
+    let generator = step.generator_cpu?;
+    Some(if system >= 0.85 {
+        "system"
+    } else if generator >= 0.9 {
+        "generator"
+    } else {
+        "neither"
+    })
+}
+
+/// Round to three decimals (ratios and CPU shares are not more precise).
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn opt(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".to_owned(), thousands)
+}
+
+impl fmt::Display for Comparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        writeln!(
+            f,
+            "relay baseline: fps-switch vs HAProxy {} (TCP mode), same load, same bank simulator",
+            self.machine.haproxy_version
+        )?;
+        let pinning = match (s.system_core, s.load_core) {
+            (Some(a), Some(b)) => {
+                format!(
+                    "system under test on core {a}, load generator and bank simulator on core {b}"
+                )
+            }
+            _ => "not pinned".to_owned(),
+        };
+        writeln!(
+            f,
+            "{} ({} cores), {pinning}; max = highest open-loop rate with p99 < {} µs and every request answered ({} ms steps); switch journal: {}",
+            self.machine.cpu_model, self.machine.cores, s.p99_limit_us, s.step_ms, s.switch_journal
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<10} {:>10} {:>10} {:>7}   {:>10} {:>10} {:>10} {:>10}",
+            "", "switch", "relay", "", "fixed", "switch", "relay", "direct"
+        )?;
+        writeln!(
+            f,
+            "{:<10} {:>10} {:>10} {:>7}   {:>10} {:>10} {:>10} {:>10}",
+            "transport", "max TPS", "max TPS", "ratio", "rate TPS", "p99 µs", "p99 µs", "p99 µs"
+        )?;
+        let mut notes = Vec::new();
+        for (name, r) in [("plaintext", &self.plaintext), ("tls", &self.tls)] {
+            let Some(r) = r else { continue };
+            writeln!(
+                f,
+                "{:<10} {:>10} {:>10} {:>7}   {:>10} {:>10} {:>10} {:>10}",
+                name,
+                thousands(r.switch_tps),
+                thousands(r.relay_tps),
+                r.ratio
+                    .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x")),
+                thousands(r.fixed_rate_tps),
+                opt(r.switch_p99_us),
+                opt(r.relay_p99_us),
+                thousands(r.direct_p99_us)
+            )?;
+            for (system, res) in [("switch", &r.switch), ("relay", &r.relay)] {
+                if res.limited_by.as_deref() == Some("generator") {
+                    notes.push(format!(
+                        "{name} {system}: the load generator's core was full at {} TPS: its max is a lower bound",
+                        opt(res.lowest_failed_tps)
+                    ));
+                }
+                if !res.converged {
+                    notes.push(format!(
+                        "{name} {system}: search cut short (steps or time budget)"
+                    ));
+                }
+                if res.fixed.as_ref().is_some_and(|rep| !rep.clean()) {
+                    notes.push(format!(
+                        "{name} {system}: the fixed-rate run was not clean (see the JSON)"
+                    ));
+                }
+            }
+        }
+        for n in &notes {
+            writeln!(f, "note: {n}")?;
+        }
+        write!(
+            f,
+            "ratio = switch / relay max TPS; fixed rate = {}; direct = load generator straight to the bank (the floor); {:.0} s in all",
+            s.fixed_rate_basis, self.elapsed_s
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_and_limits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        let mut s = Step {
+            rate_tps: 1,
+            passed: false,
+            why: None,
+            p99_us: 0,
+            offered: 0,
+            answered: 0,
+            achieved_tps: 0.0,
+            system_cpu: Some(0.97),
+            generator_cpu: Some(0.99),
+        };
+        assert_eq!(limited_by(&s), Some("system"));
+        s.system_cpu = Some(0.4);
+        assert_eq!(limited_by(&s), Some("generator"));
+        s.generator_cpu = Some(0.5);
+        assert_eq!(limited_by(&s), Some("neither"));
+        s.generator_cpu = None;
+        assert_eq!(limited_by(&s), None);
+        assert_eq!(round3(0.123_456), 0.123);
+    }
+}

@@ -1,0 +1,232 @@
+//! The switch side of a comparison: a generated config with one bank (the
+//! canonical ISO 8583 bank 003, the same simulator the relay reaches) and
+//! the `fps-switch` binary started on it.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::process::{http_get, Supervised};
+
+/// Time the switch has to become ready (links up to the bank).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the switch journals (the `[journal]` section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journal {
+    /// No journal at all (nothing survives a crash; benchmarks only).
+    Off,
+    /// `fsync = "always"`.
+    Always,
+    /// `fsync = "batch"`: group commit, the product's default.
+    Batch,
+    /// `fsync = "never"`.
+    Never,
+}
+
+impl Journal {
+    /// The name used on the command line and in the JSON settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Journal::Off => "off",
+            Journal::Always => "always",
+            Journal::Batch => "batch",
+            Journal::Never => "never",
+        }
+    }
+}
+
+/// One switch to set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchSpec {
+    /// The upstream listener (where the load generator connects).
+    pub listen: SocketAddr,
+    /// The admin listener (`/readyz`).
+    pub admin: SocketAddr,
+    /// The bank simulator's listener (bank 003).
+    pub bank: SocketAddr,
+    /// Links to the bank (pool min = max).
+    pub links: u64,
+    /// `None` = plaintext on both legs.
+    pub tls: Option<SwitchTls>,
+    /// Journal setting; its files go to `journal_dir`.
+    pub journal: Journal,
+    /// Directory of the journal (when on).
+    pub journal_dir: PathBuf,
+}
+
+/// TLS files of the switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchTls {
+    /// The upstream server certificate and key.
+    pub cert: PathBuf,
+    /// Key of `cert`.
+    pub key: PathBuf,
+    /// CA of client certificates, of the bank's certificate.
+    pub ca: PathBuf,
+    /// Client certificate presented to the bank.
+    pub client_cert: PathBuf,
+    /// Key of `client_cert`.
+    pub client_key: PathBuf,
+    /// Name the bank's certificate must carry.
+    pub bank_name: String,
+}
+
+/// TOML string literal (basic string, escaped).
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn path(p: &Path) -> String {
+    quoted(&p.display().to_string())
+}
+
+/// The switch config of `spec`: warnings-only logs, bank 003 routed by
+/// F100 to the simulator over `links` links.
+pub fn render(spec: &SwitchSpec) -> String {
+    let mut c = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(c, "# fps-loadtest compare-relay: the switch under test");
+    let _ = writeln!(c, "[log]\nformat = \"human\"\nfilter = \"warn\"\n");
+    let _ = writeln!(c, "[switch]\nparticipant_code = \"950\"\n");
+    let _ = writeln!(c, "[upstream]\nbind = {}", quoted(&spec.listen.to_string()));
+    match &spec.tls {
+        None => {
+            let _ = writeln!(c, "tls = false");
+        }
+        Some(t) => {
+            let _ = writeln!(
+                c,
+                "tls = true\ncert = {}\nkey = {}\nclient_ca = {}",
+                path(&t.cert),
+                path(&t.key),
+                path(&t.ca)
+            );
+        }
+    }
+    let _ = writeln!(c, "max_in_flight_per_connection = 16384\n");
+    let _ = writeln!(c, "[admin]\nbind = {}\n", quoted(&spec.admin.to_string()));
+    if spec.journal != Journal::Off {
+        let _ = writeln!(
+            c,
+            "[journal]\ndir = {}\nfsync = {}\n",
+            path(&spec.journal_dir),
+            quoted(spec.journal.as_str())
+        );
+    }
+    let _ = writeln!(c, "[[banks]]");
+    let _ = writeln!(
+        c,
+        "code = \"003\"\nname = \"bank003\"\ncodec = \"iso8583:canonical\""
+    );
+    let _ = writeln!(c, "endpoints = [{}]", quoted(&spec.bank.to_string()));
+    let _ = writeln!(c, "framing = {{ prefix = \"binary2\" }}");
+    let _ = writeln!(c, "max_in_flight = 4096");
+    let links = spec.links.max(1);
+    let _ = writeln!(c, "pool = {{ min = {links}, max = {links} }}");
+    match &spec.tls {
+        None => {
+            let _ = writeln!(c, "danger_plaintext = true\n");
+        }
+        Some(t) => {
+            let _ = writeln!(
+                c,
+                "[banks.tls]\ncert = {}\nkey = {}\nca = {}\nserver_name = {}\n",
+                path(&t.client_cert),
+                path(&t.client_key),
+                path(&t.ca),
+                quoted(&t.bank_name)
+            );
+        }
+    }
+    let _ = writeln!(
+        c,
+        "[[routing.routes]]\nbank_code = \"003\"\nprimary = \"bank003\""
+    );
+    c
+}
+
+/// Write `dir/switch.toml`, start `binary run` on it (pinned to `core`
+/// when given) and wait until `/readyz` says every bank has a link up.
+pub async fn start(
+    binary: &Path,
+    spec: &SwitchSpec,
+    dir: &Path,
+    core: Option<usize>,
+) -> anyhow::Result<Supervised> {
+    let cfg = dir.join("switch.toml");
+    std::fs::write(&cfg, render(spec)).with_context(|| format!("writing {}", cfg.display()))?;
+    let args = vec![
+        "run".to_owned(),
+        "--config".to_owned(),
+        cfg.display().to_string(),
+    ];
+    let mut switch = Supervised::spawn("fps-switch", binary, &args, core, &dir.join("switch.log"))?;
+    let admin = spec.admin;
+    switch
+        .wait_ready(START_TIMEOUT, || async move {
+            matches!(http_get(admin, "/readyz").await, Ok((200, _)))
+        })
+        .await?;
+    Ok(switch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_route_bank_003_to_the_simulator() {
+        let mut spec = SwitchSpec {
+            listen: "127.0.0.1:7000".parse().unwrap(),
+            admin: "127.0.0.1:7001".parse().unwrap(),
+            bank: "127.0.0.1:7003".parse().unwrap(),
+            links: 4,
+            tls: None,
+            journal: Journal::Off,
+            journal_dir: "/d/j".into(),
+        };
+        let plain = render(&spec);
+        let v: toml::Value = toml::from_str(&plain).unwrap();
+        assert_eq!(v["upstream"]["tls"].as_bool(), Some(false));
+        assert_eq!(v["banks"][0]["danger_plaintext"].as_bool(), Some(true));
+        assert_eq!(v["banks"][0]["pool"]["max"].as_integer(), Some(4));
+        assert_eq!(
+            v["routing"]["routes"][0]["primary"].as_str(),
+            Some("bank003")
+        );
+        assert!(v.get("journal").is_none());
+        spec.journal = Journal::Batch;
+        spec.tls = Some(SwitchTls {
+            cert: "/d/switch.crt".into(),
+            key: "/d/switch.key".into(),
+            ca: "/d/ca \"x\".crt".into(),
+            client_cert: "/d/switch-client.crt".into(),
+            client_key: "/d/switch-client.key".into(),
+            bank_name: "bank003.fps.test".into(),
+        });
+        let v: toml::Value = toml::from_str(&render(&spec)).unwrap();
+        assert_eq!(v["upstream"]["client_ca"].as_str(), Some("/d/ca \"x\".crt"));
+        assert_eq!(
+            v["banks"][0]["tls"]["server_name"].as_str(),
+            Some("bank003.fps.test")
+        );
+        assert_eq!(v["journal"]["fsync"].as_str(), Some("batch"));
+    }
+}
