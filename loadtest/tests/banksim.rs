@@ -14,6 +14,8 @@ use fps_codecs::json::JsonCodec;
 use fps_codecs::model::examples::credit_transfer;
 use fps_codecs::model::*;
 use fps_codecs::MessageCodec;
+use fps_hsm::software::SoftKey;
+use fps_hsm::Mechanism;
 use fps_loadtest::banksim::{BankSim, SimConfig};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -811,4 +813,233 @@ async fn config_errors_name_the_key() {
     let cfg = SimConfig::from_toml_str(&missing).unwrap();
     let e = format!("{:#}", BankSim::bind(&cfg).await.unwrap_err());
     assert!(e.starts_with("banks[0].tls (bank003)"), "{e}");
+}
+
+// ---------------------------------------------------------------- auth
+
+/// Development keys for the danger_software backend: an HMAC secret, the
+/// switch's and the bank's P-256 keys (test only).
+struct TestKeys {
+    dir: PathBuf,
+    hmac: Vec<u8>,
+    switch_pem: String,
+    bank_pem: String,
+}
+
+impl TestKeys {
+    fn new() -> TestKeys {
+        let dir = std::env::temp_dir().join(format!(
+            "fps-banksim-keys-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hmac: Vec<u8> = (0..32).collect();
+        let hex: String = hmac.iter().map(|b| format!("{b:02x}")).collect();
+        // rcgen's default key pair is P-256, written as PKCS#8 PEM.
+        let switch_pem = KeyPair::generate().unwrap().serialize_pem();
+        let bank_pem = KeyPair::generate().unwrap().serialize_pem();
+        std::fs::write(dir.join("t-hmac-v1.hmac.hex"), hex).unwrap();
+        std::fs::write(dir.join("t-switch-ec-v1.ec.pem"), &switch_pem).unwrap();
+        std::fs::write(dir.join("t-bank-ec-v1.ec.pem"), &bank_pem).unwrap();
+        TestKeys {
+            dir,
+            hmac,
+            switch_pem,
+            bank_pem,
+        }
+    }
+
+    fn hsm_section(&self) -> String {
+        format!(
+            "[hsm]\nbackend = \"danger_software\"\ndanger_key_dir = \"{}\"\n",
+            self.dir.display()
+        )
+    }
+
+    fn hmac(&self) -> SoftKey {
+        SoftKey::hmac_sha256(&self.hmac).unwrap()
+    }
+
+    fn switch_key(&self) -> SoftKey {
+        SoftKey::from_pem(Mechanism::EcdsaP256Sha256, &self.switch_pem).unwrap()
+    }
+
+    fn bank_key(&self) -> SoftKey {
+        SoftKey::from_pem(Mechanism::EcdsaP256Sha256, &self.bank_pem).unwrap()
+    }
+}
+
+impl Drop for TestKeys {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const MAC_AUTH: &str = r#"auth = { mac = { label = "t-hmac", mechanism = "hmac_sha256" } }"#;
+const SIGN_AUTH: &str = r#"auth = { sign = { label = "t-bank-ec", mechanism = "ecdsa_p256_sha256" }, verify = { label = "t-switch-ec", mechanism = "ecdsa_p256_sha256" } }"#;
+
+/// `txn` with the switch's tag, made outside any HSM.
+fn sealed(codec: &dyn MessageCodec, key: &SoftKey, txn: &Transaction) -> Transaction {
+    let mut covered = BytesMut::new();
+    codec.encode_auth_input(txn, &mut covered).unwrap();
+    let mut t = txn.clone();
+    if key.mechanism().is_mac() {
+        t.mac = codec.auth_slot().mac_value(&key.mac(&covered).unwrap());
+    } else {
+        t.signature = SignatureValue::new(&key.sign(&covered).unwrap()).ok();
+    }
+    t
+}
+
+/// Whether the answer's tag verifies outside any HSM.
+fn tag_verifies(codec: &dyn MessageCodec, key: &SoftKey, raw: &[u8]) -> bool {
+    let answer = codec.decode_authenticated(raw).unwrap();
+    let Some(covered) = answer.auth_input else {
+        return false;
+    };
+    if key.mechanism().is_mac() {
+        let slot = codec.auth_slot();
+        let received = slot.mac_bytes(answer.mac.as_ref().unwrap()).unwrap();
+        key.mac(covered.as_bytes()).unwrap()[..8] == received[..]
+    } else {
+        key.verify(covered.as_bytes(), answer.signature.unwrap().as_bytes())
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn banks_check_the_switch_tags_and_tag_their_answers() {
+    let keys = TestKeys::new();
+    let text = format!(
+        "seed = 42\n[http]\nbind = \"127.0.0.1:0\"\n{}{}{}{}",
+        keys.hsm_section(),
+        bank("bank003", "003", "iso8583:canonical", "binary2", MAC_AUTH),
+        bank("bank024", "024", "json", "binary4", SIGN_AUTH),
+        bank(
+            "bank003bad",
+            "003",
+            "iso8583:canonical",
+            "binary2",
+            &format!("{MAC_AUTH}\nfaults = {{ bad_mac = 100 }}"),
+        ),
+    );
+    let sim = Sim::start(&text).await;
+    let canonical = codec_of("iso8583:canonical");
+    let json = codec_of("json");
+
+    // A MACed transfer: approved, and the answer's MAC verifies.
+    let mut link = Link::plain(
+        sim.addr("bank003"),
+        "iso8583:canonical",
+        LengthPrefix::Binary2,
+    )
+    .await;
+    link.send(&sealed(&*canonical, &keys.hmac(), &transfer(1)))
+        .await;
+    let raw = link.recv_raw(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(code(&canonical.decode(&raw).unwrap()), "00");
+    assert!(tag_verifies(&*canonical, &keys.hmac(), &raw));
+    // Network management needs no MAC.
+    let mut echo = Transaction::new(Mti::NETWORK);
+    echo.stan = Stan::new(9).ok();
+    echo.network_code = Some(NetworkCode::Echo);
+    assert_eq!(code(&link.request(&echo).await), "00");
+    // A wrong MAC, or none: 63, and nothing booked.
+    let mut forged = sealed(&*canonical, &keys.hmac(), &transfer(2));
+    forged.amount = AmountMinor::new(99_999).ok();
+    assert_eq!(code(&link.request(&forged).await), "63");
+    assert_eq!(code(&link.request(&transfer(3)).await), "63");
+
+    // A signed JSON transfer: approved, the bank's signature verifies.
+    let mut link = Link::plain(sim.addr("bank024"), "json", LengthPrefix::Binary4).await;
+    let mut t = transfer(4);
+    t.message_id = MessageId::parse(b"REQ-AUTH-4").ok();
+    link.send(&sealed(&*json, &keys.switch_key(), &t)).await;
+    let raw = link.recv_raw(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(code(&json.decode(&raw).unwrap()), "00");
+    let bank_public = keys.bank_key().public_key().unwrap();
+    assert!(tag_verifies(&*json, &bank_public, &raw));
+    // Signed with the wrong key: refused.
+    t.message_id = MessageId::parse(b"REQ-AUTH-5").ok();
+    let wrong = sealed(&*json, &keys.bank_key(), &t);
+    assert_eq!(code(&link.request(&wrong).await), "63");
+
+    // The bad_mac fault: approved, but the MAC does not verify.
+    let mut link = Link::plain(
+        sim.addr("bank003bad"),
+        "iso8583:canonical",
+        LengthPrefix::Binary2,
+    )
+    .await;
+    link.send(&sealed(&*canonical, &keys.hmac(), &transfer(6)))
+        .await;
+    let raw = link.recv_raw(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(code(&canonical.decode(&raw).unwrap()), "00");
+    assert!(!tag_verifies(&*canonical, &keys.hmac(), &raw));
+
+    let ledger = sim.ledger().await;
+    let stats = |name: &str| {
+        ledger["banks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(stats("bank003")["auth_failures"], 2, "{ledger:#}");
+    assert_eq!(stats("bank003")["transactions"], 1);
+    assert_eq!(stats("bank024")["auth_failures"], 1);
+    assert_eq!(stats("bank024")["transactions"], 1);
+    assert_eq!(stats("bank003bad")["faults"]["bad_mac"], 1);
+    assert_eq!(ledger["totals"]["auth_failures"], 3);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn auth_config_errors_name_the_key() {
+    let errors = |text: &str| SimConfig::from_toml_str(text).unwrap_err().to_string();
+    let e = errors(&config(&[bank(
+        "bank003",
+        "003",
+        "iso8583:canonical",
+        "binary2",
+        MAC_AUTH,
+    )]));
+    assert!(e.contains("banks[0].auth: needs an [hsm] section"), "{e}");
+    let e = errors(&config(&[bank(
+        "bank003",
+        "003",
+        "iso8583:canonical",
+        "binary2",
+        "faults = { bad_mac = 5 }",
+    )]));
+    assert!(e.contains("banks[0].faults.bad_mac: needs auth"), "{e}");
+    let keys = TestKeys::new();
+    let text = format!(
+        "[http]\nbind = \"127.0.0.1:0\"\n{}{}",
+        keys.hsm_section(),
+        bank("bank012", "012", "iso20022", "binary4", MAC_AUTH),
+    );
+    let e = errors(&text);
+    assert!(
+        e.contains("banks[0].auth: ISO 20022 and JSON banks use sign and verify"),
+        "{e}"
+    );
+    // A key the HSM lacks stops the simulator, naming the label.
+    let text = format!(
+        "[http]\nbind = \"127.0.0.1:0\"\n{}{}",
+        keys.hsm_section(),
+        bank(
+            "bank003",
+            "003",
+            "iso8583:canonical",
+            "binary2",
+            r#"auth = { mac = { label = "t-missing", mechanism = "hmac_sha256" } }"#
+        ),
+    );
+    let cfg = SimConfig::from_toml_str(&text).unwrap();
+    let e = format!("{:#}", BankSim::bind(&cfg).await.unwrap_err());
+    assert!(e.contains("t-missing"), "{e}");
 }

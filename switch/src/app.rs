@@ -15,7 +15,7 @@ use crate::journal::{FileJournal, Journal, JournalConfig, JournalError};
 use crate::keystore::{KeyStore, KeyStoreConfig, KeyStoreError};
 use crate::pipeline::Pipeline;
 use crate::routing::{load_proxy_directory, ProxyLoadError, ProxyReloader, Routing};
-use crate::safety::recovery::{Recovery, Replay};
+use crate::safety::recovery::{self, KeyedJournal, Recovery, Replay};
 use crate::safety::reversals::Reversals;
 use crate::safety::{NullJournal, Safety};
 use crate::upstream::{Upstream, UpstreamError};
@@ -52,6 +52,10 @@ pub enum StartError {
     /// The idempotency key store could not be opened.
     #[error("journal.dir key store: {0}")]
     KeyStore(#[from] KeyStoreError),
+    /// The `[hsm]` could not be started, or keys the banks' `auth` names are
+    /// missing from it (every problem, `; `-separated).
+    #[error("hsm: {0}")]
+    Hsm(String),
 }
 
 /// A built switch: listeners bound, bank pools ready to start.
@@ -99,10 +103,11 @@ impl Switch {
         );
         let routing = Arc::new(Routing::new(router, proxies, proxy_path, clock.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let hsm = start_hsm(cfg).await?;
         let pools = cfg
             .banks
             .iter()
-            .map(|b| BankPool::new(b, shutdown_rx.clone()))
+            .map(|b| BankPool::new(b, hsm.as_ref(), shutdown_rx.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         let participant = cfg
             .switch
@@ -141,7 +146,7 @@ impl Switch {
             clock.clone(),
             crate::safety::unix_ms(),
         );
-        resume(&recovery, &pools, &safety, &reversals).await;
+        resume(&recovery, &pools, &safety, &reversals, keystore.as_deref()).await;
         let pipeline = Arc::new(Pipeline::new(
             &pools,
             routing.clone(),
@@ -242,6 +247,27 @@ impl Switch {
     }
 }
 
+/// Start the `[hsm]` (opening its sessions, logging in) and check that
+/// every key the banks' `auth` names is there, or refuse to start.
+async fn start_hsm(cfg: &Config) -> Result<Option<fps_hsm::Hsm>, StartError> {
+    let Some(hsm_cfg) = cfg.hsm.clone() else {
+        return Ok(None);
+    };
+    let backend = hsm_cfg.backend;
+    // Opening sessions blocks (PKCS#11 C_OpenSession, C_Login).
+    let hsm = tokio::task::spawn_blocking(move || fps_hsm::Hsm::builder(hsm_cfg).start())
+        .await
+        .map_err(|_| StartError::Hsm("start-up task failed".into()))?
+        .map_err(|e| StartError::Hsm(e.to_string()))?;
+    let keys = cfg.hsm_keys();
+    if let Err(errors) = hsm.check_keys(&keys).await {
+        let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Err(StartError::Hsm(all.join("; ")));
+    }
+    tracing::info!(backend = ?backend, keys = keys.len(), "hsm ready: every bank key found");
+    Ok(Some(hsm))
+}
+
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -282,38 +308,59 @@ fn open_journal(
             source,
         })
     })?;
-    let keystore = KeyStore::open(KeyStoreConfig::new(dir.join("keys.redb")))?;
+    let keystore = Arc::new(KeyStore::open(KeyStoreConfig::new(dir.join("keys.redb")))?);
     let mut jc = JournalConfig::new(dir.join("segments"));
     jc.fsync = cfg.journal.fsync;
     jc.segment_bytes = cfg.journal.segment_bytes;
+    let low_water = keystore.low_water_lsn();
     let mut replay = Replay::new(banks, &mut index, clock.now()).with_keystore(&keystore);
     let (journal, report) = FileJournal::open(jc, &mut |lsn, unix_ms, payload| {
         replay.record(lsn.0, unix_ms, payload)
     })?;
     let recovery = replay.finish();
+    // Before the store follows the journal (which lets its low-water mark
+    // move): a key the catch-up could not put must stay above the mark.
+    if let Some(lsn) = recovery.first_missed_lsn {
+        keystore.hold_low_water_below(lsn);
+    }
+    keystore.follow_journal(journal.durable_lsn_reader());
+    metrics::counter!(crate::metrics::KEYSTORE_CAUGHT_UP).increment(recovery.keys_caught_up);
     tracing::info!(
         records = report.records,
         segments = report.segments,
         torn_tail_bytes = report.torn_tail_bytes,
         keys_restored = recovery.keys_restored,
+        keystore_low_water_lsn = low_water,
         keys_caught_up = recovery.keys_caught_up,
+        keys_checked = recovery.keys_checked,
+        keys_missed = recovery.keys_missed,
         outcome_unknown = recovery.unknown.len(),
         reversing = recovery.reversing.len(),
         bad_records = recovery.bad_records,
         "journal replayed"
     );
-    Ok((Arc::new(journal), Some(Arc::new(keystore)), index, recovery))
+    let journal = KeyedJournal::new(journal, keystore.clone());
+    Ok((Arc::new(journal), Some(keystore), index, recovery))
 }
 
 /// Act on what the replay found: transactions sent without an answer are
-/// journaled as reversing with a final 68 and queued for reversal;
-/// reversals under way resume.
+/// journaled as reversing with a final 68 (their keys completed with it, in
+/// memory and in the key store) and queued for reversal; reversals under
+/// way resume.
 async fn resume(
     recovery: &Recovery,
     pools: &[Arc<BankPool>],
     safety: &Safety,
     reversals: &Reversals,
+    keystore: Option<&KeyStore>,
 ) {
+    if let (Some(ks), false) = (keystore, recovery.unknown.is_empty()) {
+        // Room in the store's queue for the keys below (a put refused
+        // while the catch-up drains would hold its low-water mark).
+        if let Err(e) = ks.flush().await {
+            tracing::warn!(error = %e, "key store catch-up not committed yet");
+        }
+    }
     for p in &recovery.unknown {
         let Ok(sent) = pools[p.bank].decode_wire(&p.wire) else {
             tracing::error!(txn = p.txn.0, bank = %pools[p.bank].name(), "journaled message no longer decodes: manual action needed");
@@ -327,12 +374,15 @@ async fn resume(
             tracing::error!(txn = p.txn.0, "journal unavailable during recovery");
         }
         let outcome = fps_routing::idempotency::Outcome::new(fps_codecs::model::ResponseCode::LATE);
-        let _ = safety
+        let written = safety
             .write(&crate::safety::record::Record::Final {
                 txn: p.txn,
                 outcome: outcome.clone(),
             })
             .await;
+        if let (Ok(lsn), Some(ks)) = (written, keystore) {
+            store_final(ks, p, &outcome, lsn.0);
+        }
         if let Some((scope, request)) = &p.key {
             safety.restore_encoded(scope, request, outcome);
         }
@@ -349,6 +399,39 @@ async fn resume(
         if let Err(e) = reversals.enqueue(p.bank, p.txn, sent) {
             tracing::error!(txn = p.txn.0, error = %e, "reversal could not be queued: manual action needed");
         }
+    }
+}
+
+/// Put the key of a transaction settled at start-up (final record at `lsn`)
+/// into the key store, as `Safety::finish` does for every other final.
+fn store_final(
+    keystore: &KeyStore,
+    p: &recovery::Pending,
+    outcome: &fps_routing::idempotency::Outcome,
+    lsn: u64,
+) {
+    let canonical = fps_codecs::iso8583::Iso8583Codec::builtin("canonical")
+        .expect("the canonical dialect is built in");
+    let rec = p.key.as_ref().and_then(|(scope, request)| {
+        recovery::key_record(
+            &canonical,
+            scope,
+            request,
+            outcome.clone(),
+            lsn,
+            crate::safety::unix_ms(),
+        )
+    });
+    let Some(rec) = rec else {
+        // No key to look up later (the index skips it too); the mark must
+        // still not pass its final record.
+        keystore.hold_low_water_below(lsn);
+        return;
+    };
+    if let Err(e) = recovery::put_patiently(keystore, rec) {
+        // A refused put already holds the store's low-water mark below
+        // `lsn`: the next start puts it from the journal.
+        tracing::error!(txn = p.txn.0, error = %e, "key of a transaction settled at start-up not stored yet: it stays in the journal");
     }
 }
 

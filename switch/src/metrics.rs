@@ -81,3 +81,26 @@ pub fn install() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// Key store puts refused because its queue was full (the journal still has
+/// the key; the store's low-water mark is held below it until a restart).
+pub const KEYSTORE_REFUSED: &str = "fps_switch_keystore_refused_total";
+/// Key store batch commits that failed (each is retried with backoff).
+pub const KEYSTORE_COMMIT_FAILURES: &str = "fps_switch_keystore_commit_failures_total";
+/// Key store puts queued or being committed.
+pub const KEYSTORE_PENDING: &str = "fps_switch_keystore_pending";
+/// Journal lsns a restart would re-read to bring the key store up to date:
+/// the journal's durable lsn minus the store's low-water mark. Grows without
+/// bound while a refused put holds the mark.
+pub const KEYSTORE_CATCH_UP_LSNS: &str = "fps_switch_keystore_catch_up_lsns";
+/// Completed keys re-put into the key store from the journal at start-up.
+pub const KEYSTORE_CAUGHT_UP: &str = "fps_switch_keystore_caught_up_total";
+
+/// Bank server certificates the switch refused during the TLS handshake, by
+/// `server_name` (the bank's configured `tls.server_name`, one per bank) and
+/// `reason` (`unknown_ca`/`wrong_name`/`expired`/`not_yet_valid`/`revoked`/
+/// `wrong_purpose`/`bad_certificate`/`tls_handshake`).
+pub const BANK_TLS_REFUSED: &str = "fps_switch_bank_tls_refused_total";
+/// Upstream connections closed, by `reason` (`peer_closed`/`read_error`/
+/// `idle`/`bad_frame`/`undecodable`/`shutdown`).
+pub const UPSTREAM_CLOSED: &str = "fps_switch_upstream_connections_closed_total";

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use fps_codecs::model::{BankCode, NetworkCode, ResponseCode, Transaction, TxnKind};
+use fps_codecs::model::{
+    BankCode, Currency, NetworkCode, ProcessingCode, ResponseCode, Transaction, TxnKind,
+};
 use fps_routing::idempotency::{ClientScope, Outcome};
 use fps_routing::{Attempt, LinkId, LinkOutcome, RetryDecision, SendFailure};
 use tokio::time::Instant;
@@ -126,6 +128,10 @@ impl Pipeline {
         if let Some(missing) = missing_field(req) {
             tracing::info!(mti = %req.mti, stan = ?req.stan.map(|s| s.value()), missing, "format error: mandatory field missing");
             return (NONE, req.response(ResponseCode::FORMAT_ERROR));
+        }
+        if let Some((field, code)) = invalid_value(req) {
+            tracing::info!(mti = %req.mti, stan = ?req.stan.map(|s| s.value()), field, code = %code, "request refused: value not allowed");
+            return (NONE, req.response(code));
         }
         let claimed = match self.safety.admit(scope, req).await {
             Admission::Answer(a) => return (LOCAL, a),
@@ -428,6 +434,23 @@ impl Pipeline {
         // `Switch::build`), so every LinkId it hands out indexes `pools`.
         &self.pools[link.index()]
     }
+}
+
+/// Values of an upstream 0200 that parse but that DESIGN.md does not allow:
+/// the field and the code to answer. F3 must be `400000` (credit transfer,
+/// else 12 invalid transaction), F4 above zero (else 13 invalid amount), F49
+/// HKD `344` or CNY `156` (else 13).
+fn invalid_value(req: &Transaction) -> Option<(&'static str, ResponseCode)> {
+    if req.processing_code != Some(ProcessingCode::CREDIT_TRANSFER) {
+        return Some(("F3", ResponseCode::INVALID_TRANSACTION));
+    }
+    if req.amount.is_some_and(|a| a.minor() == 0) {
+        return Some(("F4", ResponseCode::INVALID_AMOUNT));
+    }
+    if !matches!(req.currency, Some(Currency::HKD | Currency::CNY)) {
+        return Some(("F49", ResponseCode::INVALID_AMOUNT));
+    }
+    None
 }
 
 /// The mandatory fields of an upstream 0200 (DESIGN.md), first missing one.

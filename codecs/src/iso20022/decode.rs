@@ -7,6 +7,7 @@
 //! text is split by entity references, when it is joined in one reused buffer.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use arrayvec::{ArrayString, ArrayVec};
 use quick_xml::events::{BytesRef, BytesStart, Event};
@@ -16,13 +17,14 @@ use quick_xml::NsReader;
 use crate::error::{CodecError, Location};
 use crate::model::{
     Account, BankCode, Currency, EndToEndId, IdempotencyKey, MessageId, Mti, PartyName,
-    ProcessingCode, ProxyId, ProxyKind, ReasonCode, SettlementDate, Transaction, Uetr,
+    ProcessingCode, ProxyId, ProxyKind, ReasonCode, SettlementDate, SignatureValue, Transaction,
+    Uetr,
 };
 
 use super::paths::{self, Field, Hit, Tag};
 use super::status;
 use super::values::{minor_digits, parse_amount, CreationDateTime, MessageVersion, StatusCode};
-use super::{Decoded, Iso20022Config, MessageType, MAX_DEPTH, NAMESPACE_PREFIX};
+use super::{Decoded, Iso20022Config, MessageType, MAX_DEPTH, NAMESPACE_PREFIX, SIGNATURE_ELEMENT};
 
 /// Envelope elements (e.g. `Envelope`, `DataPDU/Body`) allowed around `Document`.
 const MAX_ENVELOPE_DEPTH: usize = 4;
@@ -65,6 +67,16 @@ enum Text<'i> {
 }
 
 pub(crate) fn decode(config: &Iso20022Config, payload: &[u8]) -> Result<Decoded, CodecError> {
+    decode_spanned(config, payload).map(|(d, _)| d)
+}
+
+/// Decode, and also return where the `Document` element lies in `payload`
+/// (from `<` of its start tag to `>` of its end tag): what a signature in
+/// the envelope covers (see [`crate::auth`]).
+pub(crate) fn decode_spanned(
+    config: &Iso20022Config,
+    payload: &[u8],
+) -> Result<(Decoded, Range<usize>), CodecError> {
     if payload.len() > config.max_message_bytes {
         return Err(CodecError::TooLong {
             at: Location::Message,
@@ -73,16 +85,37 @@ pub(crate) fn decode(config: &Iso20022Config, payload: &[u8]) -> Result<Decoded,
         });
     }
     let input = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(payload);
+    let bom = payload.len() - input.len();
     let mut reader = NsReader::from_reader(input);
     let rc = reader.config_mut();
     rc.expand_empty_elements = true;
     rc.check_end_names = true;
     let mut p = Parser::new(config);
+    let (mut doc_start, mut doc_end) = (0, 0);
     loop {
+        // Positions fit in usize: they index `input`.
+        let before = reader.buffer_position() as usize;
         let event = reader.read_event().map_err(|e| p.xml_error(&e))?;
         match event {
-            Event::Start(e) => p.start(&mut reader, e)?,
-            Event::End(_) => p.end()?,
+            Event::Start(e) => {
+                let outside = matches!(p.phase, Phase::Envelope | Phase::After);
+                if outside && e.local_name().as_ref() == SIGNATURE_ELEMENT {
+                    let text = reader.read_text(e.name()).map_err(|e| p.xml_error(&e))?;
+                    p.signature(text.into_inner().as_bytes())?;
+                    continue;
+                }
+                if p.phase == Phase::Envelope {
+                    doc_start = before;
+                }
+                p.start(&mut reader, e)?
+            }
+            Event::End(_) => {
+                let closing_document = p.phase == Phase::DocumentEnd;
+                p.end()?;
+                if closing_document {
+                    doc_end = reader.buffer_position() as usize;
+                }
+            }
             Event::Text(t) => p.text(t.into_inner())?,
             Event::CData(t) => p.text(t.into_inner())?,
             Event::GeneralRef(r) => p.general_ref(r)?,
@@ -97,7 +130,10 @@ pub(crate) fn decode(config: &Iso20022Config, payload: &[u8]) -> Result<Decoded,
             Event::Empty(_) => {
                 // Not produced: empty elements are expanded to Start + End.
             }
-            Event::Eof => return p.finish(),
+            Event::Eof => {
+                let decoded = p.finish()?;
+                return Ok((decoded, bom + doc_start..bom + doc_end));
+            }
         }
     }
 }
@@ -259,6 +295,31 @@ impl<'i, 'c> Parser<'i, 'c> {
             }),
             Phase::After => skip(reader, &e, "Document"),
         }
+    }
+
+    /// The envelope's `Sgntr`: base64 of the detached signature.
+    fn signature(&mut self, text: &[u8]) -> Result<(), CodecError> {
+        let at = Location::Element(SIGNATURE_ELEMENT);
+        if self.txn.signature.is_some() {
+            return Err(CodecError::Invalid {
+                at,
+                reason: "more than one signature",
+            });
+        }
+        let trimmed = text.trim_ascii();
+        if trimmed.len() > 4 * SignatureValue::MAX_LEN.div_ceil(3) {
+            return Err(CodecError::TooLong {
+                at,
+                len: trimmed.len(),
+                max: 4 * SignatureValue::MAX_LEN.div_ceil(3),
+            });
+        }
+        let raw = crate::auth::base64_decode(trimmed).ok_or(CodecError::Invalid {
+            at,
+            reason: "not base64",
+        })?;
+        self.txn.signature = Some(SignatureValue::new(&raw).map_err(|e| CodecError::value(at, e))?);
+        Ok(())
     }
 
     fn in_namespace(&self, ns: &ResolveResult<'_>) -> bool {

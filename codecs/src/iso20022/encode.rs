@@ -8,7 +8,7 @@ use crate::model::{AmountMinor, BankCode, Currency, ProxyKind, Transaction};
 
 use super::status;
 use super::values::{format_amount, minor_digits, CreationDateTime};
-use super::{Iso20022Config, MessageType, NAMESPACE_PREFIX};
+use super::{Iso20022Config, MessageType, ENVELOPE_NAMESPACE, NAMESPACE_PREFIX, SIGNATURE_ELEMENT};
 
 pub(crate) fn encode(
     config: &Iso20022Config,
@@ -17,8 +17,37 @@ pub(crate) fn encode(
     created_at: &CreationDateTime,
     out: &mut BytesMut,
 ) -> Result<(), CodecError> {
+    out.extend_from_slice(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
+    let Some(signature) = &txn.signature else {
+        return document(config, msg, txn, created_at, out);
+    };
+    // Signed: the envelope of crate::auth around the Document.
+    out.extend_from_slice(b"<Envelope xmlns=\"");
+    out.extend_from_slice(ENVELOPE_NAMESPACE.as_bytes());
+    out.extend_from_slice(b"\">");
+    document(config, msg, txn, created_at, out)?;
+    let mut b64 = Vec::with_capacity(signature.as_bytes().len().div_ceil(3) * 4);
+    crate::auth::base64_encode(signature.as_bytes(), &mut b64);
+    out.extend_from_slice(b"<");
+    out.extend_from_slice(SIGNATURE_ELEMENT.as_bytes());
+    out.extend_from_slice(b">");
+    out.extend_from_slice(&b64);
+    out.extend_from_slice(b"</");
+    out.extend_from_slice(SIGNATURE_ELEMENT.as_bytes());
+    out.extend_from_slice(b"></Envelope>");
+    Ok(())
+}
+
+/// The `Document` element alone: what a signature covers.
+pub(crate) fn document(
+    config: &Iso20022Config,
+    msg: MessageType,
+    txn: &Transaction,
+    created_at: &CreationDateTime,
+    out: &mut BytesMut,
+) -> Result<(), CodecError> {
     let mut w = Writer { out, config };
-    w.raw("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Document xmlns=\"");
+    w.raw("<Document xmlns=\"");
     w.raw(NAMESPACE_PREFIX);
     w.raw(msg.id());
     w.raw(".");

@@ -102,8 +102,8 @@
 use bytes::BytesMut;
 
 use crate::error::{CodecError, Location};
-use crate::model::{Mti, ProcessingCode, Transaction};
-use crate::MessageCodec;
+use crate::model::{AuthInput, Mti, ProcessingCode, Transaction};
+use crate::{AuthSlot, MessageCodec};
 
 mod decode;
 mod encode;
@@ -125,6 +125,13 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Deepest element nesting accepted, envelope included.
 pub const MAX_DEPTH: usize = 32;
+
+/// Namespace of the envelope the codec writes around a signed `Document`
+/// (see [`crate::auth`]).
+pub const ENVELOPE_NAMESPACE: &str = "urn:fps-switch:xsd:envelope";
+
+/// Envelope element carrying the base64 detached signature of the `Document`.
+pub const SIGNATURE_ELEMENT: &str = "Sgntr";
 
 /// The ISO 20022 messages this codec reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -433,5 +440,32 @@ impl MessageCodec for Iso20022Codec {
     fn encode(&self, txn: &Transaction, out: &mut BytesMut) -> Result<(), CodecError> {
         let created_at = Self::creation_time_for(txn)?;
         self.encode_at(txn, &created_at, out).map(|_| ())
+    }
+
+    fn auth_slot(&self) -> AuthSlot {
+        AuthSlot::Signature
+    }
+
+    /// The `Document` element of the message `encode` writes.
+    fn encode_auth_input(&self, txn: &Transaction, out: &mut BytesMut) -> Result<(), CodecError> {
+        let created_at = Self::creation_time_for(txn)?;
+        let msg = Self::message_type_for(txn)?;
+        let start = out.len();
+        let r = encode::document(&self.config, msg, txn, &created_at, out);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
+    fn decode_authenticated(&self, payload: &[u8]) -> Result<Transaction, CodecError> {
+        let (decoded, document) = decode::decode_spanned(&self.config, payload)?;
+        let mut txn = decoded.transaction;
+        if txn.signature.is_some() {
+            // The span lies inside `payload`: the parser saw both its ends.
+            let covered = payload.get(document).unwrap_or_default();
+            txn.auth_input = Some(AuthInput::new(bytes::Bytes::copy_from_slice(covered)));
+        }
+        Ok(txn)
     }
 }

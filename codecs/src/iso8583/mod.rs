@@ -35,8 +35,9 @@ use wire::{
     Reader,
 };
 
+use crate::auth::AuthSlot;
 use crate::error::{CodecError, Location};
-use crate::model::{Mti, Transaction};
+use crate::model::{AuthInput, CharClass, Mti, Transaction};
 use crate::MessageCodec;
 
 /// Dialects shipped in `configs/dialects/`, by name.
@@ -109,12 +110,26 @@ impl Iso8583Codec {
 
     /// Decode one message into the canonical model.
     pub fn decode(&self, msg: &[u8]) -> Result<Transaction, CodecError> {
+        self.decode_canonical(msg).map(|(txn, _)| txn)
+    }
+
+    /// Decode, and also return where the MAC field starts when the message
+    /// carries one as its last field.
+    fn decode_canonical(&self, msg: &[u8]) -> Result<(Transaction, Option<usize>), CodecError> {
         let d = &*self.dialect;
         let mut scratch = [0u8; SCRATCH_BYTES];
         let mut txn = Transaction::new(Mti::CREDIT_TRANSFER);
-        let mti = self.walk(msg, |n, spec, raw, units| {
+        // (start of the MAC field, whether another field followed it)
+        let mut mac_at: Option<(usize, bool)> = None;
+        let mti = self.walk(msg, |n, spec, raw, units, start| {
+            if let Some((_, after)) = &mut mac_at {
+                *after = true;
+            }
             match d.canonical_of[usize::from(n)] {
                 Some(cf) => {
+                    if cf == CanonicalField::Mac {
+                        mac_at = Some((start, false));
+                    }
                     let at = Location::Field(n);
                     let mut v = logical(raw, units, spec, n, &mut scratch)?;
                     if let Some(t) = &d.translation_of[usize::from(n)] {
@@ -129,23 +144,100 @@ impl Iso8583Codec {
             }
         })?;
         txn.mti = d.to_canonical_mti(mti);
-        Ok(txn)
+        let mac_start = match mac_at {
+            Some((start, false)) => Some(start),
+            _ => None,
+        };
+        Ok((txn, mac_start))
     }
 
     /// Encode `txn`, appending the message to `out`. Canonical fields the
     /// dialect does not map are not sent. On error `out` is left as it was.
     pub fn encode(&self, txn: &Transaction, out: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_fields(txn, out, None)
+    }
+
+    /// Where this dialect carries a MAC: the field `mac` maps to, if it has
+    /// a fixed length and is binary (the MAC bytes) or text that admits
+    /// upper-case hex of an even length (the MAC in hex).
+    pub fn mac_slot(&self) -> AuthSlot {
         let d = &*self.dialect;
-        let bits = d
+        let Some(field) = d.field_of(CanonicalField::Mac) else {
+            return AuthSlot::None;
+        };
+        let Some(spec) = d.fields[usize::from(field)].as_ref() else {
+            return AuthSlot::None;
+        };
+        let FieldLength::Fixed(len) = spec.length else {
+            return AuthSlot::None;
+        };
+        let len = usize::from(len);
+        if spec.class == CharClass::B {
+            AuthSlot::MacField {
+                field,
+                len,
+                hex: false,
+            }
+        } else if len % 2 == 0 && len > 0 && spec.class.admits(b"0123456789ABCDEF") {
+            AuthSlot::MacField {
+                field,
+                len: len / 2,
+                hex: true,
+            }
+        } else {
+            AuthSlot::None
+        }
+    }
+
+    /// The bytes a MAC of `txn` covers: the message as [`Self::encode`]
+    /// writes it with a MAC, up to (not including) the MAC field. Refused
+    /// when the dialect has no MAC field or a field would follow it.
+    pub fn encode_mac_input(
+        &self,
+        txn: &Transaction,
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        let AuthSlot::MacField { field, .. } = self.mac_slot() else {
+            return Err(crate::auth::no_slot(
+                Location::Message,
+                "the dialect has no fixed-length MAC field",
+            ));
+        };
+        self.encode_fields(txn, out, Some(field))
+    }
+
+    /// Encode every present mapped field; with `mac_field`, set its bit,
+    /// stop before it and refuse any field after it.
+    fn encode_fields(
+        &self,
+        txn: &Transaction,
+        out: &mut BytesMut,
+        mac_field: Option<u8>,
+    ) -> Result<(), CodecError> {
+        let d = &*self.dialect;
+        let mut bits = d
             .mapped
             .iter()
             .filter(|(_, cf)| cf.present(txn))
             .fold(0 as Bitmap, |acc, (n, _)| acc | bit(*n));
+        if let Some(m) = mac_field {
+            bits |= bit(m);
+            // Fields after m have lower bits: bit(m) - 1 masks them all.
+            if bits & (bit(m) - 1) != 0 {
+                return Err(CodecError::Invalid {
+                    at: Location::Field(m),
+                    reason: "a field follows the MAC field, which must be last",
+                });
+            }
+        }
         let start = out.len();
         out.reserve(512);
         self.write_preamble(d.to_dialect_mti(txn.mti), bits, out);
         let mut buf = [0u8; SCRATCH_BYTES];
         for (n, cf) in &d.mapped {
+            if Some(*n) == mac_field {
+                break;
+            }
             let Some(len) = cf.write(txn, &mut buf) else {
                 continue;
             };
@@ -173,7 +265,7 @@ impl Iso8583Codec {
     /// Decode one message into its fields, without the canonical mapping.
     pub fn decode_message(&self, msg: &[u8]) -> Result<IsoMessage, CodecError> {
         let mut fields = BTreeMap::new();
-        let mti = self.walk_fields(msg, |n, spec, raw, units| {
+        let mti = self.walk_fields(msg, |n, spec, raw, units, _| {
             let mut scratch = vec![0u8; units];
             let v = logical(raw, units, spec, n, &mut scratch)?;
             fields.insert(n, v.to_vec());
@@ -227,25 +319,27 @@ impl Iso8583Codec {
     fn walk(
         &self,
         msg: &[u8],
-        mut visit: impl FnMut(u8, &FieldSpec, &[u8], usize) -> Result<(), CodecError>,
+        mut visit: impl FnMut(u8, &FieldSpec, &[u8], usize, usize) -> Result<(), CodecError>,
     ) -> Result<Mti, CodecError> {
         let d = &*self.dialect;
-        self.walk_fields(msg, |n, spec, raw, units| {
+        self.walk_fields(msg, |n, spec, raw, units, start| {
             if d.unmapped == Unmapped::Reject && d.canonical_of[usize::from(n)].is_none() {
                 return Err(CodecError::UndefinedField {
                     at: Location::Field(n),
                 });
             }
-            visit(n, spec, raw, units)
+            visit(n, spec, raw, units, start)
         })
     }
 
     /// Walk every field of a message in order, checking layout and content.
+    /// `visit` gets the field number, layout, raw bytes, length in units and
+    /// the offset where the field (length prefix included) starts.
     #[inline]
     fn walk_fields(
         &self,
         msg: &[u8],
-        mut visit: impl FnMut(u8, &FieldSpec, &[u8], usize) -> Result<(), CodecError>,
+        mut visit: impl FnMut(u8, &FieldSpec, &[u8], usize, usize) -> Result<(), CodecError>,
     ) -> Result<Mti, CodecError> {
         let d = &*self.dialect;
         let mut r = Reader { buf: msg, pos: 0 };
@@ -262,8 +356,9 @@ impl Iso8583Codec {
                 .ok_or(CodecError::UndefinedField {
                     at: Location::Field(n),
                 })?;
+            let start = r.pos;
             let (raw, units) = read_field(&mut r, n, spec)?;
-            visit(n, spec, raw, units)?;
+            visit(n, spec, raw, units, start)?;
         }
         if r.remaining() != 0 {
             return Err(CodecError::Invalid {
@@ -282,5 +377,23 @@ impl MessageCodec for Iso8583Codec {
 
     fn encode(&self, txn: &Transaction, out: &mut BytesMut) -> Result<(), CodecError> {
         Iso8583Codec::encode(self, txn, out)
+    }
+
+    fn auth_slot(&self) -> AuthSlot {
+        self.mac_slot()
+    }
+
+    fn encode_auth_input(&self, txn: &Transaction, out: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_mac_input(txn, out)
+    }
+
+    fn decode_authenticated(&self, payload: &[u8]) -> Result<Transaction, CodecError> {
+        let (mut txn, mac_start) = self.decode_canonical(payload)?;
+        if let Some(start) = mac_start.filter(|_| txn.mac.is_some()) {
+            txn.auth_input = Some(AuthInput::new(bytes::Bytes::copy_from_slice(
+                &payload[..start],
+            )));
+        }
+        Ok(txn)
     }
 }

@@ -89,9 +89,22 @@
 //! transfer (the funds flow back to the debtor).
 //!
 //! Canonical fields the dialect does not carry: `pan`, `local_time`,
-//! `local_date`, `forwarder` (outside `original`), `mac` (a JSON bank signs
-//! or MACs the frame outside the document), and any processing code other
-//! than those above. A `currency` without an `amount` is not written.
+//! `local_date`, `forwarder` (outside `original`), `mac`, and any
+//! processing code other than those above. A `currency` without an
+//! `amount` is not written.
+//!
+//! # Signature
+//!
+//! A signed document ends with the member `"signature"`: the padded base64
+//! of [`Transaction::signature`], written compactly as
+//! `,"signature":"<base64>"` right before the closing brace. It signs the
+//! document with exactly that text removed, i.e. the bytes the sender
+//! encoded before adding it ([`MessageCodec::encode_auth_input`]). The
+//! decoder recognises the member only in that place and form (trailing
+//! whitespace allowed), parses the document without it, and
+//! [`MessageCodec::decode_authenticated`] keeps those bytes in
+//! [`Transaction::auth_input`]. Anywhere else `signature` is an unknown
+//! member. See [`crate::auth`].
 //!
 //! ## Status and code
 //!
@@ -171,8 +184,8 @@ pub use schema::{PENDING_RESPONSE_CODE, RETURN_PROCESSING_CODE};
 
 use bytes::BytesMut;
 
-use crate::model::Transaction;
-use crate::{CodecError, Location, MessageCodec};
+use crate::model::{AuthInput, SignatureValue, Transaction};
+use crate::{AuthSlot, CodecError, Location, MessageCodec};
 
 /// Largest document accepted, in bytes. The largest document the encoder can
 /// write (every member at its maximum, names full of escaped quotes) is about
@@ -190,8 +203,17 @@ impl JsonCodec {
     }
 }
 
-impl MessageCodec for JsonCodec {
-    fn decode(&self, payload: &[u8]) -> Result<Transaction, CodecError> {
+/// The text in front of a signature's base64 (see the module docs).
+const SIGNATURE_MARKER: &[u8] = b",\"signature\":\"";
+
+impl JsonCodec {
+    /// Decode; with `keep_covered`, a signed document's covered bytes go to
+    /// `auth_input`.
+    fn decode_checked(
+        &self,
+        payload: &[u8],
+        keep_covered: bool,
+    ) -> Result<Transaction, CodecError> {
         if payload.len() > MAX_MESSAGE_BYTES {
             return Err(CodecError::TooLong {
                 at: Location::Message,
@@ -204,11 +226,93 @@ impl MessageCodec for JsonCodec {
             at: Location::Message,
             reason: "not UTF-8",
         })?;
-        decode::decode_str(text)
+        let Some((covered, signature)) = split_signature(payload)? else {
+            return decode::decode_str(text);
+        };
+        // Only ASCII was cut out of valid UTF-8, at ASCII boundaries.
+        let covered_text = std::str::from_utf8(&covered).map_err(|_| CodecError::Invalid {
+            at: Location::Message,
+            reason: "not UTF-8",
+        })?;
+        let mut txn = decode::decode_str(covered_text)?;
+        txn.signature = Some(signature);
+        if keep_covered {
+            txn.auth_input = Some(AuthInput::new(bytes::Bytes::from(covered)));
+        }
+        Ok(txn)
+    }
+}
+
+/// A signed document: (the document without its signature member, the
+/// signature). `None` when the document carries no signature in the one
+/// place it may.
+fn split_signature(payload: &[u8]) -> Result<Option<(Vec<u8>, SignatureValue)>, CodecError> {
+    let at = Location::Element("signature");
+    let doc = payload.trim_ascii_end();
+    let Some(before_brace) = doc.strip_suffix(b"\"}") else {
+        return Ok(None);
+    };
+    let value_start = before_brace
+        .iter()
+        .rposition(|c| !crate::auth::is_base64(*c))
+        .map_or(0, |i| i + 1);
+    if !before_brace[..value_start].ends_with(SIGNATURE_MARKER) {
+        return Ok(None);
+    }
+    let raw =
+        crate::auth::base64_decode(&before_brace[value_start..]).ok_or(CodecError::Invalid {
+            at,
+            reason: "not base64",
+        })?;
+    let signature = SignatureValue::new(&raw).map_err(|e| CodecError::value(at, e))?;
+    let comma = value_start - SIGNATURE_MARKER.len();
+    // From the closing brace on: `}` and any trailing whitespace.
+    let brace = before_brace.len() + 1;
+    let mut covered = Vec::with_capacity(comma + payload.len() - brace);
+    covered.extend_from_slice(&payload[..comma]);
+    covered.extend_from_slice(&payload[brace..]);
+    Ok(Some((covered, signature)))
+}
+
+impl MessageCodec for JsonCodec {
+    fn decode(&self, payload: &[u8]) -> Result<Transaction, CodecError> {
+        self.decode_checked(payload, false)
     }
 
     fn encode(&self, txn: &Transaction, out: &mut BytesMut) -> Result<(), CodecError> {
+        let start = out.len();
+        encode::encode(txn, out)?;
+        let Some(signature) = &txn.signature else {
+            return Ok(());
+        };
+        // serde_json writes a compact object: its last byte is the brace.
+        if out.len() == start || out[out.len() - 1] != b'}' {
+            out.truncate(start);
+            return Err(CodecError::Invalid {
+                at: Location::Message,
+                reason: "JSON serialisation failed",
+            });
+        }
+        out.truncate(out.len() - 1);
+        let mut b64 = Vec::with_capacity(signature.as_bytes().len().div_ceil(3) * 4);
+        crate::auth::base64_encode(signature.as_bytes(), &mut b64);
+        out.extend_from_slice(SIGNATURE_MARKER);
+        out.extend_from_slice(&b64);
+        out.extend_from_slice(b"\"}");
+        Ok(())
+    }
+
+    fn auth_slot(&self) -> AuthSlot {
+        AuthSlot::Signature
+    }
+
+    /// The document without a signature member.
+    fn encode_auth_input(&self, txn: &Transaction, out: &mut BytesMut) -> Result<(), CodecError> {
         encode::encode(txn, out)
+    }
+
+    fn decode_authenticated(&self, payload: &[u8]) -> Result<Transaction, CodecError> {
+        self.decode_checked(payload, true)
     }
 }
 

@@ -107,8 +107,18 @@ pub struct Transaction {
     pub proxy: Option<ProxyId>,
     /// F123 idempotency key.
     pub idempotency_key: Option<IdempotencyKey>,
-    /// F64/F128 MAC as received (verified by the switch, not the codec).
+    /// F64/F128 MAC as its field's logical value (raw bytes for a binary
+    /// field, hex text for a text field; see
+    /// [`AuthSlot`](crate::AuthSlot)). Made and verified by the switch, never
+    /// by the codec.
     pub mac: Option<MacValue>,
+    /// Detached signature over the message body (ISO 20022 envelope `Sgntr`,
+    /// JSON `signature`). Made and verified by the switch, never by the codec.
+    pub signature: Option<SignatureValue>,
+    /// Set only by
+    /// [`MessageCodec::decode_authenticated`](crate::MessageCodec::decode_authenticated):
+    /// the exact bytes the received `mac` or `signature` covers. Never encoded.
+    pub auth_input: Option<AuthInput>,
     /// ISO 20022 message id / JSON request id.
     pub message_id: Option<MessageId>,
     /// ISO 20022 end-to-end id.
@@ -158,6 +168,8 @@ impl Transaction {
             proxy: None,
             idempotency_key: None,
             mac: None,
+            signature: None,
+            auth_input: None,
             message_id: None,
             end_to_end_id: None,
             transaction_id: None,
@@ -186,7 +198,8 @@ impl Transaction {
     }
 
     /// A response to this request carrying `code`: the response MTI and the
-    /// fields a client matches on and expects echoed (DESIGN.md), no MAC.
+    /// fields a client matches on and expects echoed (DESIGN.md), no MAC or
+    /// signature.
     pub fn response(&self, code: ResponseCode) -> Transaction {
         let mut r = Transaction::new(self.mti.response());
         r.processing_code = self.processing_code;

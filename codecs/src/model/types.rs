@@ -615,6 +615,8 @@ impl ResponseCode {
     pub const DUPLICATE: ResponseCode = ResponseCode(*b"94");
     /// `96` system malfunction.
     pub const SYSTEM_MALFUNCTION: ResponseCode = ResponseCode(*b"96");
+    /// `63` security violation: the message's MAC or signature did not verify.
+    pub const SECURITY_VIOLATION: ResponseCode = ResponseCode(*b"63");
 
     /// Parse exactly 2 alphanumeric characters.
     pub fn parse(value: &[u8]) -> Result<Self, ValueError> {
@@ -959,6 +961,67 @@ impl MacValue {
 impl fmt::Debug for MacValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "MacValue(<{} bytes>)", self.0.len())
+    }
+}
+
+/// A detached digital signature over a message body (ISO 20022 `Sgntr`,
+/// JSON `signature`): raw bytes (ECDSA P-256 is `r || s`, 64 bytes), at
+/// most [`SignatureValue::MAX_LEN`], never shown in logs. Shared, so cloning
+/// a transaction that carries one does not copy it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignatureValue(bytes::Bytes);
+
+impl SignatureValue {
+    /// Longest signature carried (RSA-4096).
+    pub const MAX_LEN: usize = 512;
+
+    /// A signature from its raw bytes (1 to [`SignatureValue::MAX_LEN`]).
+    pub fn new(bytes: &[u8]) -> Result<Self, ValueError> {
+        if bytes.is_empty() || bytes.len() > Self::MAX_LEN {
+            return Err(ValueError::new("signature", "must be 1 to 512 bytes"));
+        }
+        Ok(SignatureValue(bytes::Bytes::copy_from_slice(bytes)))
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SignatureValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SignatureValue(<{} bytes>)", self.0.len())
+    }
+}
+
+/// The exact bytes a received MAC or signature covers, as
+/// [`MessageCodec::decode_authenticated`](crate::MessageCodec::decode_authenticated)
+/// cut them out of the message. Never encoded; `Debug` shows only the length
+/// (the bytes hold account numbers).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthInput(bytes::Bytes);
+
+impl AuthInput {
+    /// Wraps the covered bytes.
+    pub fn new(bytes: bytes::Bytes) -> Self {
+        AuthInput(bytes)
+    }
+
+    /// The covered bytes (cheap clone).
+    pub fn bytes(&self) -> bytes::Bytes {
+        self.0.clone()
+    }
+
+    /// The covered bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AuthInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuthInput(<{} bytes>)", self.0.len())
     }
 }
 

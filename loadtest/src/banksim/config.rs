@@ -39,6 +39,10 @@ pub struct SimConfig {
     pub max_ledger_entries: usize,
     /// The simulated banks.
     pub banks: Vec<BankConfig>,
+    /// The HSM holding the banks' keys (`fps-hsm`'s `[hsm]`, as in the
+    /// switch config). Required when a bank has `auth`.
+    #[serde(default)]
+    pub hsm: Option<fps_hsm::HsmConfig>,
 }
 
 /// `[http]`.
@@ -72,6 +76,25 @@ pub struct BankConfig {
     /// Fault injection, percentages of requests.
     #[serde(default)]
     pub faults: Faults,
+    /// Verify the switch's MAC or signature on each request and MAC or sign
+    /// each answer (see [`super::auth`]). Absent: neither.
+    #[serde(default)]
+    pub auth: Option<SimAuthConfig>,
+}
+
+/// A simulated bank's `auth`, mirroring the switch's: `mac = KEY` (the key
+/// shared with the switch, ISO 8583), or `sign = KEY, verify = KEY` (the
+/// bank's private key for its answers, the switch's public key for the
+/// requests; ISO 20022 and JSON). KEY is `{ label, mechanism }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimAuthConfig {
+    /// Shared MAC key.
+    pub mac: Option<fps_hsm::KeyRef>,
+    /// The bank's signing key (its answers).
+    pub sign: Option<fps_hsm::KeyRef>,
+    /// The switch's public key (its requests).
+    pub verify: Option<fps_hsm::KeyRef>,
 }
 
 /// A bank listener's TLS.
@@ -150,6 +173,10 @@ pub struct Faults {
     /// Write a malformed frame instead of the answer.
     #[serde(default)]
     pub garbage: f64,
+    /// Answer with a corrupted MAC or signature (banks with `auth`): the
+    /// switch must never take such an answer as approved.
+    #[serde(default, alias = "bad_mac_percent")]
+    pub bad_mac: f64,
 }
 
 impl Default for Faults {
@@ -161,6 +188,7 @@ impl Default for Faults {
             duplicate: 0.0,
             disconnect: 0.0,
             garbage: 0.0,
+            bad_mac: 0.0,
         }
     }
 }
@@ -370,6 +398,7 @@ impl SimConfig {
                 ("duplicate", f.duplicate),
                 ("disconnect", f.disconnect),
                 ("garbage", f.garbage),
+                ("bad_mac", f.bad_mac),
             ] {
                 if !(pct.is_finite() && (0.0..=100.0).contains(&pct)) {
                     err(
@@ -389,12 +418,94 @@ impl SimConfig {
             if f.late_ms > MAX_DELAY_MS {
                 err(at("faults.late_ms"), format!("at most {MAX_DELAY_MS}"));
             }
+            if f.bad_mac > 0.0 && b.auth.is_none() {
+                err(
+                    at("faults.bad_mac"),
+                    "needs auth (there is no MAC to corrupt)".into(),
+                );
+            }
+            if let Some(auth) = &b.auth {
+                if self.hsm.is_none() {
+                    err(
+                        at("auth"),
+                        "needs an [hsm] section: the keys live in the HSM".into(),
+                    );
+                }
+                for (key, problem) in auth.problems(CodecName::parse(&b.codec).as_ref()) {
+                    err(at(&format!("auth{key}")), problem);
+                }
+            }
+        }
+        if let Some(h) = &self.hsm {
+            if let Err(problems) = h.validate() {
+                for e in problems {
+                    match e {
+                        fps_hsm::HsmError::InvalidConfig { field, reason } => {
+                            err(format!("hsm.{field}"), reason)
+                        }
+                        other => err("hsm".into(), other.to_string()),
+                    }
+                }
+            }
         }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(ConfigErrors(errors))
         }
+    }
+}
+
+impl SimAuthConfig {
+    /// The keys and what the bank does with them (checked at start).
+    pub fn key_uses(&self) -> Vec<(fps_hsm::KeyRef, fps_hsm::Operation)> {
+        use fps_hsm::Operation;
+        let mut uses = Vec::new();
+        if let Some(k) = &self.mac {
+            uses.push((k.clone(), Operation::Mac));
+        }
+        if let Some(k) = &self.sign {
+            uses.push((k.clone(), Operation::Sign));
+        }
+        if let Some(k) = &self.verify {
+            uses.push((k.clone(), Operation::Verify));
+        }
+        uses
+    }
+
+    /// What is wrong with this `auth` for a bank speaking `codec`, as
+    /// (`.key` suffix, reason).
+    pub fn problems(&self, codec: Option<&CodecName>) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut kind = |key: &'static str, k: &Option<fps_hsm::KeyRef>, mac: bool| {
+            if let Some(k) = k {
+                if k.mechanism().is_mac() != mac {
+                    let want = if mac { "a MAC" } else { "a signature" };
+                    out.push((key, format!("{} is not {want} mechanism", k.mechanism())));
+                }
+            }
+        };
+        kind(".mac", &self.mac, true);
+        kind(".sign", &self.sign, false);
+        kind(".verify", &self.verify, false);
+        match (
+            self.mac.is_some(),
+            self.sign.is_some(),
+            self.verify.is_some(),
+        ) {
+            (true, false, false) | (false, true, true) => {}
+            _ => out.push(("", "set mac, or sign and verify".into())),
+        }
+        match codec {
+            Some(CodecName::Iso8583(_)) if self.mac.is_none() => {
+                out.push(("", "ISO 8583 banks use mac".into()))
+            }
+            Some(CodecName::Iso20022 | CodecName::Json) if self.mac.is_some() => {
+                out.push(("", "ISO 20022 and JSON banks use sign and verify".into()))
+            }
+            _ => {}
+        }
+        out
     }
 }
 

@@ -20,16 +20,20 @@ pub enum Fault {
     Disconnect,
     /// A malformed frame is written instead of the answer.
     Garbage,
+    /// The answer's MAC or signature is corrupted (banks with `auth`).
+    BadMac,
 }
 
 impl Fault {
-    /// Every fault, in the order their percentages are drawn.
-    pub const ALL: [Fault; 5] = [
+    /// Every fault, in the order their percentages are drawn (a new one
+    /// goes last, so older configs draw as before).
+    pub const ALL: [Fault; 6] = [
         Fault::Drop,
         Fault::Late,
         Fault::Duplicate,
         Fault::Disconnect,
         Fault::Garbage,
+        Fault::BadMac,
     ];
 
     /// Name in config and in the ledger.
@@ -40,6 +44,7 @@ impl Fault {
             Fault::Duplicate => "duplicate",
             Fault::Disconnect => "disconnect",
             Fault::Garbage => "garbage",
+            Fault::BadMac => "bad_mac",
         }
     }
 
@@ -50,6 +55,7 @@ impl Fault {
             Fault::Duplicate => f.duplicate,
             Fault::Disconnect => f.disconnect,
             Fault::Garbage => f.garbage,
+            Fault::BadMac => f.bad_mac,
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct BankStats {
     pub unexpected_responses: u64,
     /// Frames that did not decode as a message of the bank's codec.
     pub bad_messages: u64,
+    /// Requests whose MAC or signature was missing or did not verify
+    /// (answered `63` security violation, never booked).
+    pub auth_failures: u64,
     /// Broken length prefixes or oversize frames (connection closed).
     pub bad_frames: u64,
     /// Answers the codec could not encode (a simulator bug; never sent).
@@ -122,6 +125,8 @@ pub struct FaultCounts {
     pub disconnect: u64,
     /// Malformed frames sent instead of the answer.
     pub garbage: u64,
+    /// Answers sent with a corrupted MAC or signature.
+    pub bad_mac: u64,
 }
 
 impl FaultCounts {
@@ -131,6 +136,7 @@ impl FaultCounts {
         self.duplicate += other.duplicate;
         self.disconnect += other.disconnect;
         self.garbage += other.garbage;
+        self.bad_mac += other.bad_mac;
     }
 }
 
@@ -258,6 +264,7 @@ impl Ledger {
             Fault::Duplicate => f.duplicate += 1,
             Fault::Disconnect => f.disconnect += 1,
             Fault::Garbage => f.garbage += 1,
+            Fault::BadMac => f.bad_mac += 1,
         }
     }
 
@@ -511,6 +518,7 @@ impl Ledger {
             totals.status_inquiries += s.status_inquiries;
             totals.network += s.network;
             totals.bad_messages += s.bad_messages;
+            totals.auth_failures += s.auth_failures;
             totals.bad_frames += s.bad_frames;
             totals.amount_approved_minor += s.amount_approved_minor;
             totals.faults.add(&s.faults);
@@ -728,6 +736,7 @@ struct Totals {
     status_inquiries: u64,
     network: u64,
     bad_messages: u64,
+    auth_failures: u64,
     bad_frames: u64,
     amount_approved_minor: u64,
     double_debits: u64,
@@ -870,7 +879,12 @@ mod tests {
         rev.stan = Some(Stan::new(900).unwrap());
         rev.original = original.original_data();
         // The reversal arrives first: acknowledged, remembered.
-        assert!(l.handle(0, &rev, 1).unwrap().response_code.unwrap().is_approved());
+        assert!(l
+            .handle(0, &rev, 1)
+            .unwrap()
+            .response_code
+            .unwrap()
+            .is_approved());
         assert_eq!(l.reversals[0].result, ReversalResult::NothingToReverse);
         // The original arrives after it: declined, never a standing debit.
         let a = l.handle(0, &original, 2).unwrap();
@@ -884,7 +898,12 @@ mod tests {
         other.stan = Some(Stan::new(77).unwrap());
         other.rrn = Some(Rrn::parse(b"000000000077").unwrap());
         other.idempotency_key = None;
-        assert!(l.handle(0, &other, 3).unwrap().response_code.unwrap().is_approved());
+        assert!(l
+            .handle(0, &other, 3)
+            .unwrap()
+            .response_code
+            .unwrap()
+            .is_approved());
     }
 
     #[test]

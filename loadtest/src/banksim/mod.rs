@@ -6,6 +6,8 @@
 //! and "every timeout reversed".
 //!
 //! - [`config`]: the TOML config and its validation;
+//! - [`auth`]: checking the switch's MACs and signatures, making the
+//!   banks' own (through `fps-hsm`);
 //! - [`draw`]: seeded latency and fault draws (sans-I/O);
 //! - [`ledger`]: outcome rules, reversals, inquiries, the ledger (sans-I/O);
 //! - `server` and `http`: the sockets.
@@ -14,6 +16,7 @@
 //! caller can print the addresses), then [`BankSim::run`] serves until the
 //! shutdown future completes.
 
+pub mod auth;
 pub mod config;
 pub mod draw;
 mod http;
@@ -68,6 +71,16 @@ impl BankSim {
                 .collect(),
             config.max_ledger_entries,
         )));
+        let key_uses: Vec<_> = config
+            .banks
+            .iter()
+            .filter_map(|b| b.auth.as_ref())
+            .flat_map(|a| a.key_uses())
+            .collect();
+        let hsm = match &config.hsm {
+            Some(h) if !key_uses.is_empty() => Some(auth::start_hsm(h.clone(), &key_uses).await?),
+            _ => None,
+        };
         let mut banks = Vec::with_capacity(config.banks.len());
         for (index, b) in config.banks.iter().enumerate() {
             let at = |key: &str| format!("banks[{index}].{key} ({})", b.name);
@@ -84,6 +97,13 @@ impl BankSim {
                 None => return Err(anyhow!("{}: unknown codec", at("codec"))),
             };
             let framer = Framer::new(b.framing).map_err(|e| anyhow!("{}: {e}", at("framing")))?;
+            let auth = match (&b.auth, &hsm) {
+                (Some(a), Some(hsm)) => {
+                    Some(auth::SimAuth::new(hsm.clone(), &*codec, a).with_context(|| at("auth"))?)
+                }
+                (Some(_), None) => return Err(anyhow!("{}: needs an [hsm] section", at("auth"))),
+                (None, _) => None,
+            };
             let tls = match &b.tls {
                 TlsSetting::Plaintext => None,
                 TlsSetting::Tls(f) => {
@@ -108,6 +128,7 @@ impl BankSim {
                 rng: Mutex::new(SplitMix64::for_bank(config.seed, &b.name)),
                 ledger: ledger.clone(),
                 answer_seq: std::sync::atomic::AtomicU64::new(0),
+                auth,
             };
             banks.push((Arc::new(bank), listener));
         }

@@ -7,13 +7,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use fps_codecs::framing::Framer;
-use fps_codecs::model::{MessageId, SettlementDate, Transaction, TransmissionDateTime};
+use fps_codecs::model::{
+    MessageId, ResponseCode, SettlementDate, Transaction, TransmissionDateTime,
+};
 use fps_codecs::MessageCodec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::auth::SimAuth;
 use super::config::{Faults, Latency};
 use super::draw::{Fault, SplitMix64};
 use super::ledger::{BankIndex, Ledger, Style};
@@ -59,6 +62,8 @@ pub struct Bank {
     pub ledger: Arc<Mutex<Ledger>>,
     /// Sequence of the bank's own message ids (ISO 20022 answers).
     pub answer_seq: std::sync::atomic::AtomicU64,
+    /// MACs/signatures checked on requests and made on answers.
+    pub auth: Option<SimAuth>,
 }
 
 impl std::fmt::Debug for Bank {
@@ -68,6 +73,7 @@ impl std::fmt::Debug for Bank {
             .field("code", &self.code)
             .field("style", &self.style)
             .field("tls", &self.tls.is_some())
+            .field("auth", &self.auth.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -169,7 +175,7 @@ where
                             break 'conn;
                         }
                     };
-                    let plan = plan(&bank, &frame.header, &frame.message);
+                    let plan = plan(&bank, &frame.header, &frame.message).await;
                     let Some(answer) = plan.frame else { continue };
                     let copies = if plan.fault == Some(Fault::Duplicate) { 2 } else { 1 };
                     if plan.delay.is_zero() {
@@ -227,15 +233,19 @@ async fn write<S: AsyncWrite + Unpin>(stream: &mut S, frame: &[u8]) -> bool {
     )
 }
 
-/// Decode, decide, book and encode the answer to one message, and draw
-/// its latency and fault. Never panics on any input.
-fn plan(bank: &Bank, header: &[u8], message: &[u8]) -> Plan {
+/// Decode, authenticate, decide, book, seal and encode the answer to one
+/// message, and draw its latency and fault. Never panics on any input.
+async fn plan(bank: &Bank, header: &[u8], message: &[u8]) -> Plan {
     let none = Plan {
         frame: None,
         delay: Duration::ZERO,
         fault: None,
     };
-    let req = match bank.codec.decode(message) {
+    let decoded = match &bank.auth {
+        Some(_) => bank.codec.decode_authenticated(message),
+        None => bank.codec.decode(message),
+    };
+    let req = match decoded {
         Ok(req) => req,
         Err(_) => {
             // The error names a field, never a value; the count is enough here.
@@ -244,6 +254,29 @@ fn plan(bank: &Bank, header: &[u8], message: &[u8]) -> Plan {
         }
     };
     let network = req.mti.class() == 8;
+    // Network management is not authenticated (as on the switch's links).
+    let auth = bank.auth.as_ref().filter(|_| !network);
+    let authentic = match auth {
+        Some(a) if !req.is_response() => a.verify(&req).await.is_ok(),
+        _ => true,
+    };
+    if !authentic {
+        // Possibly forged: refused, never booked.
+        {
+            let mut ledger = lock(&bank.ledger);
+            let stats = ledger.stats_mut(bank.index);
+            stats.requests += 1;
+            stats.auth_failures += 1;
+        }
+        let mut answer = req.response(ResponseCode::SECURITY_VIOLATION);
+        finish_answer(bank, &req, &mut answer);
+        if let Some(a) = auth {
+            if a.seal(&*bank.codec, &mut answer, false).await.is_err() {
+                return none;
+            }
+        }
+        return encode_plan(bank, header, &answer, Duration::ZERO, None, message.len());
+    }
     let (draw, mut answer) = {
         let mut ledger = lock(&bank.ledger);
         let Some(answer) = ledger.handle(bank.index, &req, unix_ms()) else {
@@ -264,13 +297,37 @@ fn plan(bank: &Bank, header: &[u8], message: &[u8]) -> Plan {
     if fault == Some(Fault::Drop) {
         return none;
     }
-    let mut out = BytesMut::with_capacity(message.len() + 64);
+    if let Some(a) = auth {
+        let corrupt = fault == Some(Fault::BadMac);
+        if a.seal(&*bank.codec, &mut answer, corrupt).await.is_err() {
+            lock(&bank.ledger).stats_mut(bank.index).encode_errors += 1;
+            return none;
+        }
+    }
+    encode_plan(bank, header, &answer, delay, fault, message.len())
+}
+
+/// Frame `answer` (or garbage, for that fault) with `header`.
+fn encode_plan(
+    bank: &Bank,
+    header: &[u8],
+    answer: &Transaction,
+    delay: Duration,
+    fault: Option<Fault>,
+    request_len: usize,
+) -> Plan {
+    let none = Plan {
+        frame: None,
+        delay: Duration::ZERO,
+        fault: None,
+    };
+    let mut out = BytesMut::with_capacity(request_len + 64);
     let framed = bank.framer.begin(header, &mut out).and_then(|mark| {
         if fault == Some(Fault::Garbage) {
             out.extend_from_slice(&garbage(&bank.rng));
             Ok(mark)
         } else {
-            bank.codec.encode(&answer, &mut out).map(|()| mark)
+            bank.codec.encode(answer, &mut out).map(|()| mark)
         }
     });
     match framed.and_then(|mark| bank.framer.finish(mark, &mut out)) {

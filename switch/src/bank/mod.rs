@@ -1,7 +1,10 @@
 //! Outbound links to banks: a pool of mTLS connections per bank
 //! ([`BankPool`]), each link multiplexing many requests matched by a
-//! [`MatchKey`], with the switch's own outbound STAN/RRN/message ids.
+//! [`MatchKey`], with the switch's own outbound STAN/RRN/message ids, and
+//! each message MACed or signed (and each answer verified) through the HSM
+//! when the bank has `auth` ([`auth`]).
 
+pub mod auth;
 mod ids;
 mod link;
 mod pool;
@@ -16,6 +19,7 @@ use fps_codecs::MessageCodec;
 
 use crate::config::CodecName;
 
+pub use auth::{AuthError, BankAuth};
 pub use ids::OutboundIds;
 pub use pool::{BankPool, LateAnswers, LinkStatus, PoolBuildError, PoolStatus};
 
@@ -146,5 +150,50 @@ impl BankCodec {
                 network_management: false,
             }),
         }
+    }
+
+    /// The same codec, decoding every message with the bytes its MAC or
+    /// signature covers (for [`BankAuth::check`]); encoding is unchanged.
+    pub fn authenticating(self) -> BankCodec {
+        BankCodec {
+            codec: Arc::new(Authenticating(self.codec)),
+            ..self
+        }
+    }
+}
+
+/// A codec whose `decode` keeps the covered bytes
+/// ([`MessageCodec::decode_authenticated`]): the links only hand decoded
+/// transactions on, so the bytes to verify must travel inside them.
+#[derive(Debug)]
+struct Authenticating(Arc<dyn MessageCodec>);
+
+impl MessageCodec for Authenticating {
+    fn decode(&self, payload: &[u8]) -> Result<Transaction, fps_codecs::CodecError> {
+        self.0.decode_authenticated(payload)
+    }
+
+    fn encode(
+        &self,
+        txn: &Transaction,
+        out: &mut bytes::BytesMut,
+    ) -> Result<(), fps_codecs::CodecError> {
+        self.0.encode(txn, out)
+    }
+
+    fn auth_slot(&self) -> fps_codecs::AuthSlot {
+        self.0.auth_slot()
+    }
+
+    fn encode_auth_input(
+        &self,
+        txn: &Transaction,
+        out: &mut bytes::BytesMut,
+    ) -> Result<(), fps_codecs::CodecError> {
+        self.0.encode_auth_input(txn, out)
+    }
+
+    fn decode_authenticated(&self, payload: &[u8]) -> Result<Transaction, fps_codecs::CodecError> {
+        self.0.decode_authenticated(payload)
     }
 }

@@ -1,6 +1,8 @@
 //! The pool of links to one bank: `min` kept open by supervisors that
 //! reconnect with exponential backoff and jitter, more opened under load up
-//! to `max`, least-loaded selection.
+//! to `max`, least-loaded selection. With `auth`, every request is MACed or
+//! signed before it goes to a link and every answer (late ones included)
+//! verified before anyone sees it ([`super::auth`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use super::auth::BankAuth;
 use super::link::{run_link, Link, LinkEnd};
 use super::{BankCodec, MatchBy, OutboundIds, SendError};
 use crate::config::{BankConfig, CodecName};
@@ -28,6 +31,9 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Fresh outbound ids tried when a match key is already in flight.
 const MAX_KEY_ATTEMPTS: usize = 3;
+/// Late answers of one bank being verified at once; more are dropped (the
+/// reversal they would settle goes on by itself).
+const MAX_LATE_CHECKS: usize = 256;
 
 /// What every link of a bank shares.
 #[derive(Debug)]
@@ -83,6 +89,8 @@ pub struct BankPool {
     connects: AtomicU64,
     shutdown: watch::Receiver<bool>,
     supervisors: Mutex<Vec<JoinHandle<()>>>,
+    /// MACs/signatures of this bank's messages, when it has `auth`.
+    auth: Option<Arc<BankAuth>>,
 }
 
 /// One slot of a pool in `/links`.
@@ -140,9 +148,11 @@ pub enum PoolBuildError {
 }
 
 impl BankPool {
-    /// A pool for a validated bank config. Starts nothing: see [`BankPool::start`].
+    /// A pool for a validated bank config; `hsm` holds the keys of its
+    /// `auth` (required when it has one). Starts nothing: see [`BankPool::start`].
     pub fn new(
         cfg: &BankConfig,
+        hsm: Option<&fps_hsm::Hsm>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, PoolBuildError> {
         let invalid = |reason: String| PoolBuildError::Invalid {
@@ -151,7 +161,21 @@ impl BankPool {
         };
         let code = BankCode::parse(cfg.code.as_bytes()).map_err(|e| invalid(e.to_string()))?;
         let codec_name = CodecName::parse(&cfg.codec).ok_or_else(|| invalid("codec".into()))?;
-        let codec = BankCodec::build(&codec_name).map_err(|e| invalid(e.to_string()))?;
+        let mut codec = BankCodec::build(&codec_name).map_err(|e| invalid(e.to_string()))?;
+        let auth = match &cfg.auth {
+            None => None,
+            Some(a) => {
+                let keys = a.keys().map_err(|errors| {
+                    let (key, reason) = errors.into_iter().next().unwrap_or_default();
+                    invalid(format!("auth.{key}: {reason}"))
+                })?;
+                let hsm = hsm.ok_or_else(|| invalid("auth needs an [hsm] section".into()))?;
+                codec = codec.authenticating();
+                let auth = BankAuth::new(hsm.clone(), codec.codec.clone(), keys, &cfg.name)
+                    .map_err(invalid)?;
+                Some(Arc::new(auth))
+            }
+        };
         let framer = Framer::new(cfg.framing).map_err(|e| invalid(e.to_string()))?;
         let tls = match &cfg.tls {
             Some(t) => {
@@ -198,7 +222,13 @@ impl BankPool {
             connects: AtomicU64::new(0),
             shutdown,
             supervisors: Mutex::new(Vec::new()),
+            auth,
         }))
+    }
+
+    /// How this bank's messages are authenticated, if they are.
+    pub fn auth(&self) -> Option<&Arc<BankAuth>> {
+        self.auth.as_ref()
     }
 
     /// The bank's name.
@@ -295,9 +325,10 @@ impl BankPool {
         txn: &Transaction,
         deadline: Instant,
     ) -> Result<Transaction, SendError> {
-        let result = match self.pick() {
-            Some(link) => link.request(txn, deadline).await,
-            None => Err(SendError::NotSent("no link up")),
+        let result = match (self.pick(), &self.auth) {
+            (Some(link), None) => link.request(txn, deadline).await,
+            (Some(link), Some(auth)) => authenticated(&link, auth, txn, deadline).await,
+            (None, _) => Err(SendError::NotSent("no link up")),
         };
         if let Err(e) = &result {
             metrics::counter!(m::SEND_FAILURES, "bank" => self.shared.name.clone(), "kind" => e.kind())
@@ -347,8 +378,17 @@ impl BankPool {
         }
     }
 
-    /// Where late answers go (set once, before [`BankPool::start`]).
+    /// Where late answers go (set once, before [`BankPool::start`]). With
+    /// `auth`, only answers whose MAC or signature verifies get there.
     pub fn set_late_answers(&self, sink: Arc<dyn LateAnswers>) {
+        let sink = match &self.auth {
+            None => sink,
+            Some(auth) => Arc::new(VerifiedLate {
+                inner: sink,
+                auth: auth.clone(),
+                checks: Arc::new(tokio::sync::Semaphore::new(MAX_LATE_CHECKS)),
+            }),
+        };
         let _ = self.shared.late.set(sink);
     }
 
@@ -416,6 +456,76 @@ impl BankPool {
             (true, false) => gauge.decrement(1.0),
             _ => {}
         }
+    }
+}
+
+/// Seal `txn`, send it on `link`, check the answer. Nothing leaves if the
+/// HSM cannot seal it (`NotSent`); an answer that does not verify, or
+/// cannot be verified before the deadline, is an unknown outcome: never
+/// approved, reversed by the caller.
+async fn authenticated(
+    link: &Link,
+    auth: &BankAuth,
+    txn: &Transaction,
+    deadline: Instant,
+) -> Result<Transaction, SendError> {
+    let sealed = match tokio::time::timeout_at(deadline, auth.seal(txn)).await {
+        Ok(Ok(sealed)) => sealed,
+        Ok(Err(super::AuthError::Encode)) => {
+            return Err(SendError::Rejected(
+                "the bank's codec cannot authenticate this transaction",
+            ))
+        }
+        Ok(Err(_)) => return Err(SendError::NotSent("hsm could not MAC or sign the request")),
+        Err(_) => {
+            return Err(SendError::NotSent(
+                "hsm too slow to MAC or sign the request",
+            ))
+        }
+    };
+    let answer = link.request(&sealed, deadline).await?;
+    match tokio::time::timeout_at(deadline, auth.check(&answer)).await {
+        Ok(Ok(())) => Ok(answer),
+        Ok(Err(e)) if e.is_forgery() => Err(SendError::OutcomeUnknown(
+            "bank answer failed MAC/signature verification",
+        )),
+        Ok(Err(_)) => Err(SendError::OutcomeUnknown(
+            "hsm could not verify the bank answer",
+        )),
+        Err(_) => Err(SendError::OutcomeUnknown(
+            "bank answer not verified before the deadline",
+        )),
+    }
+}
+
+/// Checks late answers before they may settle a reversal (a forged late
+/// "approved" must not close one).
+#[derive(Debug)]
+struct VerifiedLate {
+    inner: Arc<dyn LateAnswers>,
+    auth: Arc<BankAuth>,
+    checks: Arc<tokio::sync::Semaphore>,
+}
+
+impl LateAnswers for VerifiedLate {
+    fn late_answer(&self, bank: &str, answer: Transaction) {
+        let (Ok(permit), Ok(runtime)) = (
+            self.checks.clone().try_acquire_owned(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            tracing::warn!(bank, "too many late answers being verified: dropped");
+            return;
+        };
+        let (inner, auth, bank) = (self.inner.clone(), self.auth.clone(), bank.to_owned());
+        runtime.spawn(async move {
+            let _permit = permit;
+            match auth.check(&answer).await {
+                Ok(()) => inner.late_answer(&bank, answer),
+                Err(e) => {
+                    tracing::warn!(bank = %bank, reason = %e, "late bank answer not verified: dropped")
+                }
+            }
+        });
     }
 }
 

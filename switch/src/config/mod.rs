@@ -65,6 +65,11 @@ pub struct Config {
     /// The store-and-forward reversal queues.
     #[serde(default)]
     pub reversal: ReversalSection,
+    /// The HSM that makes and checks the banks' MACs and signatures
+    /// (`fps-hsm`'s own section, see hsm/README.md). Required when any bank
+    /// has `auth`; absent, no message is authenticated.
+    #[serde(default)]
+    pub hsm: Option<fps_hsm::HsmConfig>,
 }
 
 /// The `[journal]` section.
@@ -331,6 +336,32 @@ impl Config {
         rules
     }
 
+    /// Every HSM key the banks' `auth` names, with what the switch does with
+    /// it: checked at start (`Hsm::check_keys`). Invalid entries (reported
+    /// by validation) are left out.
+    pub fn hsm_keys(&self) -> Vec<(fps_hsm::KeyRef, fps_hsm::Operation)> {
+        let mut keys = Vec::new();
+        for b in &self.banks {
+            let uses = match b.auth.as_ref().map(BankAuthConfig::keys) {
+                Some(Ok(AuthKeys::Mac(k))) => [
+                    (k.clone(), fps_hsm::Operation::Mac),
+                    (k, fps_hsm::Operation::VerifyMac),
+                ],
+                Some(Ok(AuthKeys::Signature { sign, verify })) => [
+                    (sign, fps_hsm::Operation::Sign),
+                    (verify, fps_hsm::Operation::Verify),
+                ],
+                _ => continue,
+            };
+            for u in uses {
+                if !keys.contains(&u) {
+                    keys.push(u);
+                }
+            }
+        }
+        keys
+    }
+
     /// A one-line summary for `check-config`.
     pub fn summary(&self) -> String {
         format!(
@@ -345,7 +376,16 @@ impl Config {
             self.banks.len(),
             self.banks
                 .iter()
-                .map(|b| format!("{} {} [{}]", b.code, b.name, b.codec))
+                .map(|b| {
+                    let auth = match b.auth.as_ref().map(BankAuthConfig::keys) {
+                        Some(Ok(AuthKeys::Mac(k))) => format!(", {} MAC", k.mechanism()),
+                        Some(Ok(AuthKeys::Signature { sign, .. })) => {
+                            format!(", {} signatures", sign.mechanism())
+                        }
+                        _ => String::new(),
+                    };
+                    format!("{} {} [{}{auth}]", b.code, b.name, b.codec)
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             self.routing_rules().routes.len(),
@@ -496,6 +536,113 @@ pub struct BankConfig {
     /// (0420/0421) instead of reversals (0400/0401).
     #[serde(default)]
     pub reversal_advice: bool,
+    /// MAC or sign what goes to the bank and verify what comes back, with
+    /// keys in the `[hsm]` (see `bank::auth`). Absent: no authentication.
+    #[serde(default)]
+    pub auth: Option<BankAuthConfig>,
+}
+
+/// A bank's `auth = { ... }`: `mac = KEY` (ISO 8583 banks: one shared
+/// secret key, both directions), or `sign = KEY, verify = KEY` (ISO 20022
+/// and JSON banks: the switch's private key, the bank's public key). A KEY
+/// is `{ label = "mac-hmac", mechanism = "hmac_sha256" }`: the base label
+/// of a key in the HSM (versions `-v1`, `-v2`, ... are found there).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BankAuthConfig {
+    /// Shared MAC key (`hmac_sha256` or `aes_cmac`).
+    pub mac: Option<KeyConfig>,
+    /// The switch's signing key (`ecdsa_p256_sha256`, `rsa_pss_sha256`, `ed25519`).
+    pub sign: Option<KeyConfig>,
+    /// The bank's public key, to verify its signatures.
+    pub verify: Option<KeyConfig>,
+}
+
+/// One HSM key as the config names it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Base label in the HSM (no `-vN` suffix).
+    pub label: String,
+    /// `hmac_sha256`, `aes_cmac`, `ecdsa_p256_sha256`, `rsa_pss_sha256` or `ed25519`.
+    pub mechanism: String,
+}
+
+impl KeyConfig {
+    /// The key reference, or why it is not one.
+    pub fn key_ref(&self) -> Result<fps_hsm::KeyRef, String> {
+        let mechanism = fps_hsm::Mechanism::from_name(&self.mechanism).ok_or_else(|| {
+            format!(
+                "unknown mechanism {:?} (known: {})",
+                self.mechanism,
+                fps_hsm::ALL_MECHANISMS.map(|m| m.as_str()).join(", ")
+            )
+        })?;
+        fps_hsm::KeyRef::new(&self.label, mechanism).map_err(|e| match e {
+            fps_hsm::HsmError::InvalidInput { reason } => reason,
+            other => other.to_string(),
+        })
+    }
+}
+
+/// What a valid `auth` resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthKeys {
+    /// A MAC key shared with the bank.
+    Mac(fps_hsm::KeyRef),
+    /// The switch signs with `sign`; the bank's signatures verify with `verify`.
+    Signature {
+        /// The switch's private key.
+        sign: fps_hsm::KeyRef,
+        /// The bank's public key.
+        verify: fps_hsm::KeyRef,
+    },
+}
+
+impl BankAuthConfig {
+    /// The keys, or every problem as `(key under auth, reason)`.
+    pub fn keys(&self) -> Result<AuthKeys, Vec<(&'static str, String)>> {
+        let mut errors = Vec::new();
+        let mut key = |name: &'static str, k: &Option<KeyConfig>, mac: bool| {
+            let k = k.as_ref()?;
+            match k.key_ref() {
+                Ok(r) if r.mechanism().is_mac() == mac => Some(r),
+                Ok(r) => {
+                    let want = if mac { "a MAC" } else { "a signature" };
+                    errors.push((name, format!("{} is not {want} mechanism", r.mechanism())));
+                    None
+                }
+                Err(e) => {
+                    errors.push((name, e));
+                    None
+                }
+            }
+        };
+        let mac = key("mac", &self.mac, true);
+        let sign = key("sign", &self.sign, false);
+        let verify = key("verify", &self.verify, false);
+        let shape = (
+            self.mac.is_some(),
+            self.sign.is_some(),
+            self.verify.is_some(),
+        );
+        match shape {
+            (true, false, false) | (false, true, true) => {}
+            (true, _, _) => errors.push(("mac", "set mac, or sign and verify, not both".into())),
+            (false, true, false) => errors.push(("verify", "required with sign".into())),
+            (false, false, true) => errors.push(("sign", "required with verify".into())),
+            (false, false, false) => errors.push(("", "set mac, or sign and verify".into())),
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        match (mac, sign, verify) {
+            (Some(mac), None, None) => Ok(AuthKeys::Mac(mac)),
+            (None, Some(sign), Some(verify)) => Ok(AuthKeys::Signature { sign, verify }),
+            // Every other shape pushed an error above.
+            _ => Err(vec![("", "set mac, or sign and verify".into())]),
+        }
+    }
 }
 
 /// TLS settings of a bank link.

@@ -140,6 +140,19 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigErrors> {
             );
         }
         bank(&mut c, &p, b);
+        bank_auth(&mut c, &p, b, cfg.hsm.is_some());
+    }
+    if let Some(h) = &cfg.hsm {
+        if let Err(errors) = h.validate() {
+            for e in errors {
+                match e {
+                    fps_hsm::HsmError::InvalidConfig { field, reason } => {
+                        c.err(format!("hsm.{field}"), reason)
+                    }
+                    other => c.err("hsm", other.to_string()),
+                }
+            }
+        }
     }
     routing(&mut c, cfg);
     if c.0.is_empty() {
@@ -318,6 +331,58 @@ fn bank(c: &mut Collector, p: &str, b: &BankConfig) {
     );
 }
 
+/// A bank's `auth`: its keys, the `[hsm]` that holds them, and a codec
+/// that can carry them (ISO 8583 with a MAC field takes `mac`; ISO 20022
+/// and JSON take `sign` and `verify`).
+fn bank_auth(c: &mut Collector, p: &str, b: &BankConfig, has_hsm: bool) {
+    let Some(auth) = &b.auth else {
+        return;
+    };
+    let at = |key: &str| {
+        if key.is_empty() {
+            format!("{p}.auth")
+        } else {
+            format!("{p}.auth.{key}")
+        }
+    };
+    if !has_hsm {
+        c.err(
+            at(""),
+            "needs an [hsm] section: the keys live in the HSM (backend = \"pkcs11\")",
+        );
+    }
+    let keys = match auth.keys() {
+        Ok(keys) => keys,
+        Err(errors) => {
+            for (key, reason) in errors {
+                c.err(at(key), reason);
+            }
+            return;
+        }
+    };
+    match (CodecName::parse(&b.codec), &keys) {
+        (Some(CodecName::Iso8583(d)), AuthKeys::Mac(_)) => {
+            let slot = fps_codecs::iso8583::Iso8583Codec::builtin(&d).map(|codec| codec.mac_slot());
+            if slot == Some(fps_codecs::AuthSlot::None) {
+                c.err(
+                    at("mac"),
+                    format!("dialect {d:?} maps no fixed-length MAC field (map.mac)"),
+                );
+            }
+        }
+        (Some(CodecName::Iso8583(_)), AuthKeys::Signature { .. }) => c.err(
+            at("sign"),
+            "ISO 8583 banks authenticate with a MAC in F64/F128: use mac",
+        ),
+        (Some(CodecName::Iso20022 | CodecName::Json), AuthKeys::Mac(_)) => c.err(
+            at("mac"),
+            "ISO 20022 and JSON banks carry a signature: use sign and verify",
+        ),
+        // An unknown codec is reported as banks[i].codec.
+        _ => {}
+    }
+}
+
 /// `host:port` with a non-empty host (name, IPv4 or `[IPv6]`) and a port 1..=65535.
 fn is_host_port(s: &str) -> bool {
     let Some((host, port)) = s.rsplit_once(':') else {
@@ -392,6 +457,83 @@ mod tests {
     }
 
     #[test]
+    fn auth_errors_name_their_keys() {
+        let cfg = Config::from_toml_str(
+            r#"
+            [upstream]
+            bind = "127.0.0.1:0"
+            tls = false
+            [admin]
+            bind = "127.0.0.1:0"
+            [[banks]]
+            code = "003"
+            name = "mac-no-hsm"
+            codec = "iso8583:canonical"
+            auth = { mac = { label = "mac-hmac", mechanism = "hmac_sha256" } }
+            endpoints = ["127.0.0.1:1"]
+            danger_plaintext = true
+            [[banks]]
+            code = "012"
+            name = "sign-only"
+            codec = "iso20022"
+            auth = { sign = { label = "sign-ec", mechanism = "ecdsa_p256_sha256" } }
+            endpoints = ["127.0.0.1:1"]
+            danger_plaintext = true
+            [[banks]]
+            code = "024"
+            name = "mac-on-json"
+            codec = "json"
+            auth = { mac = { label = "mac-hmac", mechanism = "hmac_sha256" } }
+            endpoints = ["127.0.0.1:1"]
+            danger_plaintext = true
+            [[banks]]
+            code = "004"
+            name = "bad-keys"
+            codec = "iso8583:iso87-bcd-binary"
+            auth = { mac = { label = "mac cmac-v1", mechanism = "ecdsa_p256_sha256" } }
+            endpoints = ["127.0.0.1:1"]
+            danger_plaintext = true
+            [[banks]]
+            code = "012"
+            name = "sig-on-8583"
+            codec = "iso8583:canonical"
+            auth = { sign = { label = "s", mechanism = "ed25519" }, verify = { label = "v", mechanism = "hmac_sha256" } }
+            endpoints = ["127.0.0.1:1"]
+            danger_plaintext = true
+            "#,
+        )
+        .unwrap();
+        let errs = cfg.validate().unwrap_err().to_string();
+        for want in [
+            "banks[0].auth: needs an [hsm] section",
+            "banks[1].auth.verify: required with sign",
+            "banks[2].auth.mac: ISO 20022 and JSON banks carry a signature",
+            "banks[3].auth.mac: key label `mac cmac-v1` may only contain",
+            "banks[4].auth.verify: hmac_sha256 is not a signature mechanism",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+        }
+        // With an [hsm], only the key problems remain; the good keys resolve.
+        let mut cfg = cfg;
+        cfg.hsm = Some(fps_hsm::HsmConfig::danger_software());
+        let errs = cfg.validate().unwrap_err().to_string();
+        assert!(!errs.contains("[hsm]"), "{errs}");
+        assert_eq!(
+            cfg.hsm_keys(),
+            vec![
+                (
+                    fps_hsm::KeyRef::new("mac-hmac", fps_hsm::Mechanism::HmacSha256).unwrap(),
+                    fps_hsm::Operation::Mac
+                ),
+                (
+                    fps_hsm::KeyRef::new("mac-hmac", fps_hsm::Mechanism::HmacSha256).unwrap(),
+                    fps_hsm::Operation::VerifyMac
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let e = Config::from_toml_str(
             "[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\nbogus = 1\n[admin]\nbind = \"127.0.0.1:0\"\n",
@@ -426,7 +568,9 @@ mod dev_config {
         assert!(cfg.routing.proxy_directory.is_some());
         if let Err(errs) = cfg.validate() {
             for e in &errs.0 {
-                assert!(e.reason.contains("target/dev-pki/"), "{e}");
+                // Without SoftHSM2 installed its module is missing too.
+                let no_softhsm = e.path == "hsm.module_path";
+                assert!(e.reason.contains("target/dev-pki/") || no_softhsm, "{e}");
             }
         }
     }

@@ -39,7 +39,11 @@ impl FileJournal {
         cfg.validate()?;
         fs::create_dir_all(&cfg.dir).map_err(|e| JournalError::io(&cfg.dir, e))?;
         let recovered = scan::recover(&cfg.dir, replay)?;
-        let shared = Arc::new(Shared::new(cfg.dir.clone(), recovered.segments));
+        let shared = Arc::new(Shared::new(
+            cfg.dir.clone(),
+            recovered.segments,
+            recovered.next_lsn.saturating_sub(1),
+        ));
         let (tx, rx) = channel::bounded(cfg.queue_capacity);
         let writer = Writer::open(
             Arc::clone(&shared),
@@ -94,6 +98,20 @@ impl FileJournal {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Highest lsn that is in the journal (durable per the fsync mode):
+    /// every record appended after this is read gets a higher lsn. 0 while
+    /// the journal is empty.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.shared.durable_lsn.load(Ordering::Acquire))
+    }
+
+    /// A reader of [`FileJournal::durable_lsn`] that does not keep the
+    /// journal open (for the key store to follow it).
+    pub fn durable_lsn_reader(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.durable_lsn.load(Ordering::Acquire)
     }
 
     /// Test hook: make every write, sync, segment creation and probe of

@@ -59,7 +59,10 @@
 //! a [`Durable`] at once. One writer thread per journal drains up to
 //! `max_batch_records` (and [`MAX_BATCH_BYTES`]), assigns lsns, writes the
 //! batch with one positional write, syncs per [`FsyncMode`], and completes
-//! the batch's [`Durable`]s in lsn order.
+//! the batch's [`Durable`]s in lsn order. A caller that must learn how a
+//! record's append ended even if its owner never awaits it attaches a
+//! [`DurableWatch`] ([`Durable::watched`]); [`FileJournal::durable_lsn`]
+//! says how far the journal is durable.
 //!
 //! # Disk trouble
 //!
@@ -221,6 +224,26 @@ pub trait Journal: Send + Sync + fmt::Debug {
     fn remove_segments_before(&self, lsn: Lsn) -> Result<usize, JournalError>;
 }
 
+/// A shared journal is a journal (so a wrapper can own one that others
+/// also hold).
+impl<J: Journal + ?Sized> Journal for std::sync::Arc<J> {
+    fn append(&self, record: &[u8]) -> Result<Durable, JournalError> {
+        (**self).append(record)
+    }
+
+    fn healthy(&self) -> bool {
+        (**self).healthy()
+    }
+
+    fn segments(&self) -> Vec<SegmentInfo> {
+        (**self).segments()
+    }
+
+    fn remove_segments_before(&self, lsn: Lsn) -> Result<usize, JournalError> {
+        (**self).remove_segments_before(lsn)
+    }
+}
+
 /// One segment of a journal.
 #[derive(Debug, Clone)]
 pub struct SegmentInfo {
@@ -322,6 +345,17 @@ impl JournalError {
 #[must_use = "a record is only durable once its Durable resolves to Ok"]
 pub struct Durable {
     state: DurableState,
+    watch: Option<Box<dyn DurableWatch>>,
+}
+
+/// Told how one [`Durable`] ended (see [`Durable::watched`]): `resolved`
+/// is called once, from the poll that yields the result. A `Durable`
+/// dropped before it yields drops its watch without calling it, so the
+/// watch's own `Drop` is where "nobody will ever know this record's lsn"
+/// is handled.
+pub trait DurableWatch: Send + Sync + fmt::Debug {
+    /// The `Durable` yielded `result` to its owner.
+    fn resolved(self: Box<Self>, result: &Result<Lsn, JournalError>);
 }
 
 #[derive(Debug)]
@@ -335,13 +369,22 @@ impl Durable {
     pub fn ready(result: Result<Lsn, JournalError>) -> Self {
         Durable {
             state: DurableState::Ready(Some(result)),
+            watch: None,
         }
     }
 
     fn waiting(rx: oneshot::Receiver<Result<Lsn, JournalError>>) -> Self {
         Durable {
             state: DurableState::Waiting(rx),
+            watch: None,
         }
+    }
+
+    /// This completion, reporting its result to `watch` before its owner
+    /// sees it (replaces an earlier watch, which is dropped unresolved).
+    pub fn watched(mut self, watch: Box<dyn DurableWatch>) -> Self {
+        self.watch = Some(watch);
+        self
     }
 }
 
@@ -351,17 +394,19 @@ impl Future for Durable {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Durable is Unpin: both states hold Unpin values.
         let this = self.get_mut();
-        match &mut this.state {
-            DurableState::Ready(result) => {
-                Poll::Ready(result.take().unwrap_or(Err(JournalError::Closed)))
-            }
+        let result = match &mut this.state {
+            DurableState::Ready(result) => result.take().unwrap_or(Err(JournalError::Closed)),
             DurableState::Waiting(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                Poll::Ready(Ok(result)) => result,
                 // The writer dropped the sender without answering: it stopped.
-                Poll::Ready(Err(_)) => Poll::Ready(Err(JournalError::Closed)),
-                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(_)) => Err(JournalError::Closed),
+                Poll::Pending => return Poll::Pending,
             },
+        };
+        if let Some(watch) = this.watch.take() {
+            watch.resolved(&result);
         }
+        Poll::Ready(result)
     }
 }
 
@@ -400,6 +445,47 @@ mod tests {
             parse_segment_file_name("journal-0000000000000000004x.log"),
             None
         );
+    }
+
+    #[derive(Debug)]
+    struct Seen(std::sync::Arc<std::sync::Mutex<Vec<Option<u64>>>>);
+
+    impl DurableWatch for Seen {
+        fn resolved(self: Box<Self>, result: &Result<Lsn, JournalError>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(result.as_ref().ok().map(|l| l.0));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watch_hears_the_result_once_and_nothing_when_dropped_unresolved() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let watch = || Box::new(Seen(seen.clone()));
+        assert_eq!(
+            Durable::ready(Ok(Lsn(7))).watched(watch()).await.unwrap(),
+            Lsn(7)
+        );
+        assert!(Durable::ready(Err(JournalError::Unavailable))
+            .watched(watch())
+            .await
+            .is_err());
+        let (tx, rx) = oneshot::channel();
+        let waiting = Durable::waiting(rx).watched(watch());
+        tx.send(Ok(Lsn(9))).unwrap();
+        assert_eq!(waiting.await.unwrap(), Lsn(9));
+        // The writer stopped without answering.
+        let (tx, rx) = oneshot::channel::<Result<Lsn, JournalError>>();
+        drop(tx);
+        assert!(matches!(
+            Durable::waiting(rx).watched(watch()).await,
+            Err(JournalError::Closed)
+        ));
+        // Dropped before it resolved: the watch is dropped, not called.
+        let (_tx, rx) = oneshot::channel();
+        drop(Durable::waiting(rx).watched(watch()));
+        assert_eq!(*seen.lock().unwrap(), vec![Some(7), None, Some(9), None]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ const EIO: i32 = 5;
 pub(crate) struct Shared {
     pub dir: PathBuf,
     pub healthy: AtomicBool,
+    /// Highest lsn written (and synced per the mode); every lsn up to it
+    /// is in the journal. Published after the records' completions.
+    pub durable_lsn: AtomicU64,
     pub segments: Mutex<Vec<SegmentInfo>>,
     pub inject_write_failures: AtomicBool,
     pub inject_truncate_failures: AtomicBool,
@@ -42,10 +45,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(dir: PathBuf, segments: Vec<SegmentInfo>) -> Self {
+    pub(crate) fn new(dir: PathBuf, segments: Vec<SegmentInfo>, durable_lsn: u64) -> Self {
         Shared {
             dir,
             healthy: AtomicBool::new(true),
+            durable_lsn: AtomicU64::new(durable_lsn),
             segments: Mutex::new(segments),
             inject_write_failures: AtomicBool::new(false),
             inject_truncate_failures: AtomicBool::new(false),
@@ -308,6 +312,9 @@ impl Writer {
     }
 
     fn publish_active(&self, newest_unix_ms: u64) {
+        self.shared
+            .durable_lsn
+            .store(self.next_lsn.saturating_sub(1), Ordering::Release);
         let Some(active) = &self.active else { return };
         let mut segments = self.shared.segments();
         if let Some(info) = segments.last_mut() {

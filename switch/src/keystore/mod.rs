@@ -9,13 +9,33 @@
 //! **Derived, not authoritative.** The journal is the source of truth. The
 //! switch [`KeyStore::put`]s every completed key after its final record is
 //! durable; a dedicated writer thread batches the puts into one write
-//! transaction per batch and records the highest journal lsn it has committed
-//! ([`KeyStore::high_water_lsn`]), so after a crash the switch replays the
-//! journal's final records from a little before that mark (puts are
-//! idempotent: replaying more than needed is harmless; concurrent tasks may
-//! put slightly out of lsn order, and a put refused with `Full` is not
-//! covered by the mark — replay from the start of the retention window if
-//! [`KeyStore::refused`] was non-zero before the crash).
+//! transaction per batch. After a crash the switch replays the journal's
+//! final records into the store, so it must know where the store's
+//! completeness ends. The highest lsn committed
+//! ([`KeyStore::high_water_lsn`]) does not say: concurrent tasks put out of
+//! lsn order, and a put refused with `Full` never lands at all.
+//!
+//! **The low-water mark** ([`KeyStore::low_water_lsn`]) does: every key
+//! whose final record has an lsn up to it is in the store (or expired), so
+//! the catch-up replays from there and nothing below it is missing. It is
+//! kept exact by tracking, while a journal is followed
+//! ([`KeyStore::follow_journal`]), every final record from before it is
+//! appended until its key is committed:
+//!
+//! - [`KeyStore::announce_final`] before the append: the record's lsn will
+//!   be above the journal's durable lsn read now (its *floor*);
+//! - [`FinalTicket::durable_at`] once durable: now its lsn is known;
+//! - [`KeyStore::put`] of that lsn: queued; committed with its batch;
+//! - a ticket dropped unresolved, a put refused (`Full`, `Closed`) or a key
+//!   declared missing ([`KeyStore::hold_low_water_below`]) *holds* the mark
+//!   below that record for as long as the store is open: the next start
+//!   replays from there.
+//!
+//! Each batch commit stores, in the same transaction, the smallest of: the
+//! journal's durable lsn (read first), one below every tracked floor,
+//! durable-but-unput lsn and queued put's lsn, and the hold. The mark only
+//! moves up. Puts not from tracked records (the catch-up at start, lsn 0)
+//! hold it only while queued.
 //!
 //! **Why redb.** [redb](https://www.redb.org) is a pure-Rust embedded
 //! key-value store: a copy-on-write B-tree in one file with ACID
@@ -30,8 +50,14 @@
 //! fsync, which is the cost that matters here.
 //!
 //! Tables: `keys` (entry key → value), `by_time` (completion time ‖ entry
-//! key → `()`, for [`KeyStore::expire`]) and `meta` (format version and
-//! high-water lsn). The byte layouts are documented in [`format`].
+//! key → `()`, for [`KeyStore::expire`]) and `meta` (format version,
+//! high- and low-water lsns). The byte layouts are documented in
+//! [`format`](mod@format).
+//!
+//! **A failed commit** is retried with backoff. redb refuses every
+//! operation after a failed write until the database is reopened, so before
+//! each retry the writer reopens the file, once a probe write shows the disk
+//! has room again: a full disk stops commits only while it is full.
 //!
 //! **Reads see pending writes.** A put is visible to [`KeyStore::lookup`] at
 //! once: queued and in-flight puts live in a small overlay (bounded by
@@ -42,11 +68,11 @@
 
 pub mod format;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -55,6 +81,8 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use tokio::sync::{oneshot, watch};
+
+use crate::metrics as m;
 
 /// Default most puts committed in one write transaction.
 pub const DEFAULT_MAX_BATCH: usize = 8192;
@@ -80,18 +108,28 @@ pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
 pub const MAX_EXPIRE_PER_CALL: usize = 65_536;
 /// On-disk format of the store as a whole (in the `meta` table).
 pub const STORE_FORMAT: u64 = 1;
+/// Most final records tracked at once (announced, or durable and not yet
+/// put). Past it a new record is not tracked and the low-water mark is held
+/// below it instead: memory stays bounded, the mark stays exact (only lower).
+pub const MAX_TRACKED_FINALS: usize = 1 << 20;
 
 /// First and largest pause between retries of a failed batch commit. The
 /// writer keeps retrying (the queue in front of it is bounded, so puts get
 /// `Full` meanwhile) and recovers by itself when the disk works again.
 const RETRY_BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Bytes written (and removed) next to the store before it is reopened
+/// after a failed commit: while the disk has less room than this, reopening
+/// (which may repair the whole file) is not worth trying.
+const REOPEN_PROBE_BYTES: usize = 1024 * 1024;
 
 const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
 const BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("by_time");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_FORMAT: &str = "format";
 const META_HIGH_WATER_LSN: &str = "high_water_lsn";
+/// Absent in stores written before it existed: read as 0 (replay everything).
+const META_LOW_WATER_LSN: &str = "low_water_lsn";
 
 /// Name of the redb table of entries (entry key → value), for tools and tests.
 pub const KEYS_TABLE: &str = "keys";
@@ -185,14 +223,15 @@ impl KeyStore {
             .set_cache_size(cfg.cache_bytes)
             .create(&cfg.path)
             .map_err(db_err)?;
-        let high_water = init_tables(&db)?;
+        let (high_water, low_water) = init_tables(&db)?;
         let durability = if cfg.durable_commits {
             Durability::Immediate
         } else {
             Durability::None
         };
         let shared = Arc::new(Shared {
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
+            cache_bytes: cfg.cache_bytes,
             path: cfg.path,
             durability,
             max_batch: cfg.max_batch,
@@ -201,6 +240,8 @@ impl KeyStore {
             wake: Condvar::new(),
             progress: watch::Sender::new(Progress::default()),
             high_water_lsn: AtomicU64::new(high_water),
+            low_water_lsn: AtomicU64::new(low_water),
+            journal_lsn: OnceLock::new(),
             refused: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -243,13 +284,26 @@ impl KeyStore {
         let value: Arc<[u8]> = value.into();
 
         let mut p = self.shared.lock_pending();
+        // A tracked final record is no longer waiting for its put: from here
+        // on it is either queued (and counted in `queued_lsns`) or missing.
+        let tracked = take_one(&mut p.unput, rec.lsn);
         if p.writer_gone || p.shutdown {
+            if tracked {
+                p.hold_below(rec.lsn);
+            }
             return Err(KeyStoreError::Closed);
         }
         if p.queue.len() + p.in_flight >= self.shared.queue_capacity {
+            if tracked {
+                p.hold_below(rec.lsn);
+            }
             drop(p);
             self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::KEYSTORE_REFUSED).increment(1);
             return Err(KeyStoreError::Full);
+        }
+        if rec.lsn > 0 {
+            *p.queued_lsns.entry(rec.lsn).or_default() += 1;
         }
         p.next_seq += 1;
         let seq = p.next_seq;
@@ -327,9 +381,94 @@ impl KeyStore {
     }
 
     /// Highest journal lsn whose key is durably in the store (kept in the
-    /// store, updated with each batch).
+    /// store, updated with each batch). Keys below it may be missing: see
+    /// [`KeyStore::low_water_lsn`].
     pub fn high_water_lsn(&self) -> u64 {
         self.shared.high_water_lsn.load(Ordering::Acquire)
+    }
+
+    /// Every key whose final record has a journal lsn up to this one is
+    /// durably in the store (or expired): the catch-up after a crash starts
+    /// above it. Kept in the store, updated with each batch; see the module
+    /// docs.
+    pub fn low_water_lsn(&self) -> u64 {
+        self.shared.low_water_lsn.load(Ordering::Acquire)
+    }
+
+    /// Follow the journal the keys come from: `durable_lsn` returns its
+    /// highest durable lsn (every record appended after a read gets a
+    /// higher one). Until this is called the low-water mark does not move;
+    /// from then on every final record must be announced with
+    /// [`KeyStore::announce_final`] before it is appended. Set once: later
+    /// calls are ignored (and return `false`).
+    pub fn follow_journal(&self, durable_lsn: impl Fn() -> u64 + Send + Sync + 'static) -> bool {
+        self.shared.journal_lsn.set(Box::new(durable_lsn)).is_ok()
+    }
+
+    /// A final record is about to be appended to the followed journal. The
+    /// low-water mark stays below it until the ticket learns its lsn
+    /// ([`FinalTicket::durable_at`]) and its key is put and committed, or
+    /// the ticket says it was not written. A ticket dropped unresolved holds
+    /// the mark below the record for good (its lsn, if any, is unknown).
+    pub fn announce_final(&self) -> FinalTicket {
+        let mut p = self.shared.lock_pending();
+        // Read under the lock, so floors never decrease in announcement
+        // order (the first tracked one is the lowest).
+        let floor = self
+            .shared
+            .journal_lsn()
+            .unwrap_or_else(|| self.low_water_lsn())
+            + 1;
+        if p.announced.len() + p.unput.len() >= MAX_TRACKED_FINALS {
+            p.hold_below(floor);
+            return FinalTicket {
+                shared: None,
+                id: 0,
+                floor,
+            };
+        }
+        p.next_announced += 1;
+        let id = p.next_announced;
+        p.announced.insert(id, floor);
+        FinalTicket {
+            shared: Some(Arc::clone(&self.shared)),
+            id,
+            floor,
+        }
+    }
+
+    /// The key of the final record at `lsn` will not be put (it is known to
+    /// be missing): keep the low-water mark below it while the store is open.
+    pub fn hold_low_water_below(&self, lsn: u64) {
+        let mut p = self.shared.lock_pending();
+        take_one(&mut p.unput, lsn);
+        p.hold_below(lsn);
+    }
+
+    /// The journal lsn stored with a key (pending puts first), if the key is
+    /// in the store. For a thread that may block (start-up catch-up).
+    pub fn stored_lsn_blocking(
+        &self,
+        scope: &ClientScope,
+        key: &RequestKey,
+    ) -> Result<Option<u64>, KeyStoreError> {
+        let mut entry = Vec::with_capacity(64);
+        format::encode_key(scope, key, &mut entry);
+        let pending = {
+            let p = self.shared.lock_pending();
+            p.overlay
+                .get(entry.as_slice())
+                .map(|o| Arc::clone(&o.value))
+        };
+        if let Some(value) = pending {
+            return format::decode_value(&value).map(|v| Some(v.lsn));
+        }
+        let tx = self.shared.db()?.begin_read().map_err(db_err)?;
+        let keys = tx.open_table(KEYS).map_err(db_err)?;
+        let Some(v) = keys.get(entry.as_slice()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        format::decode_value(v.value()).map(|v| Some(v.lsn))
     }
 
     /// Delete keys completed before `before_unix_ms`, oldest first, at most
@@ -341,7 +480,7 @@ impl KeyStore {
         if max == 0 {
             return Ok(0);
         }
-        let mut tx = self.shared.db.begin_write().map_err(db_err)?;
+        let mut tx = self.shared.db()?.begin_write().map_err(db_err)?;
         tx.set_durability(self.shared.durability)
             .map_err(|e| KeyStoreError::Io(e.to_string()))?;
         let mut deleted = 0;
@@ -404,7 +543,7 @@ impl KeyStore {
     /// Number of keys committed to the file (puts still pending are not
     /// counted: `flush` first).
     pub fn len(&self) -> Result<u64, KeyStoreError> {
-        let tx = self.shared.db.begin_read().map_err(db_err)?;
+        let tx = self.shared.db()?.begin_read().map_err(db_err)?;
         let keys = tx.open_table(KEYS).map_err(db_err)?;
         keys.len().map_err(db_err)
     }
@@ -416,8 +555,7 @@ impl KeyStore {
 
     /// Puts queued or being committed.
     pub fn pending(&self) -> usize {
-        let p = self.shared.lock_pending();
-        p.queue.len() + p.in_flight
+        self.shared.pending_len()
     }
 
     /// Puts refused with `Full` since open (for a metric).
@@ -449,6 +587,7 @@ impl fmt::Debug for KeyStore {
             .field("path", &self.shared.path)
             .field("pending", &self.pending())
             .field("high_water_lsn", &self.high_water_lsn())
+            .field("low_water_lsn", &self.low_water_lsn())
             .finish_non_exhaustive()
     }
 }
@@ -473,7 +612,10 @@ impl Drop for KeyStore {
 }
 
 struct Shared {
-    db: Database,
+    /// The open file; `None` only while the writer reopens it (see
+    /// [`Shared::reopen`]).
+    db: RwLock<Option<Arc<Database>>>,
+    cache_bytes: usize,
     path: PathBuf,
     durability: Durability,
     max_batch: usize,
@@ -484,6 +626,9 @@ struct Shared {
     wake: Condvar,
     progress: watch::Sender<Progress>,
     high_water_lsn: AtomicU64,
+    low_water_lsn: AtomicU64,
+    /// The followed journal's durable lsn (see [`KeyStore::follow_journal`]).
+    journal_lsn: OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
     refused: AtomicU64,
     commit_failures: AtomicU64,
     last_error: Mutex<Option<KeyStoreError>>,
@@ -503,6 +648,92 @@ struct Pending {
     shutdown: bool,
     writer_gone: bool,
     paused: bool,
+    /// Lsns (> 0) of queued puts, with multiplicity. The writer removes a
+    /// batch's lsns when it takes the batch: that batch's commit is the one
+    /// that stores the low-water mark they allow.
+    queued_lsns: BTreeMap<u64, u32>,
+    /// Final records announced and not yet durable: ticket id → floor.
+    /// Floors never decrease in id order.
+    announced: BTreeMap<u64, u64>,
+    /// Tracked final records durable at an lsn whose put has not come yet.
+    unput: BTreeMap<u64, u32>,
+    /// The low-water mark stays below this (a tracked key is missing);
+    /// `None` while nothing is held.
+    held_below: Option<u64>,
+    /// Id of the last announced final record.
+    next_announced: u64,
+}
+
+impl Pending {
+    fn hold_below(&mut self, lsn: u64) {
+        self.held_below = Some(self.held_below.map_or(lsn, |h| h.min(lsn)));
+    }
+}
+
+/// Remove one occurrence of `lsn` from a multiset; whether it was there.
+fn take_one(set: &mut BTreeMap<u64, u32>, lsn: u64) -> bool {
+    let Some(n) = set.get_mut(&lsn) else {
+        return false;
+    };
+    *n -= 1;
+    if *n == 0 {
+        set.remove(&lsn);
+    }
+    true
+}
+
+/// One tracked final record (see [`KeyStore::announce_final`]).
+#[derive(Debug)]
+#[must_use = "a dropped ticket holds the low-water mark for good"]
+pub struct FinalTicket {
+    /// `None` once resolved, or when the record is not tracked.
+    shared: Option<Arc<Shared>>,
+    id: u64,
+    floor: u64,
+}
+
+impl FinalTicket {
+    /// The record is durable at `lsn`: the mark now waits for its put.
+    pub fn durable_at(mut self, lsn: u64) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let mut p = shared.lock_pending();
+        p.announced.remove(&self.id);
+        if lsn < self.floor {
+            // Cannot happen with a journal that follows its contract; hold
+            // rather than trust a mark that may already be past this lsn.
+            p.hold_below(lsn.max(1));
+        } else {
+            *p.unput.entry(lsn).or_default() += 1;
+        }
+    }
+
+    /// The record was not written: its lsn goes to a later record, so
+    /// there is nothing to wait for.
+    pub fn not_written(mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.lock_pending().announced.remove(&self.id);
+        }
+    }
+}
+
+impl Drop for FinalTicket {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            let mut p = shared.lock_pending();
+            p.announced.remove(&self.id);
+            p.hold_below(self.floor);
+        }
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Queued {
@@ -543,15 +774,90 @@ impl Shared {
         Some(format::decode_value(&value).map(|v| (v.stored, v.completed_unix_ms)))
     }
 
+    /// The open database (held only for the call that needs it, so that a
+    /// reopen is not kept waiting).
+    fn db(&self) -> Result<Arc<Database>, KeyStoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| KeyStoreError::Io("key store is being reopened".into()))
+    }
+
+    /// Close and reopen the file. redb answers every operation after a
+    /// failed write with "previous I/O error" until the database is
+    /// reopened, so without this a store that once hit a full disk would
+    /// never commit again. Only tried when a probe write shows room on the
+    /// disk; the reopen repairs the file if its last commit was cut short.
+    fn reopen(&self) -> Result<(), KeyStoreError> {
+        probe_room(&self.path)?;
+        let old = self
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // Dropping the last handle closes the file and releases its lock;
+        // a reader inside a call still holds one for a moment, and then the
+        // open below fails with "already open" and is tried again later.
+        drop(old);
+        let db = Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create(&self.path)
+            .map_err(db_err)?;
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
+        tracing::info!(path = %self.path.display(), "key store reopened after a failed commit");
+        Ok(())
+    }
+
+    fn pending_len(&self) -> usize {
+        let p = self.lock_pending();
+        p.queue.len() + p.in_flight
+    }
+
+    fn journal_lsn(&self) -> Option<u64> {
+        self.journal_lsn.get().map(|f| f())
+    }
+
+    /// The low-water mark a commit of the batch taken last may store: see
+    /// the module docs. The batch's own lsns are already out of
+    /// `queued_lsns`, as it commits in the same transaction.
+    fn next_low_water(&self) -> u64 {
+        let current = self.low_water_lsn.load(Ordering::Acquire);
+        // Read before the lock: a final record with an lsn up to this one
+        // was announced before the read, so it is seen under the lock
+        // unless it is already settled.
+        let Some(mut low) = self.journal_lsn() else {
+            return current;
+        };
+        let p = self.lock_pending();
+        if let Some((_, floor)) = p.announced.first_key_value() {
+            low = low.min(floor - 1);
+        }
+        if let Some((lsn, _)) = p.unput.first_key_value() {
+            low = low.min(lsn - 1);
+        }
+        if let Some((lsn, _)) = p.queued_lsns.first_key_value() {
+            low = low.min(lsn - 1);
+        }
+        if let Some(held) = p.held_below {
+            low = low.min(held.saturating_sub(1));
+        }
+        // Only ever lower bounds were taken above, all at or past the
+        // current mark (each was above the journal lsn the mark came from).
+        current.max(low)
+    }
+
     fn read(&self, entry: &[u8]) -> Result<Option<(StoredKey, u64)>, KeyStoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(db_err)?;
         let keys = tx.open_table(KEYS).map_err(db_err)?;
         read_in(&keys, entry)
     }
 
-    /// Commit one batch in one write transaction; returns the new high-water lsn.
-    fn commit(&self, batch: &[Queued]) -> Result<u64, KeyStoreError> {
-        let mut tx = self.db.begin_write().map_err(db_err)?;
+    /// Commit one batch in one write transaction; returns the new high-
+    /// and low-water lsns.
+    fn commit(&self, batch: &[Queued]) -> Result<(u64, u64), KeyStoreError> {
+        let low_water = self.next_low_water();
+        let mut tx = self.db()?.begin_write().map_err(db_err)?;
         tx.set_durability(self.durability)
             .map_err(|e| KeyStoreError::Io(e.to_string()))?;
         let mut high_water = self.high_water_lsn.load(Ordering::Acquire);
@@ -581,9 +887,10 @@ impl Shared {
             }
             meta.insert(META_HIGH_WATER_LSN, high_water)
                 .map_err(db_err)?;
+            meta.insert(META_LOW_WATER_LSN, low_water).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
-        Ok(high_water)
+        Ok((high_water, low_water))
     }
 
     fn last_error(&self) -> KeyStoreError {
@@ -611,9 +918,8 @@ fn run_reader(shared: &Shared, requests: &crossbeam::channel::Receiver<ReadReque
         batch.push(first);
         batch.extend(requests.try_iter().take(MAX_READ_BATCH - 1));
         let table = shared
-            .db
-            .begin_read()
-            .map_err(db_err)
+            .db()
+            .and_then(|db| db.begin_read().map_err(db_err))
             .and_then(|tx| tx.open_table(KEYS).map_err(db_err));
         for request in batch.drain(..) {
             let answer = match &table {
@@ -637,10 +943,12 @@ fn read_in(
     Ok(Some((v.stored, v.completed_unix_ms)))
 }
 
-/// Create the tables if missing, check the format, and read the high-water lsn.
-fn init_tables(db: &Database) -> Result<u64, KeyStoreError> {
+/// Create the tables if missing, check the format, and read the high- and
+/// low-water lsns.
+fn init_tables(db: &Database) -> Result<(u64, u64), KeyStoreError> {
     let tx = db.begin_write().map_err(db_err)?;
     let high_water;
+    let low_water;
     {
         tx.open_table(KEYS).map_err(db_err)?;
         tx.open_table(BY_TIME).map_err(db_err)?;
@@ -657,9 +965,13 @@ fn init_tables(db: &Database) -> Result<u64, KeyStoreError> {
             .get(META_HIGH_WATER_LSN)
             .map_err(db_err)?
             .map_or(0, |v| v.value());
+        low_water = meta
+            .get(META_LOW_WATER_LSN)
+            .map_err(db_err)?
+            .map_or(0, |v| v.value());
     }
     tx.commit().map_err(db_err)?;
-    Ok(high_water)
+    Ok((high_water, low_water))
 }
 
 /// Marks the writer gone however it exits (even by a panic), so puts answer
@@ -671,6 +983,7 @@ impl Drop for WriterExit<'_> {
         let mut p = self.0.lock_pending();
         p.writer_gone = true;
         p.queue.clear();
+        p.queued_lsns.clear();
         p.overlay.clear();
         p.in_flight = 0;
         drop(p);
@@ -696,6 +1009,9 @@ fn run_writer(shared: &Shared) {
             let n = p.queue.len().min(shared.max_batch);
             batch.extend(p.queue.drain(..n));
             p.in_flight = n;
+            for q in &batch {
+                take_one(&mut p.queued_lsns, q.lsn);
+            }
         }
 
         let committed = commit_with_retry(shared, &batch);
@@ -710,8 +1026,14 @@ fn run_writer(shared: &Shared) {
         p.in_flight = 0;
         drop(p);
         match committed {
-            Some(high_water) => {
+            Some((high_water, low_water)) => {
                 shared.high_water_lsn.store(high_water, Ordering::Release);
+                shared.low_water_lsn.store(low_water, Ordering::Release);
+                metrics::gauge!(m::KEYSTORE_PENDING).set(shared.pending_len() as f64);
+                if let Some(journal) = shared.journal_lsn() {
+                    metrics::gauge!(m::KEYSTORE_CATCH_UP_LSNS)
+                        .set(journal.saturating_sub(low_water) as f64);
+                }
                 shared
                     .progress
                     .send_modify(|p| p.committed_seq = p.committed_seq.max(last_seq));
@@ -723,13 +1045,14 @@ fn run_writer(shared: &Shared) {
 
 /// Commit `batch`, retrying with backoff until it works; `None` if the store
 /// is shut down while commits fail.
-fn commit_with_retry(shared: &Shared, batch: &[Queued]) -> Option<u64> {
+fn commit_with_retry(shared: &Shared, batch: &[Queued]) -> Option<(u64, u64)> {
     let mut backoff = RETRY_BACKOFF_FIRST;
     loop {
         match shared.commit(batch) {
-            Ok(high_water) => return Some(high_water),
+            Ok(marks) => return Some(marks),
             Err(e) => {
                 let failures = shared.commit_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::counter!(m::KEYSTORE_COMMIT_FAILURES).increment(1);
                 tracing::warn!(error = %e, failures, "keystore batch commit failed; retrying");
                 *shared
                     .last_error
@@ -747,10 +1070,30 @@ fn commit_with_retry(shared: &Shared, batch: &[Queued]) -> Option<u64> {
                 if p.shutdown {
                     return None;
                 }
+                metrics::gauge!(m::KEYSTORE_PENDING).set((p.queue.len() + p.in_flight) as f64);
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                drop(p);
+                if let Err(e) = shared.reopen() {
+                    tracing::debug!(error = %e, "key store not reopened yet");
+                }
             }
         }
     }
+}
+
+/// Write, sync and remove [`REOPEN_PROBE_BYTES`] next to `store`.
+fn probe_room(store: &Path) -> Result<(), KeyStoreError> {
+    use std::io::Write;
+    let mut probe = store.as_os_str().to_owned();
+    probe.push(".probe");
+    let probe = PathBuf::from(probe);
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(&vec![0u8; REOPEN_PROBE_BYTES])?;
+        f.sync_data()
+    });
+    // Best effort: a leftover probe is overwritten by the next one.
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| KeyStoreError::Io(e.to_string()))
 }
 
 /// Map any redb error: damage reported by redb is `Corrupt`, the rest `Io`.
@@ -854,6 +1197,160 @@ mod tests {
             KeyStore::open(cfg),
             Err(KeyStoreError::InvalidConfig(_))
         ));
+    }
+
+    /// A store following a fake journal whose durable lsn the test sets.
+    fn following(
+        dir: &TempDir,
+        cfg: impl FnOnce(&mut KeyStoreConfig),
+    ) -> (KeyStore, Arc<AtomicU64>) {
+        let mut c = KeyStoreConfig::new(dir.0.join("k.redb"));
+        cfg(&mut c);
+        let store = KeyStore::open(c).unwrap();
+        let journal = Arc::new(AtomicU64::new(0));
+        let j = journal.clone();
+        assert!(store.follow_journal(move || j.load(Ordering::Acquire)));
+        assert!(!store.follow_journal(|| 0), "set once");
+        (store, journal)
+    }
+
+    /// Commit something unrelated (lsn 0) so the writer stores a new mark.
+    async fn tick(store: &KeyStore) {
+        let mut r = record(1_000_000);
+        r.lsn = 0;
+        store.put(r).unwrap();
+        store.flush().await.unwrap();
+    }
+
+    /// Two finals appended in lsn order whose puts land in the other order
+    /// (and the first one's never, as if the process died before it): the
+    /// mark stays below the missing one, before and after a reopen.
+    #[tokio::test]
+    async fn low_water_waits_for_a_final_put_out_of_lsn_order() {
+        let dir = TempDir::new("order");
+        let (store, journal) = following(&dir, |_| {});
+        journal.store(4, Ordering::Release);
+        let a = store.announce_final();
+        let b = store.announce_final();
+        journal.store(6, Ordering::Release); // a at 5, b at 6
+        b.durable_at(6);
+        store.put(record(6)).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.high_water_lsn(), 6);
+        assert_eq!(store.low_water_lsn(), 4, "a is announced, not yet durable");
+        a.durable_at(5);
+        tick(&store).await;
+        assert_eq!(store.low_water_lsn(), 4, "a is durable, not yet put");
+        drop(store); // the crash: a's put never came
+        let store = KeyStore::open(KeyStoreConfig::new(dir.0.join("k.redb"))).unwrap();
+        assert_eq!((store.low_water_lsn(), store.high_water_lsn()), (4, 6));
+        drop(store);
+
+        // The same, with the put coming late: then the mark catches up
+        // with the journal, past the last final.
+        let dir = TempDir::new("order-late");
+        let (store, journal) = following(&dir, |_| {});
+        let a = store.announce_final();
+        let b = store.announce_final();
+        a.durable_at(1);
+        b.durable_at(2);
+        store.put(record(2)).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.low_water_lsn(), 0);
+        journal.store(9, Ordering::Release); // records 3..=9 are not finals
+        store.put(record(1)).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.low_water_lsn(), 9);
+    }
+
+    #[tokio::test]
+    async fn a_refused_put_holds_the_mark_until_the_store_is_reopened() {
+        let dir = TempDir::new("refused");
+        let (store, journal) = following(&dir, |c| c.queue_capacity = 2);
+        journal.store(10, Ordering::Release);
+        let t = store.announce_final();
+        store.pause_writer(true);
+        store.put(record(1)).unwrap();
+        store.put(record(2)).unwrap();
+        t.durable_at(11);
+        assert_eq!(store.put(record(11)), Err(KeyStoreError::Full));
+        assert_eq!(store.refused(), 1);
+        store.pause_writer(false);
+        store.flush().await.unwrap();
+        journal.store(50, Ordering::Release);
+        let later = store.announce_final();
+        later.durable_at(51);
+        store.put(record(51)).unwrap();
+        store.flush().await.unwrap();
+        journal.store(60, Ordering::Release);
+        tick(&store).await;
+        assert_eq!(store.high_water_lsn(), 51);
+        assert_eq!(store.low_water_lsn(), 10, "held below the refused key");
+        drop(store);
+        let store = KeyStore::open(KeyStoreConfig::new(dir.0.join("k.redb"))).unwrap();
+        assert_eq!(store.low_water_lsn(), 10);
+    }
+
+    #[tokio::test]
+    async fn unresolved_tickets_hold_and_unwritten_ones_do_not() {
+        let dir = TempDir::new("tickets");
+        let (store, journal) = following(&dir, |_| {});
+        journal.store(3, Ordering::Release);
+        store.announce_final().not_written();
+        tick(&store).await;
+        assert_eq!(store.low_water_lsn(), 3);
+        // Dropped unresolved: its lsn, if it has one, is above 3.
+        drop(store.announce_final());
+        journal.store(8, Ordering::Release);
+        tick(&store).await;
+        assert_eq!(store.low_water_lsn(), 3);
+        // A key declared missing holds the mark too.
+        let dir = TempDir::new("tickets-missing");
+        let (store, journal) = following(&dir, |_| {});
+        let t = store.announce_final();
+        t.durable_at(2);
+        store.hold_low_water_below(2);
+        journal.store(5, Ordering::Release);
+        tick(&store).await;
+        assert_eq!(store.low_water_lsn(), 1);
+    }
+
+    /// Puts made before the store follows the journal (the start-up
+    /// catch-up) hold the mark only while they are queued.
+    #[tokio::test]
+    async fn untracked_puts_hold_the_mark_while_queued() {
+        let dir = TempDir::new("untracked");
+        let store = KeyStore::open(KeyStoreConfig::new(dir.0.join("k.redb"))).unwrap();
+        store.pause_writer(true);
+        store.put(record(3)).unwrap();
+        store.put(record(7)).unwrap();
+        assert!(store.follow_journal(|| 9));
+        assert_eq!(store.shared.next_low_water(), 2);
+        store.pause_writer(false);
+        store.flush().await.unwrap();
+        tick(&store).await;
+        assert_eq!(store.low_water_lsn(), 9);
+        assert_eq!(store.len().unwrap(), 3);
+    }
+
+    /// A store written before the low-water mark existed reads it as 0:
+    /// the catch-up replays everything.
+    #[test]
+    fn a_store_without_a_low_water_mark_reads_zero() {
+        let dir = TempDir::new("old");
+        let path = dir.0.join("k.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut meta = tx.open_table(META).unwrap();
+                meta.insert(META_FORMAT, STORE_FORMAT).unwrap();
+                meta.insert(META_HIGH_WATER_LSN, 40).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let store = KeyStore::open(KeyStoreConfig::new(&path)).unwrap();
+        assert_eq!((store.low_water_lsn(), store.high_water_lsn()), (0, 40));
     }
 
     /// Dropping the store commits what is still queued.

@@ -9,11 +9,18 @@
 //! - `Reversing` without `ReversalClosed`: the reversal resumes (parked
 //!   ones too: a restart re-arms them).
 //! - Outbound STAN/RRN per bank continue after the last ones sent.
+//! - The key store catches up: every completed key whose final record is
+//!   above the store's low-water mark is checked and put again, so a key
+//!   evicted from memory is always found on disk
+//!   ([`crate::keystore`] explains why that mark is exact). While running,
+//!   [`KeyedJournal`] keeps the mark exact by announcing every final record
+//!   to the store before it is appended.
 //!
 //! The fold keeps only transactions still open, so its memory is bounded by
 //! what was in flight at the crash, not by the journal's length.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use fps_codecs::iso8583::Iso8583Codec;
 use fps_codecs::model::ResponseCode;
@@ -23,7 +30,8 @@ use fps_routing::idempotency::{
 use fps_routing::Millis;
 
 use super::record::{Record, TxnId};
-use crate::keystore::{KeyRecord, KeyStore, KeyStoreError};
+use crate::journal::{Durable, DurableWatch, Journal, JournalError, Lsn, SegmentInfo};
+use crate::keystore::{FinalTicket, KeyRecord, KeyStore, KeyStoreError};
 
 /// Pauses while the key store's queue is full during catch-up (its writer
 /// drains it meanwhile), and how many before giving up on one key.
@@ -49,6 +57,13 @@ pub struct Recovery {
     pub bad_records: u64,
     /// Completed keys written to the key store that it had not committed.
     pub keys_caught_up: u64,
+    /// Completed keys above the store's low-water mark found already in it.
+    pub keys_checked: u64,
+    /// Completed keys the catch-up could not put (logged): the store's
+    /// low-water mark must stay below the first one.
+    pub keys_missed: u64,
+    /// Lsn of the first key the catch-up could not put.
+    pub first_missed_lsn: Option<u64>,
 }
 
 /// A transaction that needs its reversal (re)started.
@@ -73,9 +88,19 @@ pub struct Replay<'a> {
     canonical: Iso8583Codec,
     open: HashMap<TxnId, Open>,
     reversing: HashMap<TxnId, Pending>,
-    /// The key store and the last journal lsn it holds.
-    keystore: Option<(&'a KeyStore, u64)>,
+    /// The key store to bring up to date.
+    keystore: Option<CatchUp<'a>>,
     out: Recovery,
+}
+
+/// The key store and its marks as found at start.
+#[derive(Debug, Clone, Copy)]
+struct CatchUp<'a> {
+    store: &'a KeyStore,
+    /// Every key with a final record up to this lsn is in the store.
+    low_water: u64,
+    /// No key with a final record above this lsn is in the store.
+    high_water: u64,
 }
 
 #[derive(Debug)]
@@ -106,11 +131,17 @@ impl<'a> Replay<'a> {
         }
     }
 
-    /// Also bring `keystore` up to date: completed keys after its
-    /// high-water lsn (queued but not committed before the crash) are put
-    /// again, so a key evicted from memory is always found on disk.
+    /// Also bring `keystore` up to date: every completed key whose final
+    /// record is above its low-water mark (queued but not committed before
+    /// the crash, put out of lsn order, or refused) is put again unless the
+    /// store already has it, so a key evicted from memory is always found
+    /// on disk. Keys below the mark are in the store by its definition.
     pub fn with_keystore(mut self, keystore: &'a KeyStore) -> Self {
-        self.keystore = Some((keystore, keystore.high_water_lsn()));
+        self.keystore = Some(CatchUp {
+            store: keystore,
+            low_water: keystore.low_water_lsn(),
+            high_water: keystore.high_water_lsn(),
+        });
         self
     }
 
@@ -228,42 +259,44 @@ impl<'a> Replay<'a> {
     }
 
     fn catch_up(&mut self, lsn: u64, unix_ms: u64, o: &Open, outcome: &Outcome) {
-        let Some((ks, high_water)) = self.keystore else {
+        let Some(c) = self.keystore else {
             return;
         };
-        if lsn <= high_water {
+        if lsn <= c.low_water {
             return;
         }
-        let (Ok(scope), Ok(req)) = (
-            ClientScope::new(&o.scope),
-            self.canonical.decode(&o.request),
+        // A request the canonical codec cannot decode has no key in the
+        // index either (`restore` skips it too): nothing to look up later.
+        let Some(rec) = key_record(
+            &self.canonical,
+            &o.scope,
+            &o.request,
+            outcome.clone(),
+            lsn,
+            unix_ms,
         ) else {
             return;
         };
-        let Some(key) = RequestKey::of(&req) else {
-            return;
-        };
-        let rec = KeyRecord {
-            scope,
-            key,
-            stored: StoredKey {
-                fingerprint: Fingerprint::of(&req),
-                outcome: outcome.clone(),
-            },
-            completed_unix_ms: unix_ms,
-            lsn,
-        };
-        for _ in 0..CATCH_UP_TRIES {
-            match ks.put(rec.clone()) {
-                Ok(()) => {
-                    self.out.keys_caught_up += 1;
+        if lsn <= c.high_water {
+            // The store may hold it already (or a later completion of the
+            // same key): a read is cheaper than a write.
+            match c.store.stored_lsn_blocking(&rec.scope, &rec.key) {
+                Ok(Some(stored)) if stored >= lsn => {
+                    self.out.keys_checked += 1;
                     return;
                 }
-                Err(KeyStoreError::Full) => std::thread::sleep(CATCH_UP_PAUSE),
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(error = %e, "key store catch-up failed");
-                    return;
+                    tracing::warn!(error = %e, "key store read failed during catch-up: putting the key again");
                 }
+            }
+        }
+        match put_patiently(c.store, rec) {
+            Ok(()) => self.out.keys_caught_up += 1,
+            Err(e) => {
+                tracing::error!(error = %e, lsn, "key store catch-up failed: the key stays in the journal only");
+                self.out.keys_missed += 1;
+                self.out.first_missed_lsn.get_or_insert(lsn);
             }
         }
     }
@@ -278,6 +311,118 @@ impl<'a> Replay<'a> {
             outcome,
         ) {
             self.out.keys_restored += 1;
+        }
+    }
+}
+
+/// The key store record of a completed request (client scope, canonical
+/// bytes) whose final record is at `lsn`; `None` if the request has no key
+/// (it cannot be decoded, or carries neither F123 nor the derived fields).
+pub fn key_record(
+    canonical: &Iso8583Codec,
+    scope: &str,
+    request: &[u8],
+    outcome: Outcome,
+    lsn: u64,
+    unix_ms: u64,
+) -> Option<KeyRecord> {
+    let scope = ClientScope::new(scope).ok()?;
+    let req = canonical.decode(request).ok()?;
+    Some(KeyRecord {
+        scope,
+        key: RequestKey::of(&req)?,
+        stored: StoredKey {
+            fingerprint: Fingerprint::of(&req),
+            outcome,
+        },
+        completed_unix_ms: unix_ms,
+        lsn,
+    })
+}
+
+/// Put `rec`, waiting (on this thread) while the store's queue is full: its
+/// writer drains it meanwhile. For start-up, never for a request path.
+pub fn put_patiently(store: &KeyStore, rec: KeyRecord) -> Result<(), KeyStoreError> {
+    let mut last = KeyStoreError::Full;
+    for _ in 0..CATCH_UP_TRIES {
+        match store.put(rec.clone()) {
+            Ok(()) => return Ok(()),
+            Err(KeyStoreError::Full) => std::thread::sleep(CATCH_UP_PAUSE),
+            Err(e) => {
+                last = e;
+                break;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The journal the safety layer writes to when a key store is kept: every
+/// final record is announced to the store before it is appended, and its
+/// lsn reported once durable, so the store's low-water mark never passes a
+/// final record whose key it does not hold (see [`crate::keystore`]).
+/// Every other record passes straight through.
+#[derive(Debug)]
+pub struct KeyedJournal<J> {
+    inner: J,
+    keystore: Arc<KeyStore>,
+}
+
+impl<J: Journal> KeyedJournal<J> {
+    /// `inner`, announcing its final records to `keystore`. The caller has
+    /// made the store follow `inner` ([`KeyStore::follow_journal`]).
+    pub fn new(inner: J, keystore: Arc<KeyStore>) -> Self {
+        KeyedJournal { inner, keystore }
+    }
+
+    /// The wrapped journal.
+    pub fn inner(&self) -> &J {
+        &self.inner
+    }
+}
+
+impl<J: Journal> Journal for KeyedJournal<J> {
+    fn append(&self, record: &[u8]) -> Result<Durable, JournalError> {
+        if !matches!(Record::decode(record), Ok(Record::Final { .. })) {
+            return self.inner.append(record);
+        }
+        let ticket = self.keystore.announce_final();
+        match self.inner.append(record) {
+            Ok(durable) => Ok(durable.watched(Box::new(FinalWatch(ticket)))),
+            Err(e) => {
+                // Refused at once: nothing was queued.
+                ticket.not_written();
+                Err(e)
+            }
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        self.inner.healthy()
+    }
+
+    fn segments(&self) -> Vec<SegmentInfo> {
+        self.inner.segments()
+    }
+
+    fn remove_segments_before(&self, lsn: Lsn) -> Result<usize, JournalError> {
+        self.inner.remove_segments_before(lsn)
+    }
+}
+
+/// Tells a final record's ticket how its append ended.
+#[derive(Debug)]
+struct FinalWatch(FinalTicket);
+
+impl DurableWatch for FinalWatch {
+    fn resolved(self: Box<Self>, result: &Result<Lsn, JournalError>) {
+        match result {
+            Ok(lsn) => self.0.durable_at(lsn.0),
+            // A failed record's lsn is given to a later record, and no
+            // later record is durable before the failed bytes are cut off
+            // (journal docs): the mark cannot pass it while it might still
+            // come back after a crash.
+            Err(_) => self.0.not_written(),
         }
     }
 }
@@ -331,6 +476,250 @@ mod tests {
             .encode(t, &mut b)
             .unwrap();
         b.to_vec()
+    }
+
+    fn keyed(key: &[u8]) -> (fps_codecs::model::Transaction, Vec<u8>) {
+        let mut t = credit_transfer();
+        t.idempotency_key = fps_codecs::model::IdempotencyKey::parse(key).ok();
+        let bytes = canonical_bytes(&t);
+        (t, bytes)
+    }
+
+    /// A temporary key store file, removed on drop.
+    struct StoreDir(tempfile::TempDir);
+
+    impl StoreDir {
+        fn new() -> Self {
+            StoreDir(tempfile::tempdir().unwrap())
+        }
+
+        fn open(&self) -> KeyStore {
+            KeyStore::open(crate::keystore::KeyStoreConfig::new(
+                self.0.path().join("k.redb"),
+            ))
+            .unwrap()
+        }
+    }
+
+    fn final_record(txn: u64, code: ResponseCode) -> Vec<u8> {
+        enc(Record::Final {
+            txn: TxnId(txn),
+            outcome: Outcome::new(code),
+        })
+    }
+
+    /// Journal of `n` approved transactions with keys `k1..=kn`: three
+    /// records each (received, sent, final), the final of `i` at lsn `3i`.
+    fn approved_journal(n: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for i in 1..=n {
+            let (_, req) = keyed(format!("k{i}").as_bytes());
+            out.push(enc(Record::Received {
+                txn: TxnId(i),
+                scope: "gw",
+                request: &req,
+            }));
+            out.push(enc(Record::Sent {
+                txn: TxnId(i),
+                bank: "bank004",
+                stan: i as u32,
+                rrn: i,
+                wire: b"w",
+            }));
+            out.push(final_record(i, ResponseCode::APPROVED));
+        }
+        out
+    }
+
+    fn replay_into(store: &KeyStore, journal: &[Vec<u8>]) -> Recovery {
+        let banks = vec!["bank004".to_owned()];
+        let mut index = IdempotencyIndex::new(100, Duration::from_secs(3600));
+        let mut replay = Replay::new(&banks, &mut index, Millis(0)).with_keystore(store);
+        for (i, r) in journal.iter().enumerate() {
+            replay.record(i as u64 + 1, 1_000, r);
+        }
+        replay.finish()
+    }
+
+    fn stored(store: &KeyStore, key: &str) -> Option<u64> {
+        let (t, _) = keyed(key.as_bytes());
+        store
+            .stored_lsn_blocking(
+                &ClientScope::new("gw").unwrap(),
+                &RequestKey::of(&t).unwrap(),
+            )
+            .unwrap()
+    }
+
+    /// The bug this mark exists for: k2's final (lsn 6) was committed to
+    /// the store before k1's (lsn 3), then the process died. The highest
+    /// committed lsn is 6, yet k1 is missing; replaying from the low-water
+    /// mark (2) puts it back, and k2 is only checked.
+    #[tokio::test]
+    async fn catch_up_restores_a_key_below_the_high_water_mark() {
+        let dir = StoreDir::new();
+        let journal = approved_journal(2);
+        {
+            let store = dir.open();
+            let durable = Arc::new(std::sync::atomic::AtomicU64::new(2));
+            let d = durable.clone();
+            store.follow_journal(move || d.load(std::sync::atomic::Ordering::Acquire));
+            let first = store.announce_final();
+            durable.store(5, std::sync::atomic::Ordering::Release);
+            let second = store.announce_final();
+            durable.store(6, std::sync::atomic::Ordering::Release);
+            first.durable_at(3);
+            second.durable_at(6);
+            let (t, req) = keyed(b"k2");
+            let rec = key_record(
+                &Iso8583Codec::builtin("canonical").unwrap(),
+                "gw",
+                &req,
+                Outcome::new(ResponseCode::APPROVED),
+                6,
+                1_000,
+            )
+            .unwrap();
+            assert_eq!(rec.key, RequestKey::of(&t).unwrap());
+            store.put(rec).unwrap();
+            store.flush().await.unwrap();
+            assert_eq!((store.low_water_lsn(), store.high_water_lsn()), (2, 6));
+        }
+        let store = dir.open();
+        assert_eq!(stored(&store, "k1"), None, "the crash lost k1's put");
+        let rec = replay_into(&store, &journal);
+        assert_eq!(
+            (rec.keys_caught_up, rec.keys_checked, rec.keys_missed),
+            (1, 1, 0)
+        );
+        assert_eq!(stored(&store, "k1"), Some(3));
+        assert_eq!(stored(&store, "k2"), Some(6));
+        let found = store
+            .lookup_blocking(
+                &ClientScope::new("gw").unwrap(),
+                &RequestKey::of(&keyed(b"k1").0).unwrap(),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.0.outcome.response_code, ResponseCode::APPROVED);
+        assert_eq!(found.1, 1_000, "completion time from the journal");
+    }
+
+    /// Finals at or below the mark are not touched; above the high-water
+    /// mark they are put without a read; a store with no mark at all
+    /// (older file, or new) gets every key.
+    #[tokio::test]
+    async fn catch_up_starts_above_the_low_water_mark() {
+        let dir = StoreDir::new();
+        let journal = approved_journal(3);
+        {
+            let store = dir.open();
+            assert_eq!(store.low_water_lsn(), 0);
+            let rec = replay_into(&store, &journal);
+            assert_eq!((rec.keys_caught_up, rec.keys_checked), (3, 0));
+            store.flush().await.unwrap();
+            // Now the store follows a journal that has all 9 records.
+            store.follow_journal(|| 9);
+            let mut r = key_record(
+                &Iso8583Codec::builtin("canonical").unwrap(),
+                "gw",
+                &keyed(b"other").1,
+                Outcome::new(ResponseCode::APPROVED),
+                0,
+                1,
+            )
+            .unwrap();
+            r.lsn = 0;
+            store.put(r).unwrap();
+            store.flush().await.unwrap();
+            assert_eq!(store.low_water_lsn(), 9);
+        }
+        let store = dir.open();
+        let rec = replay_into(&store, &journal);
+        assert_eq!((rec.keys_caught_up, rec.keys_checked), (0, 0));
+        // A longer journal: only the new finals are put.
+        let longer = approved_journal(5);
+        let rec = replay_into(&store, &longer);
+        assert_eq!((rec.keys_caught_up, rec.keys_checked), (2, 0));
+    }
+
+    /// Through [`KeyedJournal`], only final records are tracked; the mark
+    /// follows the journal once their keys are committed, and a final
+    /// whose completion nobody awaited holds it.
+    #[tokio::test]
+    async fn keyed_journal_tracks_final_records_only() {
+        let dir = StoreDir::new();
+        let store = Arc::new(dir.open());
+        let inner = Arc::new(crate::journal::MemoryJournal::new());
+        let j = inner.clone();
+        store.follow_journal(move || j.records().len() as u64);
+        let journal = KeyedJournal::new(inner.clone(), store.clone());
+        let (_, req) = keyed(b"k1");
+        let received = enc(Record::Received {
+            txn: TxnId(1),
+            scope: "gw",
+            request: &req,
+        });
+        assert_eq!(journal.append(&received).unwrap().await.unwrap(), Lsn(1));
+        let lsn = journal
+            .append(&final_record(1, ResponseCode::APPROVED))
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(lsn, Lsn(2));
+        // Durable, not yet put: the mark waits.
+        store.put(other_key()).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.low_water_lsn(), 1);
+        let canonical = Iso8583Codec::builtin("canonical").unwrap();
+        let outcome = Outcome::new(ResponseCode::APPROVED);
+        store
+            .put(key_record(&canonical, "gw", &req, outcome, lsn.0, 5).unwrap())
+            .unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.low_water_lsn(), 2);
+        // Non-final records do not stop it.
+        for _ in 0..3 {
+            drop(journal.append(&received).unwrap());
+        }
+        store.put(other_key()).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.low_water_lsn(), 5);
+        // A final whose Durable was dropped unresolved holds it for good.
+        drop(
+            journal
+                .append(&final_record(2, ResponseCode::APPROVED))
+                .unwrap(),
+        );
+        for _ in 0..3 {
+            drop(journal.append(&received).unwrap());
+        }
+        store.put(other_key()).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.low_water_lsn(), 5);
+        // A final the journal refused holds nothing.
+        let dir = StoreDir::new();
+        let store = Arc::new(dir.open());
+        let inner = Arc::new(crate::journal::MemoryJournal::new());
+        let j = inner.clone();
+        store.follow_journal(move || j.records().len() as u64);
+        let journal = KeyedJournal::new(inner.clone(), store.clone());
+        inner.set_failing(true);
+        assert!(journal
+            .append(&final_record(1, ResponseCode::APPROVED))
+            .is_err());
+        inner.set_failing(false);
+        drop(journal.append(&received).unwrap());
+        store.put(other_key()).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.low_water_lsn(), 1);
+    }
+
+    /// An unrelated key put with lsn 0, to make the writer commit.
+    fn other_key() -> KeyRecord {
+        let canonical = Iso8583Codec::builtin("canonical").unwrap();
+        let outcome = Outcome::new(ResponseCode::APPROVED);
+        key_record(&canonical, "gw", &keyed(b"other").1, outcome, 0, 1).unwrap()
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! request, and a writer fed by a bounded channel. A per-connection
 //! semaphore bounds requests in flight; when it is empty the reader stops
 //! reading, which pushes back on the gateway through TCP.
+//!
+//! Idleness is measured from the last *complete* frame, so a peer dripping
+//! the bytes of a frame that never completes (slowloris) is closed after
+//! `idle_timeout` like a silent one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use fps_routing::idempotency::ClientScope;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::{salvage, ConnSettings};
@@ -20,6 +25,12 @@ use crate::pipeline::Pipeline;
 
 /// Most bytes the writer gathers from queued answers into one write.
 const MAX_WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// After closing on a bad stream, how long input is still read and
+/// discarded, so the kernel does not answer unread bytes with a reset that
+/// could destroy answers already sent (a "lingering close").
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+/// Most bytes discarded while lingering.
+const LINGER_MAX_BYTES: usize = 64 * 1024;
 
 /// Run the TLS handshake (if any), then serve the connection.
 pub(super) async fn accept(
@@ -51,8 +62,10 @@ pub(super) async fn accept(
             serve(stream, peer, scope, settings, pipeline, shutdown).await
         }
         Ok(Err(e)) => {
-            metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "tls_handshake").increment(1);
-            tracing::warn!(%peer, error = %e, "upstream TLS handshake failed");
+            // A bounded word: no client certificate, unknown CA, expired...
+            let reason = crate::tls::handshake_refusal_reason(&e);
+            metrics::counter!(m::UPSTREAM_REFUSED, "reason" => reason).increment(1);
+            tracing::warn!(%peer, reason, error = %e, "upstream TLS handshake failed");
         }
         Err(_) => {
             metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "handshake_timeout").increment(1);
@@ -70,6 +83,20 @@ enum Close {
     BadFrame,
     Undecodable,
     Shutdown,
+}
+
+impl Close {
+    /// The `reason` label of `fps_switch_upstream_connections_closed_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Close::PeerClosed => "peer_closed",
+            Close::ReadError => "read_error",
+            Close::Idle => "idle",
+            Close::BadFrame => "bad_frame",
+            Close::Undecodable => "undecodable",
+            Close::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// The idempotency scope of a client: the subject of its certificate
@@ -116,11 +143,16 @@ async fn serve<S>(
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut requests: u64 = 0;
+    // When the last complete frame was read (or the connection opened).
+    let mut quiet_since = Instant::now();
 
     let close = 'conn: loop {
         loop {
             let frame = match settings.framer.decode(&mut buf) {
-                Ok(Some(frame)) => frame,
+                Ok(Some(frame)) => {
+                    quiet_since = Instant::now();
+                    frame
+                }
                 Ok(None) => break,
                 Err(e) => {
                     metrics::counter!(m::FRAME_ERRORS, "side" => "upstream", "reason" => "framing")
@@ -139,6 +171,14 @@ async fn serve<S>(
             };
             requests += 1;
             match settings.codec.decode(&frame.message) {
+                Ok(req) if req.is_response() => {
+                    // The gateway must not answer us: nothing to match it
+                    // to, so it is counted and dropped; the stream is sound.
+                    metrics::counter!(m::FRAME_ERRORS, "side" => "upstream", "reason" => "unexpected_response")
+                        .increment(1);
+                    tracing::warn!(%peer, mti = %req.mti, "upstream sent a response message: dropped");
+                    drop(permit);
+                }
                 Ok(req) => {
                     tokio::spawn(handle(
                         req,
@@ -154,6 +194,10 @@ async fn serve<S>(
                         .increment(1);
                     match salvage::format_error_answer(&settings.codec, &frame.message) {
                         Some(answer) => {
+                            // Answered like any request, so error ratios see it.
+                            let class = crate::pipeline::class_label(answer.mti.class());
+                            metrics::counter!(m::REQUESTS, "bank" => "none", "class" => class, "code" => "30")
+                                .increment(1);
                             tracing::info!(%peer, error = %e, stan = ?answer.stan.map(|s| s.value()), "undecodable upstream request: answered 30");
                             send(&answer, &settings, &tx).await;
                             drop(permit);
@@ -169,8 +213,9 @@ async fn serve<S>(
         if *shutdown.borrow() {
             break Close::Shutdown;
         }
+        let idle_at = quiet_since + settings.idle_timeout;
         let read = tokio::select! {
-            r = tokio::time::timeout(settings.idle_timeout, rd.read_buf(&mut buf)) => r,
+            r = tokio::time::timeout_at(idle_at, rd.read_buf(&mut buf)) => r,
             _ = shutdown.changed() => break Close::Shutdown,
         };
         match read {
@@ -178,14 +223,41 @@ async fn serve<S>(
             Ok(Ok(_)) => {}
             Ok(Err(_)) => break Close::ReadError,
             Err(_) if in_flight.available_permits() == settings.max_in_flight => break Close::Idle,
-            Err(_) => {}
+            // Requests are still being answered: not idle, wait again.
+            Err(_) => quiet_since = Instant::now(),
         }
     };
+    if !buf.is_empty() && matches!(close, Close::PeerClosed | Close::ReadError | Close::Idle) {
+        // A frame was begun and never finished.
+        metrics::counter!(m::FRAME_ERRORS, "side" => "upstream", "reason" => "truncated")
+            .increment(1);
+        tracing::warn!(%peer, reason = close.label(), pending_bytes = buf.len(), "upstream connection ended inside a frame");
+    }
+    metrics::counter!(m::UPSTREAM_CLOSED, "reason" => close.label()).increment(1);
     // In-flight requests still answer; the writer ends when the last one has.
     drop(tx);
     let _ = writer.await;
+    if matches!(close, Close::BadFrame | Close::Undecodable) {
+        linger(&mut rd).await;
+    }
     gauge.decrement(1.0);
-    tracing::info!(%peer, reason = ?close, requests, "upstream connection closed");
+    tracing::info!(%peer, reason = close.label(), requests, "upstream connection closed");
+}
+
+/// Read and drop what the peer still sends, for a bounded time and size,
+/// after our side of the stream was shut down (see [`LINGER`]).
+async fn linger<R: AsyncRead + Unpin>(rd: &mut R) {
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_MAX_BYTES;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 async fn handle(

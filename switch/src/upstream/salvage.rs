@@ -1,6 +1,15 @@
 //! Answering a canonical message that does not decode: walk the canonical
 //! layout without content checks, keep the matching fields that parse, and
 //! answer `30` so the gateway can match the decline to its request.
+//!
+//! Only a message whose *layout* is sound is answered: every field the
+//! bitmaps announce is there with a readable length within its maximum, and
+//! the last one ends exactly where the message ends. Then only values are
+//! wrong, and the matching fields were read where the client wrote them. A
+//! broken layout (a bitmap or length that cannot be right, a field cut
+//! short, bytes left over) means every offset after the fault may be wrong,
+//! and an answer could echo a STAN the client never sent, so the connection
+//! is closed instead.
 
 use fps_codecs::iso8583::{FieldLength, Iso8583Codec};
 use fps_codecs::model::{
@@ -9,8 +18,9 @@ use fps_codecs::model::{
 };
 
 /// The `30` answer to a canonical request that failed to decode, or `None`
-/// when not even its MTI and F11 can be read (then the stream cannot be
-/// trusted and the connection is closed). Responses are never answered.
+/// when its layout is broken or its MTI or F11 cannot be read (then the
+/// stream cannot be trusted and the connection is closed). Responses are
+/// never answered.
 pub fn format_error_answer(codec: &Iso8583Codec, msg: &[u8]) -> Option<Transaction> {
     let mti = Mti::parse(msg.get(..4)?).ok()?;
     if mti.is_response() {
@@ -29,24 +39,20 @@ pub fn format_error_answer(codec: &Iso8583Codec, msg: &[u8]) -> Option<Transacti
         if bitmap & (1u128 << (128 - u32::from(n))) == 0 {
             continue;
         }
-        // Stop at the first field whose extent cannot be known.
-        let Some(spec) = codec.dialect().field(n) else {
-            break;
-        };
+        let spec = codec.dialect().field(n)?;
         let len = match spec.length {
             FieldLength::Fixed(len) => usize::from(len),
-            FieldLength::Var { digits, .. } => {
+            FieldLength::Var { digits, max } => {
                 let d = usize::from(digits);
-                let Some(len) = msg.get(pos..pos + d).and_then(ascii_usize) else {
-                    break;
-                };
+                let len = msg.get(pos..pos + d).and_then(ascii_usize)?;
+                if len > usize::from(max) {
+                    return None;
+                }
                 pos += d;
                 len
             }
         };
-        let Some(value) = msg.get(pos..pos + len) else {
-            break;
-        };
+        let value = msg.get(pos..pos + len)?;
         pos += len;
         match n {
             3 => req.processing_code = ProcessingCode::parse(value).ok(),
@@ -58,11 +64,18 @@ pub fn format_error_answer(codec: &Iso8583Codec, msg: &[u8]) -> Option<Transacti
             _ => {}
         }
     }
+    if pos != msg.len() {
+        return None;
+    }
     req.stan?;
     Some(req.response(ResponseCode::FORMAT_ERROR))
 }
 
+/// Exactly 16 hex digits (`from_str_radix` alone would take a `+` sign).
 fn hex_u64(text: &[u8]) -> Option<u64> {
+    if text.len() != 16 || !text.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
     std::str::from_utf8(text)
         .ok()
         .and_then(|s| u64::from_str_radix(s, 16).ok())
@@ -111,6 +124,86 @@ mod tests {
         assert_eq!(a.rrn.unwrap().as_str(), "RRN000000001");
         assert_eq!(a.terminal_id.unwrap().as_str(), "TERM0001");
         assert_eq!(a.transmitted_at.unwrap().as_str(), "0102030405");
+    }
+
+    #[test]
+    fn a_var_length_over_its_maximum_stops_the_walk() {
+        let codec = canonical();
+        let mut m = IsoMessage {
+            mti: *b"0200",
+            ..Default::default()
+        };
+        m.fields.insert(2, b"4761739001010010".to_vec());
+        m.fields.insert(3, b"400000".to_vec());
+        m.fields.insert(11, b"123456".to_vec());
+        m.fields.insert(37, b"654321ABCDEF".to_vec());
+        let mut out = BytesMut::new();
+        codec.encode_message(&m, &mut out).unwrap();
+        // F2 is LLVAR max 19: claiming 22 swallows F3, and walking on
+        // would read F11 from the RRN and echo STAN 654321.
+        // Primary bitmap only (no field over 64).
+        let at = 4 + 16;
+        assert_eq!(&out[at..at + 2], b"16");
+        out[at..at + 2].copy_from_slice(b"22");
+        assert!(format_error_answer(&codec, &out).is_none());
+    }
+
+    #[test]
+    fn a_broken_layout_gets_no_answer() {
+        let codec = canonical();
+        let mut m = IsoMessage {
+            mti: *b"0200",
+            ..Default::default()
+        };
+        m.fields.insert(3, b"400000".to_vec());
+        m.fields.insert(4, b"000000010000".to_vec());
+        m.fields.insert(7, b"0102030405".to_vec());
+        m.fields.insert(11, b"123456".to_vec());
+        m.fields.insert(32, b"1234".to_vec());
+        m.fields.insert(37, b"RRN000000001".to_vec());
+        let mut sound = BytesMut::new();
+        codec.encode_message(&m, &mut sound).unwrap();
+        let f4 = 4 + 16 + 6;
+        let f32 = f4 + 12 + 10 + 6;
+        assert_eq!(&sound[f32..f32 + 2], b"04");
+        let broken: [(&str, Vec<u8>); 5] = [
+            // F4 one digit short: every later field shifts.
+            (
+                "short fixed field",
+                [&sound[..f4 + 11], &sound[f4 + 12..]].concat(),
+            ),
+            ("LLVAR length not digits", {
+                let mut b = sound.to_vec();
+                b[f32 + 1] = b'X';
+                b
+            }),
+            (
+                "cut inside the last field",
+                sound[..sound.len() - 1].to_vec(),
+            ),
+            (
+                "bytes after the last field",
+                [&sound[..], b"TERM0001"].concat(),
+            ),
+            ("primary bitmap of 4 characters then data", {
+                let mut b = b"02007230".to_vec();
+                b.extend_from_slice(&sound[20..]);
+                b
+            }),
+        ];
+        for (what, msg) in broken {
+            assert!(codec.decode(&msg).is_err(), "{what}");
+            assert!(format_error_answer(&codec, &msg).is_none(), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_signed_bitmap_is_not_hex() {
+        let codec = canonical();
+        // Read with its sign, "+020..." would announce F11 and echo a STAN.
+        let msg = b"0200+020000000000000123456";
+        assert!(codec.decode(msg).is_err());
+        assert!(format_error_answer(&codec, msg).is_none());
     }
 
     #[test]
