@@ -72,6 +72,8 @@ pub struct Switch {
     retention: Duration,
     drain_timeout: Duration,
     shutdown_tx: watch::Sender<bool>,
+    /// A journal is configured: outbound ids are reserved in it.
+    journaled: bool,
 }
 
 impl Switch {
@@ -146,6 +148,11 @@ impl Switch {
             clock.clone(),
             crate::safety::unix_ms(),
         );
+        let journaled = cfg.journal.dir.is_some();
+        if journaled {
+            // Before any link signs on: every id used from now on is covered.
+            reserve_ids(&safety, &pools).await;
+        }
         resume(&recovery, &pools, &safety, &reversals, keystore.as_deref()).await;
         let pipeline = Arc::new(Pipeline::new(
             &pools,
@@ -168,6 +175,7 @@ impl Switch {
             retention,
             drain_timeout: Duration::from_millis(cfg.shutdown.drain_timeout_ms),
             shutdown_tx,
+            journaled,
         })
     }
 
@@ -213,6 +221,13 @@ impl Switch {
             self.retention,
             rx.clone(),
         ));
+        let ids = self.journaled.then(|| {
+            tokio::spawn(ids_upkeep(
+                self.safety.clone(),
+                self.pools.clone(),
+                rx.clone(),
+            ))
+        });
         let admin = tokio::spawn(self.admin.serve(self.pipeline.clone(), rx.clone()));
         let upstream = tokio::spawn(self.upstream.serve(self.pipeline.clone(), rx));
         shutdown.await;
@@ -237,6 +252,9 @@ impl Switch {
             let _ = t.await;
         }
         upkeep.abort();
+        if let Some(t) = ids {
+            t.abort();
+        }
         if let Some(ks) = &self.keystore {
             if let Err(e) = ks.flush().await {
                 tracing::warn!(error = %e, "key store flush at shutdown failed (the journal has the keys)");
@@ -244,6 +262,51 @@ impl Switch {
         }
         admin.abort();
         drained
+    }
+}
+
+/// How often the outbound-id reservations are checked.
+const IDS_UPKEEP: Duration = Duration::from_millis(50);
+
+/// Journal the next block of outbound ids of every bank that needs one
+/// (see [`crate::bank::ids::OutboundIds`]).
+async fn reserve_ids(safety: &Safety, pools: &[Arc<BankPool>]) {
+    for pool in pools {
+        let Some(r) = pool.ids_reservation_due() else {
+            continue;
+        };
+        let rec = crate::safety::record::Record::IdsReserved {
+            bank: pool.name(),
+            stan: r.last_stan,
+            rrn: r.last_rrn,
+        };
+        match safety.write(&rec).await {
+            Ok(_) => pool.ids_reserved(&r),
+            // Retried on the next tick; the journal's own alerts fire.
+            Err(e) => {
+                tracing::warn!(bank = %pool.name(), error = %e, "outbound ids not reserved")
+            }
+        }
+    }
+}
+
+/// Keep outbound ids reserved ahead of use until shutdown.
+async fn ids_upkeep(
+    safety: Arc<Safety>,
+    pools: Vec<Arc<BankPool>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(IDS_UPKEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => reserve_ids(&safety, &pools).await,
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -12,6 +12,15 @@ use fps_codecs::model::{BankCode, MessageId, Rrn, Stan};
 /// Seeded from the clock at start, then moved past the last values the
 /// journal recorded ([`OutboundIds::resume`]), so a restart never reuses a
 /// STAN or RRN the bank has seen recently.
+///
+/// Not every message is journaled (reversal attempts, sign-on, echo), so
+/// with a journal the ids are also *reserved* ahead of use in blocks of
+/// [`RESERVE_BLOCK`]: [`OutboundIds::reservation_due`] says when the next
+/// block should be journaled, [`OutboundIds::reserved`] records that it is
+/// durable. The next block is asked for half a block before the last one
+/// runs out, so ids never outrun a durable reservation in practice (the
+/// journal commits in milliseconds; half a block lasts seconds at full
+/// load); a restart resumes after the last reservation.
 #[derive(Debug)]
 pub struct OutboundIds {
     bank: BankCode,
@@ -19,7 +28,13 @@ pub struct OutboundIds {
     rrn: AtomicU64,
     seq: AtomicU64,
     boot_ms: u64,
+    /// Raw STAN and RRN counter values reserved up to (0 = none yet).
+    reserved_stan: AtomicU64,
+    reserved_rrn: AtomicU64,
 }
+
+/// Ids reserved per journal record.
+pub const RESERVE_BLOCK: u64 = 10_000;
 
 /// RRNs are 12 digits.
 const RRN_MODULUS: u64 = 1_000_000_000_000;
@@ -36,7 +51,39 @@ impl OutboundIds {
             rrn: AtomicU64::new(boot_ms.wrapping_mul(1_000) % RRN_MODULUS),
             seq: AtomicU64::new(0),
             boot_ms,
+            reserved_stan: AtomicU64::new(0),
+            reserved_rrn: AtomicU64::new(0),
         }
+    }
+
+    /// When the next block should be reserved: the last STAN and RRN it
+    /// covers (as [`OutboundIds::resume`] takes them), and the raw counter
+    /// marks to pass to [`OutboundIds::reserved`] once it is durable.
+    pub fn reservation_due(&self) -> Option<Reservation> {
+        let stan = u64::from(self.stan.load(Ordering::Relaxed));
+        let rrn = self.rrn.load(Ordering::Relaxed);
+        let half = RESERVE_BLOCK / 2;
+        let due = stan + half >= self.reserved_stan.load(Ordering::Relaxed)
+            || rrn + half >= self.reserved_rrn.load(Ordering::Relaxed);
+        due.then(|| {
+            let stan_mark = stan + RESERVE_BLOCK;
+            let rrn_mark = rrn + RESERVE_BLOCK;
+            Reservation {
+                // The counters hold the last value handed out minus one
+                // (STAN) or the next value (RRN): resume(stan, rrn) moves
+                // them to exactly these marks.
+                last_stan: (stan_mark % u64::from(Stan::MAX)) as u32,
+                last_rrn: (rrn_mark + RRN_MODULUS - 1) % RRN_MODULUS,
+                stan_mark,
+                rrn_mark,
+            }
+        })
+    }
+
+    /// The reservation `r` is durable.
+    pub fn reserved(&self, r: &Reservation) {
+        self.reserved_stan.fetch_max(r.stan_mark, Ordering::Relaxed);
+        self.reserved_rrn.fetch_max(r.rrn_mark, Ordering::Relaxed);
     }
 
     /// The next STAN: 000001..=999999, wrapping, never 000000. The link
@@ -60,6 +107,9 @@ impl OutboundIds {
         self.stan.store(last_stan % Stan::MAX, Ordering::Relaxed);
         self.rrn
             .store((last_rrn + 1) % RRN_MODULUS, Ordering::Relaxed);
+        // Nothing is reserved from the new position yet.
+        self.reserved_stan.store(0, Ordering::Relaxed);
+        self.reserved_rrn.store(0, Ordering::Relaxed);
     }
 
     /// The next message id: `FPS<bank><start ms><seq>`, at most 35 characters.
@@ -73,6 +123,17 @@ impl OutboundIds {
         );
         MessageId::parse(text.as_bytes()).expect("at most 3+3+13+16 printable characters")
     }
+}
+
+/// A block of outbound ids to journal before use (see [`OutboundIds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// Last STAN covered (what the journal records).
+    pub last_stan: u32,
+    /// Last RRN covered, as a number.
+    pub last_rrn: u64,
+    stan_mark: u64,
+    rrn_mark: u64,
 }
 
 #[cfg(test)]
@@ -99,6 +160,36 @@ mod tests {
         ids.resume(Stan::MAX, RRN_MODULUS - 1);
         assert_eq!(ids.next_stan().value(), 1);
         assert_eq!(ids.next_rrn().as_str(), "000000000000");
+    }
+
+    #[test]
+    fn reservations_stay_ahead_and_resume_past_every_id_used() {
+        let ids = OutboundIds::new(BankCode::parse(b"004").unwrap());
+        ids.resume(100, 5_000);
+        let r = ids.reservation_due().expect("nothing reserved yet");
+        ids.reserved(&r);
+        assert_eq!(ids.reservation_due(), None);
+        let mut last = (0, 0);
+        // Use ids up to half a block: the next reservation becomes due.
+        for _ in 0..RESERVE_BLOCK / 2 {
+            last = (
+                ids.next_stan().value(),
+                ids.next_rrn().as_str().parse::<u64>().unwrap(),
+            );
+        }
+        let next = ids
+            .reservation_due()
+            .expect("due half a block before the end");
+        // Every id used so far is covered by the durable reservation.
+        assert!(u64::from(last.0) <= u64::from(r.last_stan));
+        assert!(last.1 <= r.last_rrn);
+        // A restart after `r` resumes past everything used.
+        let after = OutboundIds::new(BankCode::parse(b"004").unwrap());
+        after.resume(r.last_stan, r.last_rrn);
+        assert!(after.next_stan().value() > last.0);
+        assert!(after.next_rrn().as_str().parse::<u64>().unwrap() > last.1);
+        ids.reserved(&next);
+        assert_eq!(ids.reservation_due(), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! when the bank has `auth` ([`auth`]).
 
 pub mod auth;
-mod ids;
+pub mod ids;
 mod link;
 mod pool;
 

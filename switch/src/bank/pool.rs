@@ -398,6 +398,17 @@ impl BankPool {
         self.shared.ids.resume(last_stan, last_rrn);
     }
 
+    /// The next block of outbound ids to journal, when one is due (see
+    /// [`super::ids::OutboundIds`]).
+    pub fn ids_reservation_due(&self) -> Option<super::ids::Reservation> {
+        self.shared.ids.reservation_due()
+    }
+
+    /// A block of outbound ids is journaled (durable).
+    pub fn ids_reserved(&self, r: &super::ids::Reservation) {
+        self.shared.ids.reserved(r);
+    }
+
     fn assign_ids(&self, txn: &mut Transaction) {
         let ids = &self.shared.ids;
         txn.stan = Some(ids.next_stan());

@@ -13,6 +13,7 @@
 //! | 5 | `ReversalClosed` | 1 acknowledged, 2 nothing to reverse |
 //! | 6 | `Parked` | — |
 //! | 7 | `Released` | — (nothing reached a bank; the key was released) |
+//! | 8 | `IdsReserved` | bank name, last STAN (u32) and RRN (u64) reserved; transaction id 0 |
 //!
 //! Bank messages are stored in the bank's own codec because that is the
 //! exact message the bank saw: a reversal after a restart is built from the
@@ -97,6 +98,17 @@ pub enum Record<'a> {
         /// Transaction.
         txn: TxnId,
     },
+    /// Outbound ids of a bank reserved up to these values, before any of
+    /// them is used (reversals and network messages are not journaled one
+    /// by one): a restart resumes past them. Not about a transaction.
+    IdsReserved {
+        /// Bank name.
+        bank: &'a str,
+        /// Last STAN reserved.
+        stan: u32,
+        /// Last RRN reserved, as a number.
+        rrn: u64,
+    },
 }
 
 /// Why a payload is not a record.
@@ -115,6 +127,7 @@ impl Record<'_> {
             | Record::ReversalClosed { txn, .. }
             | Record::Parked { txn }
             | Record::Released { txn } => *txn,
+            Record::IdsReserved { .. } => TxnId(0),
         }
     }
 
@@ -122,13 +135,14 @@ impl Record<'_> {
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
         out.push(RECORD_VERSION);
         let (kind, txn) = match self {
-            Record::Received { txn, .. } => (1, txn),
-            Record::Sent { txn, .. } => (2, txn),
-            Record::Final { txn, .. } => (3, txn),
-            Record::Reversing { txn, .. } => (4, txn),
-            Record::ReversalClosed { txn, .. } => (5, txn),
-            Record::Parked { txn } => (6, txn),
-            Record::Released { txn } => (7, txn),
+            Record::Received { txn, .. } => (1, *txn),
+            Record::Sent { txn, .. } => (2, *txn),
+            Record::Final { txn, .. } => (3, *txn),
+            Record::Reversing { txn, .. } => (4, *txn),
+            Record::ReversalClosed { txn, .. } => (5, *txn),
+            Record::Parked { txn } => (6, *txn),
+            Record::Released { txn } => (7, *txn),
+            Record::IdsReserved { .. } => (8, TxnId(0)),
         };
         out.push(kind);
         out.extend_from_slice(&txn.0.to_le_bytes());
@@ -176,6 +190,11 @@ impl Record<'_> {
                 Closed::Acknowledged => 1,
                 Closed::NothingToReverse => 2,
             }),
+            Record::IdsReserved { bank, stan, rrn } => {
+                put_u8_len(out, bank.as_bytes(), "bank")?;
+                out.extend_from_slice(&stan.to_le_bytes());
+                out.extend_from_slice(&rrn.to_le_bytes());
+            }
             Record::Parked { .. } | Record::Released { .. } => {}
         }
         Ok(())
@@ -244,6 +263,11 @@ impl Record<'_> {
             },
             6 => Record::Parked { txn },
             7 => Record::Released { txn },
+            8 => Record::IdsReserved {
+                bank: bank_name(r.u8_len()?)?,
+                stan: r.u32()?,
+                rrn: r.u64()?,
+            },
             _ => return Err(RecordError("unknown record kind")),
         };
         if !r.0.is_empty() {
@@ -391,6 +415,11 @@ mod tests {
         });
         round_trip(Record::Parked { txn });
         round_trip(Record::Released { txn });
+        round_trip(Record::IdsReserved {
+            bank: "bank003",
+            stan: 999_999,
+            rrn: 1_000_000_000_000 - 1,
+        });
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub struct Recovery {
     pub unknown: Vec<Pending>,
     /// Under reversal: resume.
     pub reversing: Vec<Pending>,
-    /// Per bank (pipeline order): last outbound STAN and RRN journaled.
+    /// Per bank (pipeline order): the outbound STAN and RRN to resume
+    /// after: the last reservation, else the last ids journaled as sent.
     pub last_ids: Vec<Option<(u32, u64)>>,
     /// First transaction id free for new requests.
     pub next_txn: u64,
@@ -90,6 +91,8 @@ pub struct Replay<'a> {
     reversing: HashMap<TxnId, Pending>,
     /// The key store to bring up to date.
     keystore: Option<CatchUp<'a>>,
+    /// Per bank: the last `IdsReserved` (covers every id used after it).
+    reserved_ids: Vec<Option<(u32, u64)>>,
     out: Recovery,
 }
 
@@ -123,6 +126,7 @@ impl<'a> Replay<'a> {
                 .expect("the canonical dialect is built in"),
             open: HashMap::new(),
             reversing: HashMap::new(),
+            reserved_ids: vec![None; banks.len()],
             out: Recovery {
                 last_ids: vec![None; banks.len()],
                 next_txn: 1,
@@ -211,6 +215,11 @@ impl<'a> Replay<'a> {
             Record::Released { .. } => {
                 self.open.remove(&txn);
             }
+            Record::IdsReserved { bank, stan, rrn } => {
+                if let Some(i) = self.bank(bank) {
+                    self.reserved_ids[i] = Some((stan, rrn));
+                }
+            }
         }
     }
 
@@ -238,6 +247,13 @@ impl<'a> Replay<'a> {
                     wire,
                     key: Some((o.scope, o.request)),
                 });
+            }
+        }
+        // A reservation is made (durably) before any of its ids is used,
+        // so the last one bounds every id used since, journaled or not.
+        for (last, reserved) in self.out.last_ids.iter_mut().zip(&self.reserved_ids) {
+            if reserved.is_some() {
+                *last = *reserved;
             }
         }
         self.out.reversing = self.reversing.into_values().collect();
