@@ -118,7 +118,9 @@ fn idempotency(c: &mut Criterion) {
             BatchSize::NumIterations(BATCH),
         )
     });
-    let recent: Vec<Transaction> = (0..RECENT).map(|i| request(&template, KEYS - 1 - i)).collect();
+    let recent: Vec<Transaction> = (0..RECENT)
+        .map(|i| request(&template, KEYS - 1 - i))
+        .collect();
     let mut j = 0usize;
     group.bench_function("EXP_recent_prebuilt_iter", |b| {
         b.iter(|| {
@@ -126,7 +128,9 @@ fn idempotency(c: &mut Criterion) {
             black_box(index.claim(&scope, &recent[j], now))
         })
     });
-    let rand: Vec<Transaction> = (0..65536).map(|_| request(&template, rng.below(KEYS))).collect();
+    let rand: Vec<Transaction> = (0..65536)
+        .map(|_| request(&template, rng.below(KEYS)))
+        .collect();
     group.bench_function("EXP_random_prebuilt_iter", |b| {
         b.iter(|| {
             j = (j + 1) % rand.len();

@@ -139,7 +139,11 @@ impl std::fmt::Display for ChaosReport {
             "requests {}  sends {}  connections lost {}  elapsed {:.1} s",
             self.requests, self.sends, self.connections_lost, self.elapsed_s
         )?;
-        let finals: Vec<String> = self.finals.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let finals: Vec<String> = self
+            .finals
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         writeln!(f, "final answers: {}", finals.join(" "))?;
         write!(
             f,
@@ -218,7 +222,10 @@ impl Book {
     }
 
     fn answer(&mut self, resp: &Transaction, now: Instant) {
-        let rrn = resp.rrn.as_ref().and_then(|r| r.as_str().parse::<u64>().ok());
+        let rrn = resp
+            .rrn
+            .as_ref()
+            .and_then(|r| r.as_str().parse::<u64>().ok());
         let Some(&(i, _)) = rrn.as_ref().and_then(|r| self.sends.get(r)) else {
             self.unmatched += 1;
             return;
@@ -307,7 +314,10 @@ impl Shared {
 
 /// Run the plan; the report and every request's record.
 pub async fn run(plan: ChaosPlan) -> anyhow::Result<(ChaosReport, Vec<RequestRecord>)> {
-    anyhow::ensure!(!plan.banks.is_empty(), "--banks: at least one bank code is needed");
+    anyhow::ensure!(
+        !plan.banks.is_empty(),
+        "--banks: at least one bank code is needed"
+    );
     plan.mix.validate().map_err(anyhow::Error::msg)?;
     let mut schedule = OpenLoop::new(plan.rate, plan.duration)
         .context("--rate and --duration must be positive")?;
@@ -400,9 +410,7 @@ pub async fn run(plan: ChaosPlan) -> anyhow::Result<(ChaosReport, Vec<RequestRec
         not_echoed: book.not_echoed,
         unmatched: book.unmatched,
         connections_lost: book.connections_lost,
-        elapsed_s: book
-            .last_final
-            .map_or(0.0, |t| (t - start).as_secs_f64()),
+        elapsed_s: book.last_final.map_or(0.0, |t| (t - start).as_secs_f64()),
     };
     let mut records = Vec::with_capacity(book.reqs.len());
     for r in &book.reqs {

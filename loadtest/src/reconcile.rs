@@ -111,8 +111,14 @@ pub fn reconcile(records: &[RequestRecord], ledger: &Value) -> anyhow::Result<Re
             _ => Booking::Declined,
         };
         let bank = t["bank"].as_str().unwrap_or("?");
-        let code = code_of.get(bank).cloned().unwrap_or_else(|| bank.to_owned());
-        if let Some(k) = t["end_to_end"].as_str().and_then(|e| e.strip_prefix("key:")) {
+        let code = code_of
+            .get(bank)
+            .cloned()
+            .unwrap_or_else(|| bank.to_owned());
+        if let Some(k) = t["end_to_end"]
+            .as_str()
+            .and_then(|e| e.strip_prefix("key:"))
+        {
             by_key.entry(k).or_default().push(booking);
             key_banks.insert(code.clone());
         }
@@ -170,7 +176,9 @@ pub fn reconcile(records: &[RequestRecord], ledger: &Value) -> anyhow::Result<Re
         ),
     });
 
-    let doubles = ledger["totals"]["double_debits"].as_u64().unwrap_or(u64::MAX);
+    let doubles = ledger["totals"]["double_debits"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
     checks.push(Check {
         name: "no double debit",
         ok: doubles == 0,

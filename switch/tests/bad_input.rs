@@ -546,7 +546,12 @@ fn corpus() -> Vec<Case> {
         "12",
         ALL,
     ));
-    c.push(answered("F4 zero", next().set(4, "000000000000"), "13", ALL));
+    c.push(answered(
+        "F4 zero",
+        next().set(4, "000000000000"),
+        "13",
+        ALL,
+    ));
     c.push(answered("F49 USD", next().set(49, "840"), "13", ALL));
 
     // --- numeric fields that are not numbers.
