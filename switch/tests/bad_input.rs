@@ -1540,22 +1540,7 @@ impl Scrape {
 
     /// The sum of every sample of `name` whose labels include `labels`.
     fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
-            .lines()
-            .filter_map(|line| {
-                let rest = line.strip_prefix(name)?;
-                let (have, value) = match rest.strip_prefix('{') {
-                    Some(r) => r.split_once('}')?,
-                    None if rest.starts_with(' ') => ("", rest),
-                    None => return None,
-                };
-                let matches = labels.iter().all(|(k, v)| {
-                    let want = format!("{k}=\"{v}\"");
-                    have.split(',').any(|kv| kv == want)
-                });
-                matches.then(|| value.trim().parse::<f64>().ok())?
-            })
-            .sum()
+        support::metric_sum(&self.0, name, labels)
     }
 
     fn frame_errors(&self, reason: &str) -> f64 {

@@ -95,15 +95,13 @@ async fn duplicates_of_a_key_in_flight_share_the_one_bank_answer() {
     let pki = Pki::new();
     // Slow but in time: the answer comes 1 s after the request, well inside
     // the 5 s deadline.
-    let peer = BankPeer::start_full(
+    let peer = canonical_peer(
         &pki,
-        "iso8583:canonical",
         Behaviour::Late {
             delay_ms: 1_000,
             code: b"00",
         },
         ReversalBehaviour::Acknowledge,
-        "127.0.0.1:0".parse().unwrap(),
     )
     .await;
     let sw = start(&pki, &[spec("003", "idem_inflight", &peer, 5_000)], "").await;
@@ -237,15 +235,13 @@ async fn refused_reversal_is_parked_and_does_not_block_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_approval_is_never_forwarded_and_the_reversal_still_goes() {
     let pki = Pki::new();
-    let peer = BankPeer::start_full(
+    let peer = canonical_peer(
         &pki,
-        "iso8583:canonical",
         Behaviour::Late {
             delay_ms: 800,
             code: b"00",
         },
         ReversalBehaviour::Acknowledge,
-        "127.0.0.1:0".parse().unwrap(),
     )
     .await;
     let sw = start(&pki, &[spec("003", "late_ok", &peer, SHORT_TIMEOUT_MS)], "").await;
@@ -308,15 +304,13 @@ async fn late_decline_closes_the_reversal_as_nothing_to_reverse() {
     let pki = Pki::new();
     // The bank refuses the first reversal, so the item is still queued
     // (waiting out a long backoff) when the late decline arrives.
-    let peer = BankPeer::start_full(
+    let peer = canonical_peer(
         &pki,
-        "iso8583:canonical",
         Behaviour::Late {
             delay_ms: 800,
             code: b"51",
         },
         ReversalBehaviour::Refuse,
-        "127.0.0.1:0".parse().unwrap(),
     )
     .await;
     let sw = start(
@@ -856,4 +850,16 @@ fn queue_of<'a>(status: &'a serde_json::Value, bank: &str) -> &'a serde_json::Va
         .as_array()
         .and_then(|b| b.iter().find(|q| q["bank"] == bank))
         .unwrap_or_else(|| panic!("no queue for {bank}: {status}"))
+}
+
+/// A canonical ISO 8583 bank peer on a free port.
+async fn canonical_peer(pki: &Pki, behaviour: Behaviour, reversal: ReversalBehaviour) -> BankPeer {
+    BankPeer::start_full(
+        pki,
+        "iso8583:canonical",
+        behaviour,
+        reversal,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
 }

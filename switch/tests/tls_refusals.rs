@@ -293,21 +293,6 @@ async fn wait_for(admin: SocketAddr, done: impl Fn(&str) -> bool) -> String {
     panic!("metrics never got there:\n{text}");
 }
 
-/// The sum of every sample of `name` whose labels include `labels`.
 fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let (have, value) = match rest.strip_prefix('{') {
-                Some(r) => r.split_once('}')?,
-                None if rest.starts_with(' ') => ("", rest),
-                None => return None,
-            };
-            let matches = labels.iter().all(|(k, v)| {
-                let want = format!("{k}=\"{v}\"");
-                have.split(',').any(|kv| kv == want)
-            });
-            matches.then(|| value.trim().parse::<f64>().ok())?
-        })
-        .sum()
+    support::metric_sum(text, name, labels)
 }

@@ -679,6 +679,26 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// The sum of every sample of `name` in a `/metrics` text whose labels
+/// include `labels` (all of them, when `labels` is empty).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (have, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once('}')?,
+                None if rest.starts_with(' ') => ("", rest),
+                None => return None,
+            };
+            let matches = labels.iter().all(|(k, v)| {
+                let want = format!("{k}=\"{v}\"");
+                have.split(',').any(|kv| kv == want)
+            });
+            matches.then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 /// Poll `/links` until the pool-level `"up"` counts include `want`.
 pub async fn wait_links(admin: SocketAddr, want: &str) {
     for _ in 0..400 {
