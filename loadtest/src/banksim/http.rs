@@ -11,7 +11,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use super::ledger::Ledger;
-use super::server::lock;
+use super::server::{lock, Bank};
+
+/// Longest outage `POST /banks/NAME/restart?down_ms=N` takes.
+const MAX_DOWN_MS: u64 = 60_000;
 
 /// Largest request head read.
 const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
@@ -26,8 +29,10 @@ const MAX_HTTP_CONNECTIONS: usize = 32;
 pub async fn serve(
     listener: TcpListener,
     ledger: Arc<Mutex<Ledger>>,
+    banks: Vec<Arc<Bank>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let banks = Arc::new(banks);
     let limit = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     while !*shutdown.borrow() {
         let stream = tokio::select! {
@@ -44,14 +49,19 @@ pub async fn serve(
             continue;
         };
         let ledger = ledger.clone();
+        let banks = banks.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = tokio::time::timeout(WRITE_TIMEOUT, serve_one(stream, &ledger)).await;
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, serve_one(stream, &ledger, &banks)).await;
         });
     }
 }
 
-async fn serve_one(mut stream: TcpStream, ledger: &Mutex<Ledger>) -> std::io::Result<()> {
+async fn serve_one(
+    mut stream: TcpStream,
+    ledger: &Mutex<Ledger>,
+    banks: &[Arc<Bank>],
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout(READ_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
@@ -74,12 +84,21 @@ async fn serve_one(mut stream: TcpStream, ledger: &Mutex<Ledger>) -> std::io::Re
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    if method != b"GET" {
-        return respond(&mut stream, 405, "text/plain", "GET only\n").await;
-    }
     let mut target = target.splitn(2, |b| *b == b'?');
     let path = target.next().unwrap_or_default();
     let query = target.next().unwrap_or_default();
+    if method == b"POST" {
+        return restart(&mut stream, banks, path, query).await;
+    }
+    if method != b"GET" {
+        return respond(
+            &mut stream,
+            405,
+            "text/plain",
+            "GET, or POST /banks/NAME/restart\n",
+        )
+        .await;
+    }
     match path {
         b"/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
         b"/ledger" => {
@@ -91,6 +110,50 @@ async fn serve_one(mut stream: TcpStream, ledger: &Mutex<Ledger>) -> std::io::Re
         }
         _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
     }
+}
+
+/// `POST /banks/NAME/restart?down_ms=N` (default 1000, at most 60000):
+/// drop the bank's connections and close its port for N ms.
+async fn restart(
+    stream: &mut TcpStream,
+    banks: &[Arc<Bank>],
+    path: &[u8],
+    query: &[u8],
+) -> std::io::Result<()> {
+    let name = path
+        .strip_prefix(b"/banks/")
+        .and_then(|p| p.strip_suffix(b"/restart"));
+    let Some(bank) = name.and_then(|n| banks.iter().find(|b| b.name.as_bytes() == n)) else {
+        return respond(
+            stream,
+            404,
+            "text/plain",
+            "no such bank: POST /banks/NAME/restart\n",
+        )
+        .await;
+    };
+    let mut down_ms = 1_000;
+    for p in query.split(|b| *b == b'&') {
+        if let Some(v) = p.strip_prefix(b"down_ms=") {
+            match std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                Some(ms) if ms <= MAX_DOWN_MS => down_ms = ms,
+                _ => {
+                    return respond(
+                        stream,
+                        400,
+                        "text/plain",
+                        "down_ms: a whole number of milliseconds, at most 60000\n",
+                    )
+                    .await
+                }
+            }
+        }
+    }
+    bank.restart(Duration::from_millis(down_ms));
+    respond(stream, 200, "text/plain", "restarting\n").await
 }
 
 async fn respond(

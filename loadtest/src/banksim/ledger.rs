@@ -110,6 +110,8 @@ pub struct BankStats {
     pub connections: u64,
     /// TLS handshakes that failed (e.g. no client certificate).
     pub handshake_failures: u64,
+    /// Restarts (`POST /banks/NAME/restart`).
+    pub restarts: u64,
 }
 
 /// How many times each fault was applied.

@@ -129,6 +129,8 @@ impl BankSim {
                 ledger: ledger.clone(),
                 answer_seq: std::sync::atomic::AtomicU64::new(0),
                 auth,
+                restart: watch::channel(0).0,
+                down_ms: std::sync::atomic::AtomicU64::new(0),
             };
             banks.push((Arc::new(bank), listener));
         }
@@ -179,6 +181,7 @@ impl BankSim {
         tasks.push(tokio::spawn(http::serve(
             self.http,
             self.ledger.clone(),
+            self.banks.iter().map(|(b, _)| b.clone()).collect(),
             stopped.clone(),
         )));
         for (bank, listener) in self.banks {

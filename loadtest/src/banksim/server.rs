@@ -64,7 +64,27 @@ pub struct Bank {
     pub answer_seq: std::sync::atomic::AtomicU64,
     /// MACs/signatures checked on requests and made on answers.
     pub auth: Option<SimAuth>,
+    /// Bumped to restart the bank: every connection drops and the
+    /// listener is closed for `down_ms`, then bound again (the ledger, the
+    /// bank's books, is kept).
+    pub restart: watch::Sender<u64>,
+    /// How long the next restart keeps the port closed.
+    pub down_ms: std::sync::atomic::AtomicU64,
 }
+
+impl Bank {
+    /// Restart the bank: drop its connections, close its port for `down`.
+    pub fn restart(&self, down: Duration) {
+        self.down_ms.store(
+            down.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.restart.send_modify(|g| *g += 1);
+    }
+}
+
+/// Attempts to bind the port again after a restart (100 ms apart).
+const REBIND_ATTEMPTS: u32 = 100;
 
 impl std::fmt::Debug for Bank {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,6 +122,9 @@ pub fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
 /// Accept connections until `shutdown` turns true.
 pub async fn serve(bank: Arc<Bank>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_BANK));
+    let addr = listener.local_addr().ok();
+    let mut listener = listener;
+    let mut restart = bank.restart.subscribe();
     while !*shutdown.borrow() {
         let tcp = tokio::select! {
             a = listener.accept() => match a {
@@ -113,6 +136,36 @@ pub async fn serve(bank: Arc<Bank>, listener: TcpListener, mut shutdown: watch::
                 }
             },
             _ = shutdown.changed() => break,
+            _ = restart.changed() => {
+                // The port closes with the listener; connections see the
+                // same signal and drop.
+                let Some(addr) = addr else { break };
+                drop(listener);
+                lock(&bank.ledger).stats_mut(bank.index).restarts += 1;
+                let down = Duration::from_millis(
+                    bank.down_ms.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(down) => {}
+                    _ = shutdown.changed() => break,
+                }
+                let mut again = None;
+                for _ in 0..REBIND_ATTEMPTS {
+                    if let Ok(l) = TcpListener::bind(addr).await {
+                        again = Some(l);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                match again {
+                    Some(l) => listener = l,
+                    None => {
+                        eprintln!("bank-sim: {}: cannot bind {addr} again after a restart", bank.name);
+                        break;
+                    }
+                }
+                continue;
+            }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             continue;
@@ -146,10 +199,12 @@ where
     let (tx, mut rx) = mpsc::channel::<Out>(ANSWER_CHANNEL);
     let pending = Arc::new(Semaphore::new(MAX_PENDING_ANSWERS));
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut restart = bank.restart.subscribe();
     'conn: loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
+            _ = restart.changed() => break,
             out = rx.recv() => match out {
                 Some(Out::Frame(f)) => {
                     if !write(&mut stream, &f).await {
