@@ -16,8 +16,8 @@
 //!   key's index entry is usually not in the CPU cache: a gateway's retry
 //!   seconds after the original, under load.
 //! - `index_hot_recent_key`: the same among the [`RECENT`] most recently
-//!   completed keys, whose entries stay in the CPU cache: mostly the cost of
-//!   the computation, with another key (and hash) each time.
+//!   completed keys: a small working set (about 1 MB of entries, but spread
+//!   over more pages than the TLB maps), between the two above.
 //! - `index_miss_random_key`: `claim` of a key never seen (`Claim::New`,
 //!   which inserts it) and `abandon` (which removes it again, so the index
 //!   stays at a million). A miss costs at most this.
@@ -29,10 +29,13 @@
 //!   the canonical encoding of the request and its `Received` record
 //!   appended to a `NullJournal`), then `Safety::abandon`. Not a lookup: it
 //!   shows what a miss costs the pipeline before the bank is reached.
-//!
 //! - `idempotency_parts/{fingerprint_of,answer_for}`: two pieces of the
 //!   above on their own: the FNV-1a content fingerprint `claim` computes for
 //!   every request, and the duplicate's answer `admit` builds.
+//!
+//! Times are wall-clock (criterion's default): on a shared machine they
+//! include preemption, so compare runs made on an idle one. The bench uses
+//! the system allocator; the switch runs on mimalloc.
 //!
 //! `cargo bench -p fps-benches --features switch --bench idempotency`
 
@@ -61,8 +64,8 @@ const CAPACITY: usize = 2 * KEYS as usize;
 /// just decoded in the real pipeline) while the index entries do not.
 const BATCH: u64 = 256;
 /// The most recently completed keys, drawn from by `index_hot_recent_key`:
-/// their entries stay in the CPU cache (about 1 MB), as those of keys
-/// retried within a second or so of their original do in a busy switch.
+/// about the keys a busy switch completed in the last second, those a quick
+/// retry finds.
 const RECENT: u64 = 4096;
 /// Miss keys are drawn from `KEYS..KEYS + MISS_SPACE`: never a stored key.
 const MISS_SPACE: u64 = 1 << 40;
@@ -104,39 +107,6 @@ fn idempotency(c: &mut Criterion) {
     });
 
     let mut rng = SplitMix64(1);
-    group.bench_function("EXP_same_key_batched", |b| {
-        b.iter_batched_ref(
-            || request(&template, KEYS / 2),
-            |req| black_box(index.claim(&scope, req, now)),
-            BatchSize::NumIterations(BATCH),
-        )
-    });
-    group.bench_function("EXP_same_key_batched_noinput", |b| {
-        b.iter_batched_ref(
-            || (),
-            |_| black_box(index.claim(&scope, &hot, now)),
-            BatchSize::NumIterations(BATCH),
-        )
-    });
-    let recent: Vec<Transaction> = (0..RECENT)
-        .map(|i| request(&template, KEYS - 1 - i))
-        .collect();
-    let mut j = 0usize;
-    group.bench_function("EXP_recent_prebuilt_iter", |b| {
-        b.iter(|| {
-            j = (j + 1) % recent.len();
-            black_box(index.claim(&scope, &recent[j], now))
-        })
-    });
-    let rand: Vec<Transaction> = (0..65536)
-        .map(|_| request(&template, rng.below(KEYS)))
-        .collect();
-    group.bench_function("EXP_random_prebuilt_iter", |b| {
-        b.iter(|| {
-            j = (j + 1) % rand.len();
-            black_box(index.claim(&scope, &rand[j], now))
-        })
-    });
     group.bench_function("index_hot_random_key", |b| {
         b.iter_batched_ref(
             || request(&template, rng.below(KEYS)),
