@@ -7,10 +7,14 @@
 //! Protocol work is done by `fps-codecs`; this crate owns sockets, timers
 //! and tasks.
 //!
-//! Not yet here (later issues): idempotency and the journal, reversals
-//! (see [`reversal`]), MACs and signatures through `fps-hsm`,
-//! bank-originated traffic. Routing (bank code, proxy, BIN; breakers and
-//! fail-over) is `fps-routing`, driven by [`routing`].
+//! Payment safety ([`safety`]): idempotency claims, the durable
+//! [`journal`] and the on-disk [`keystore`], the store-and-forward reversal
+//! queues, late answers and crash recovery. MACs and signatures of bank
+//! messages go through `fps-hsm` ([`bank`]). Routing (bank code, proxy, BIN;
+//! breakers and fail-over) is `fps-routing`, driven by [`routing`].
+//!
+//! Not yet here: links that banks open to the switch (bank-originated
+//! traffic), sign-off on shutdown, shrinking idle pools.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
