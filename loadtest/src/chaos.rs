@@ -28,7 +28,6 @@ use fps_codecs::iso8583::Iso8583Codec;
 use fps_codecs::model::*;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -342,7 +341,7 @@ pub async fn run(plan: ChaosPlan) -> anyhow::Result<(ChaosReport, Vec<RequestRec
             let mut book = shared.book();
             for seq in schedule.due(now - start) {
                 let pick = plan.mix.pick(seq, plan.banks.len());
-                let t = load::request(
+                let mut t = load::request(
                     &run_id,
                     0,
                     seq,
@@ -351,7 +350,6 @@ pub async fn run(plan: ChaosPlan) -> anyhow::Result<(ChaosReport, Vec<RequestRec
                     pick.outcome,
                     &plan.banks,
                 )?;
-                let mut t = t;
                 t.terminal_id = Some(TerminalId::parse(TERMINAL)?);
                 let bank = match pick.destination {
                     Destination::Bank(i) => plan.banks[i].as_str().to_owned(),
@@ -447,7 +445,8 @@ pub async fn run(plan: ChaosPlan) -> anyhow::Result<(ChaosReport, Vec<RequestRec
 async fn connection(shared: Arc<Shared>, conn: u64) {
     let mut backoff = RECONNECT_MIN;
     while Instant::now() < shared.end {
-        match connect(&shared.plan).await {
+        let plan = &shared.plan;
+        match load::connect_to(plan.target, plan.tls.as_ref(), HANDSHAKE_TIMEOUT).await {
             Ok(io) => {
                 backoff = RECONNECT_MIN;
                 let why = serve(&shared, conn, io).await;
@@ -460,24 +459,6 @@ async fn connection(shared: Arc<Shared>, conn: u64) {
         }
         tokio::time::sleep(backoff).await;
     }
-}
-
-async fn connect(plan: &ChaosPlan) -> anyhow::Result<Box<dyn Stream>> {
-    let tcp = TcpStream::connect(plan.target).await?;
-    tcp.set_nodelay(true)?;
-    Ok(match &plan.tls {
-        None => Box::new(tcp),
-        Some(tls) => {
-            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-            let s = tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
-                connector.connect(tls.server_name.clone(), tcp),
-            )
-            .await
-            .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
-            Box::new(s)
-        }
-    })
 }
 
 /// Send queued work and read answers until the connection fails.

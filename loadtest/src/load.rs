@@ -238,22 +238,32 @@ fn share_of(mode: Mode, connections: u64, conn: u64) -> u64 {
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Box<dyn Stream>> {
-    let tcp = TcpStream::connect(plan.target)
+async fn connect(plan: &Plan) -> anyhow::Result<Box<dyn Stream>> {
+    connect_to(plan.target, plan.tls.as_ref(), HANDSHAKE_TIMEOUT).await
+}
+
+/// A stream to `target`, TLS when `tls` is set (the handshake bounded by
+/// `handshake_timeout`).
+pub(crate) async fn connect_to(
+    target: SocketAddr,
+    tls: Option<&TlsTarget>,
+    handshake_timeout: Duration,
+) -> anyhow::Result<Box<dyn Stream>> {
+    let tcp = TcpStream::connect(target)
         .await
-        .with_context(|| format!("connecting to {}", plan.target))?;
+        .with_context(|| format!("connecting to {target}"))?;
     tcp.set_nodelay(true)?;
-    Ok(match &plan.tls {
+    Ok(match tls {
         None => Box::new(tcp),
         Some(tls) => {
             let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
             let s = tokio::time::timeout(
-                HANDSHAKE_TIMEOUT,
+                handshake_timeout,
                 connector.connect(tls.server_name.clone(), tcp),
             )
             .await
-            .map_err(|_| anyhow::anyhow!("TLS handshake with {}: timed out", plan.target))?
-            .with_context(|| format!("TLS handshake with {}", plan.target))?;
+            .map_err(|_| anyhow::anyhow!("TLS handshake with {target}: timed out"))?
+            .with_context(|| format!("TLS handshake with {target}"))?;
             Box::new(s)
         }
     })

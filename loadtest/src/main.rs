@@ -161,18 +161,12 @@ async fn run_load(a: LoadArgs) -> anyhow::Result<bool> {
     }
     let tls = match &a.ca {
         None => None,
-        Some(ca) => {
-            let pair = a.cert.as_deref().zip(a.key.as_deref());
-            let config = fps_loadtest::tls::client_config(ca, pair)?;
-            let name = a
-                .server_name
-                .clone()
-                .unwrap_or_else(|| a.target.ip().to_string());
-            Some(load::TlsTarget {
-                config,
-                server_name: fps_loadtest::tls::server_name(&name)?,
-            })
-        }
+        Some(ca) => Some(load::TlsTarget::from_files(
+            a.target,
+            ca,
+            a.cert.as_deref().zip(a.key.as_deref()),
+            a.server_name.as_deref(),
+        )?),
     };
     let mode = match a.mode {
         LoadMode::Open => load::Mode::Open { rate: a.rate },

@@ -449,7 +449,7 @@ impl Reversals {
             return;
         };
         let now = self.clock.now();
-        let status = {
+        let (status, original) = {
             let mut q = lock(&b.queue);
             if q.item(id).is_none() {
                 let mut early = lock(&b.early_late);
@@ -461,7 +461,6 @@ impl Reversals {
             let original = q.item(id).map(|i| i.original.clone());
             (q.on_late_response(id, approved, now), original)
         };
-        let (status, original) = status;
         self.count_late_settlement(i, status);
         tracing::info!(
             bank,
