@@ -159,6 +159,101 @@ async fn lookup_sees_queued_puts() {
     println!("puts still pending right after put: {seen_pending} of 2000");
 }
 
+/// A store whose writer commits at most every 10 s unless pushed.
+fn slow_commits(dir: &TempDir, max_batch: usize) -> KeyStoreConfig {
+    let mut cfg = KeyStoreConfig::new(dir.file());
+    cfg.commit_interval = std::time::Duration::from_secs(10);
+    cfg.max_batch = max_batch;
+    cfg
+}
+
+#[tokio::test]
+async fn commit_interval_holds_small_batches_but_reads_see_them_and_flush_commits() {
+    let dir = TempDir::new("interval");
+    let store = KeyStore::open(slow_commits(&dir, 1_000)).expect("open");
+    let gw = scope("CN=gw");
+    let records: Vec<KeyRecord> = (0..3u64)
+        .map(|i| record(&gw, explicit(&format!("i-{i}")), i + 1, 1_000 + i))
+        .collect();
+    for r in &records {
+        store.put(r.clone()).expect("put");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Not committed yet (the interval is 10 s), yet every key is answered.
+    assert_eq!(store.len().expect("len"), 0);
+    assert_eq!(store.pending(), 3);
+    for r in &records {
+        let got = store.lookup(&r.scope, &r.key).await.expect("lookup");
+        assert_eq!(got, Some((r.stored.clone(), r.completed_unix_ms)));
+    }
+    // flush does not wait for the interval.
+    let started = Instant::now();
+    store.flush().await.expect("flush");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "flush waited for the interval"
+    );
+    assert_eq!(store.len().expect("len"), 3);
+    assert_eq!(store.pending(), 0);
+    assert_eq!(store.high_water_lsn(), 3);
+}
+
+#[tokio::test]
+async fn a_full_batch_is_committed_before_the_interval() {
+    let dir = TempDir::new("fullbatch");
+    let store = KeyStore::open(slow_commits(&dir, 4)).expect("open");
+    let gw = scope("CN=gw");
+    for i in 0..4u64 {
+        store
+            .put(record(&gw, explicit(&format!("b-{i}")), i + 1, 1_000))
+            .expect("put");
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while store.len().expect("len") < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "a full batch waited for the interval"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // A fifth put alone waits for the interval again.
+    store
+        .put(record(&gw, explicit("b-4"), 5, 1_000))
+        .expect("put");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(store.len().expect("len"), 4);
+    assert_eq!(store.pending(), 1);
+}
+
+#[tokio::test]
+async fn shutdown_commits_what_the_interval_held() {
+    let dir = TempDir::new("intervaldrop");
+    let gw = scope("CN=gw");
+    let r = record(&gw, explicit("held"), 42, 1_000);
+    {
+        let store = KeyStore::open(slow_commits(&dir, 1_000)).expect("open");
+        store.put(r.clone()).expect("put");
+        assert_eq!(store.len().expect("len"), 0);
+    }
+    let store = KeyStore::open(KeyStoreConfig::new(dir.file())).expect("reopen");
+    assert_eq!(store.len().expect("len"), 1);
+    assert_eq!(store.high_water_lsn(), 42);
+    let got = store.lookup(&r.scope, &r.key).await.expect("lookup");
+    assert_eq!(got, Some((r.stored, r.completed_unix_ms)));
+}
+
+#[test]
+fn commit_interval_past_the_limit_is_refused() {
+    let dir = TempDir::new("intervalcfg");
+    let mut cfg = KeyStoreConfig::new(dir.file());
+    cfg.commit_interval =
+        fps_switch::keystore::MAX_COMMIT_INTERVAL + std::time::Duration::from_millis(1);
+    assert!(matches!(
+        KeyStore::open(cfg),
+        Err(KeyStoreError::InvalidConfig(m)) if m.contains("commit_interval")
+    ));
+}
+
 #[tokio::test]
 async fn reopen_keeps_keys_and_high_water() {
     let dir = TempDir::new("reopen");

@@ -74,7 +74,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fps_routing::idempotency::{ClientScope, RequestKey, StoredKey};
 use redb::{
@@ -97,6 +97,12 @@ pub const READER_THREADS: usize = 2;
 pub const READ_QUEUE_CAPACITY: usize = 4096;
 /// Most lookups one reader serves per wake-up and read transaction.
 pub const MAX_READ_BATCH: usize = 64;
+/// Default least time between two batch commits (see
+/// [`KeyStoreConfig::commit_interval`]).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// Largest accepted `commit_interval`: the overlay holds every put of one
+/// interval, so a long one only trades memory for nothing.
+pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(10);
 /// Default redb page cache.
 pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 /// Largest accepted `max_batch` (one transaction's worth of work).
@@ -150,6 +156,16 @@ pub struct KeyStoreConfig {
     /// `false`: commits are not fsynced, so a crash may lose recent batches
     /// (and the high-water mark with them, so the journal replay covers it).
     pub durable_commits: bool,
+    /// Least time between two batch commits (0..=[`MAX_COMMIT_INTERVAL`]).
+    /// A commit costs the same fixed work (page flushes, commit slot,
+    /// fsync) whatever its size, and the keys are spread over the whole
+    /// B-tree, so larger, rarer batches cut the writer's CPU per key
+    /// several-fold. Nothing waits for a commit: reads see pending puts
+    /// (the overlay), the journal already holds every key, and the
+    /// low-water mark only lags by this much. The writer commits sooner
+    /// when `max_batch` puts are queued, on [`KeyStore::flush`] and on
+    /// shutdown. 0 commits as soon as anything is queued.
+    pub commit_interval: Duration,
 }
 
 impl KeyStoreConfig {
@@ -161,6 +177,7 @@ impl KeyStoreConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             cache_bytes: DEFAULT_CACHE_BYTES,
             durable_commits: true,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
         }
     }
 }
@@ -219,6 +236,9 @@ impl KeyStore {
         if !(1..=MAX_QUEUE_CAPACITY).contains(&cfg.queue_capacity) {
             return Err(KeyStoreError::InvalidConfig("queue_capacity out of range"));
         }
+        if cfg.commit_interval > MAX_COMMIT_INTERVAL {
+            return Err(KeyStoreError::InvalidConfig("commit_interval out of range"));
+        }
         let db = Database::builder()
             .set_cache_size(cfg.cache_bytes)
             .create(&cfg.path)
@@ -236,6 +256,8 @@ impl KeyStore {
             durability,
             max_batch: cfg.max_batch,
             queue_capacity: cfg.queue_capacity,
+            commit_interval: cfg.commit_interval,
+            full_batch: cfg.max_batch.min(cfg.queue_capacity),
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
             progress: watch::Sender::new(Progress::default()),
@@ -321,9 +343,10 @@ impl KeyStore {
             completed_unix_ms: rec.completed_unix_ms,
             lsn: rec.lsn,
         });
-        // The writer only sleeps on an empty queue, so only the first put
-        // into one needs to wake it.
-        let wake = p.queue.len() == 1;
+        // The writer sleeps on an empty queue, or until its commit interval
+        // is up with fewer than a batch queued: only the first put and the
+        // one that fills a batch need to wake it.
+        let wake = p.queue.len() == 1 || p.queue.len() == self.shared.full_batch;
         drop(p);
         if wake {
             self.shared.wake.notify_all();
@@ -523,7 +546,12 @@ impl KeyStore {
     /// Wait until every put queued before this call is committed. Fails with
     /// `Io` if a commit fails meanwhile (the writer keeps retrying).
     pub async fn flush(&self) -> Result<(), KeyStoreError> {
-        let target = self.shared.lock_pending().next_seq;
+        let target = {
+            let mut p = self.shared.lock_pending();
+            p.flush_to = p.flush_to.max(p.next_seq);
+            p.next_seq
+        };
+        self.shared.wake.notify_all();
         let mut rx = self.shared.progress.subscribe();
         let failures_before = rx.borrow().failures;
         let progress = *rx
@@ -620,6 +648,10 @@ struct Shared {
     durability: Durability,
     max_batch: usize,
     queue_capacity: usize,
+    commit_interval: Duration,
+    /// Queued puts that make the writer commit before its interval is up:
+    /// a full batch, or a full queue if that is smaller.
+    full_batch: usize,
     pending: Mutex<Pending>,
     /// Wakes the writer: a first put into an empty queue, pause changes,
     /// shutdown.
@@ -648,6 +680,9 @@ struct Pending {
     shutdown: bool,
     writer_gone: bool,
     paused: bool,
+    /// [`KeyStore::flush`] waits for puts up to this seq: commit them now,
+    /// whatever the commit interval says.
+    flush_to: u64,
     /// Lsns (> 0) of queued puts, with multiplicity. The writer removes a
     /// batch's lsns when it takes the batch: that batch's commit is the one
     /// that stores the low-water mark they allow.
@@ -997,11 +1032,29 @@ impl Drop for WriterExit<'_> {
 fn run_writer(shared: &Shared) {
     let _exit = WriterExit(shared);
     let mut batch: Vec<Queued> = Vec::with_capacity(shared.max_batch.min(DEFAULT_MAX_BATCH));
+    let mut last_commit = Instant::now();
     loop {
         {
             let mut p = shared.lock_pending();
-            while (p.queue.is_empty() || p.paused) && !p.shutdown {
-                p = shared.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
+            loop {
+                if p.shutdown {
+                    break;
+                }
+                if p.queue.is_empty() || p.paused {
+                    p = shared.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                }
+                let due = last_commit + shared.commit_interval;
+                let now = Instant::now();
+                let flushing = p.queue.front().is_some_and(|q| q.seq <= p.flush_to);
+                if now >= due || flushing || p.queue.len() >= shared.full_batch {
+                    break;
+                }
+                p = shared
+                    .wake
+                    .wait_timeout(p, due - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
             if p.queue.is_empty() {
                 return; // shut down with nothing left to commit
@@ -1015,6 +1068,7 @@ fn run_writer(shared: &Shared) {
         }
 
         let committed = commit_with_retry(shared, &batch);
+        last_commit = Instant::now();
 
         let last_seq = batch.last().map_or(0, |q| q.seq);
         let mut p = shared.lock_pending();
