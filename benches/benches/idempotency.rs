@@ -30,7 +30,7 @@
 //!   appended to a `NullJournal`), then `Safety::abandon`. Not a lookup: it
 //!   shows what a miss costs the pipeline before the bank is reached.
 //! - `idempotency_parts/{fingerprint_of,answer_for}`: two pieces of the
-//!   above on their own: the FNV-1a content fingerprint `claim` computes for
+//!   above on their own: the content fingerprint (version 2, folded multiply) `claim` computes for
 //!   every request, and the duplicate's answer `admit` builds.
 //!
 //! Times are wall-clock (criterion's default): on a shared machine they

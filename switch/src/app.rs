@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::Admin;
-use crate::bank::{BankPool, PoolBuildError};
+use crate::bank::{BankInbound, BankPool, InboundError, PoolBuildError};
 use crate::clock::{MonotonicClock, SwitchClock};
 use crate::config::Config;
 use crate::journal::{FileJournal, Journal, JournalConfig, JournalError};
@@ -40,6 +40,9 @@ pub enum StartError {
     /// A bank pool.
     #[error(transparent)]
     Bank(#[from] PoolBuildError),
+    /// The `[bank_inbound]` listener.
+    #[error(transparent)]
+    Inbound(#[from] InboundError),
     /// The `[routing]` section (only when the config was not validated).
     #[error("routing: {0}")]
     Routing(#[from] fps_routing::ConfigErrors),
@@ -62,6 +65,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Switch {
     upstream: Upstream,
+    /// The listener banks open links to, when `[bank_inbound]` is set.
+    inbound: Option<BankInbound>,
     admin: Admin,
     pipeline: Arc<Pipeline>,
     pools: Vec<Arc<BankPool>>,
@@ -162,9 +167,18 @@ impl Switch {
             participant,
         ));
         let upstream = Upstream::new(&cfg.upstream, bind("upstream", &cfg.upstream.bind).await?)?;
+        let inbound = match &cfg.bank_inbound {
+            Some(l) => Some(BankInbound::new(
+                cfg,
+                hsm.as_ref(),
+                bind("bank_inbound", &l.bind).await?,
+            )?),
+            None => None,
+        };
         let admin = Admin::new(bind("admin", &cfg.admin.bind).await?, metrics);
         Ok(Switch {
             upstream,
+            inbound,
             admin,
             pipeline,
             pools,
@@ -184,6 +198,11 @@ impl Switch {
         self.upstream
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where the `[bank_inbound]` listener is bound, if there is one.
+    pub fn bank_inbound_addr(&self) -> Option<SocketAddr> {
+        self.inbound.as_ref().and_then(|i| i.local_addr().ok())
     }
 
     /// Re-read the proxy directory file and swap it in (what SIGHUP does).
@@ -229,6 +248,9 @@ impl Switch {
             ))
         });
         let admin = tokio::spawn(self.admin.serve(self.pipeline.clone(), rx.clone()));
+        let inbound = self
+            .inbound
+            .map(|i| tokio::spawn(i.serve(self.pipeline.clone(), rx.clone())));
         let upstream = tokio::spawn(self.upstream.serve(self.pipeline.clone(), rx));
         shutdown.await;
         tracing::info!(
@@ -236,10 +258,25 @@ impl Switch {
             "shutting down: draining"
         );
         let _ = self.shutdown_tx.send(true);
-        let drained = match upstream.await {
-            Ok(drain) => drain.wait(self.drain_timeout).await,
-            Err(_) => false,
+        // Upstream connections and inbound bank links drain together,
+        // within the one deadline.
+        let upstream_drained = async {
+            match upstream.await {
+                Ok(drain) => drain.wait(self.drain_timeout).await,
+                Err(_) => false,
+            }
         };
+        let inbound_drained = async {
+            match inbound {
+                Some(t) => match t.await {
+                    Ok(drain) => drain.wait(self.drain_timeout).await,
+                    Err(_) => false,
+                },
+                None => true,
+            }
+        };
+        let (up, inb) = tokio::join!(upstream_drained, inbound_drained);
+        let drained = up && inb;
         if drained {
             tracing::info!("drained");
         } else {
@@ -371,7 +408,9 @@ fn open_journal(
             source,
         })
     })?;
-    let keystore = Arc::new(KeyStore::open(KeyStoreConfig::new(dir.join("keys.redb")))?);
+    let mut kc = KeyStoreConfig::new(dir.join("keys.redb"));
+    kc.commit_interval = Duration::from_millis(cfg.journal.keystore_commit_interval_ms);
+    let keystore = Arc::new(KeyStore::open(kc)?);
     let mut jc = JournalConfig::new(dir.join("segments"));
     jc.fsync = cfg.journal.fsync;
     jc.segment_bytes = cfg.journal.segment_bytes;

@@ -13,8 +13,9 @@
 //! messages go through `fps-hsm` ([`bank`]). Routing (bank code, proxy, BIN;
 //! breakers and fail-over) is `fps-routing`, driven by [`routing`].
 //!
-//! Not yet here: links that banks open to the switch (bank-originated
-//! traffic), sign-off on shutdown, shrinking idle pools.
+//! Links banks open to the switch (bank-originated traffic, identified by
+//! client certificate) are [`bank::inbound`]. Not yet here: sign-off on
+//! shutdown, shrinking idle pools.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

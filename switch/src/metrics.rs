@@ -104,3 +104,24 @@ pub const BANK_TLS_REFUSED: &str = "fps_switch_bank_tls_refused_total";
 /// Upstream connections closed, by `reason` (`peer_closed`/`read_error`/
 /// `idle`/`bad_frame`/`undecodable`/`shutdown`).
 pub const UPSTREAM_CLOSED: &str = "fps_switch_upstream_connections_closed_total";
+
+/// Links banks opened to the switch that were refused, by `reason`: a TLS
+/// verdict (`no_client_cert`/`unknown_ca`/`expired`/`not_yet_valid`/
+/// `revoked`/`wrong_purpose`/`bad_certificate`/`tls_handshake`),
+/// `handshake_timeout`, `max_connections`, or, for a certificate that
+/// verifies, `unknown_identity` (names no configured bank),
+/// `ambiguous_identity` (names several), `inbound_disabled` or
+/// `bank_max_links`.
+pub const BANK_INBOUND_REFUSED: &str = "fps_switch_bank_inbound_refused_total";
+/// Open inbound links, by `bank`.
+pub const BANK_INBOUND_LINKS: &str = "fps_switch_bank_inbound_links";
+/// Inbound links closed, by `bank` and `reason` (as
+/// `fps_switch_upstream_connections_closed_total`).
+pub const BANK_INBOUND_CLOSED: &str = "fps_switch_bank_inbound_links_closed_total";
+/// Requests received on inbound links, by `bank` and `class` (MTI class).
+pub const BANK_INBOUND_REQUESTS: &str = "fps_switch_bank_inbound_requests_total";
+/// Answers written on inbound links, by `bank` and `code` (F39; `63` for
+/// a request whose MAC or signature failed).
+pub const BANK_INBOUND_ANSWERS: &str = "fps_switch_bank_inbound_answers_total";
+/// Requests in flight from banks' inbound links, by `bank`.
+pub const BANK_INBOUND_IN_FLIGHT: &str = "fps_switch_bank_inbound_in_flight";

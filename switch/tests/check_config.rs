@@ -62,6 +62,9 @@ max_frame_bytes = 100000
 [admin]
 bind = "127.0.0.1:9100"
 
+[journal]
+keystore_commit_interval_ms = 60000
+
 [[banks]]
 code = "004"
 name = "ok"
@@ -97,6 +100,7 @@ server_name = "bad name!"
         "upstream.cert: file not found",
         "upstream.key: no private key",
         "upstream.max_frame_bytes: 100000 is outside",
+        "journal.keystore_commit_interval_ms: 60000 is outside 0..=10000",
         "banks[2].code: not 3 digits",
         "banks[2].codec: not one of",
         "banks[2].endpoints[1]: not host:port",

@@ -242,6 +242,73 @@ async fn shutdown_commits_what_the_interval_held() {
     assert_eq!(got, Some((r.stored, r.completed_unix_ms)));
 }
 
+#[tokio::test]
+async fn a_store_of_the_old_fingerprint_format_is_set_aside_and_started_afresh() {
+    let dir = TempDir::new("format1");
+    let gw = scope("CN=gw");
+    let r = record(&gw, explicit("old"), 9, 1_000);
+    {
+        let store = KeyStore::open(KeyStoreConfig::new(dir.file())).expect("open");
+        store.put(r.clone()).expect("put");
+        store.flush().await.expect("flush");
+    }
+    // Make it a format-1 store (version 1 fingerprints), as an older switch
+    // left it.
+    {
+        let db = redb::Database::open(dir.file()).expect("redb open");
+        let tx = db.begin_write().expect("write");
+        {
+            let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+            let mut meta = tx.open_table(meta).expect("meta");
+            meta.insert("format", 1).expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+    let store = KeyStore::open(KeyStoreConfig::new(dir.file())).expect("reopen");
+    // Nothing of the old store is trusted: low water 0 makes the start-up
+    // catch-up replay the whole journal into the new one.
+    assert_eq!(store.len().expect("len"), 0);
+    assert_eq!(store.low_water_lsn(), 0);
+    assert_eq!(store.high_water_lsn(), 0);
+    assert_eq!(store.lookup(&r.scope, &r.key).await.expect("lookup"), None);
+    let aside = dir.0.join("keys.redb.format1");
+    assert!(
+        aside.exists(),
+        "the old store is kept aside for the operator"
+    );
+    store.put(r.clone()).expect("put");
+    store.flush().await.expect("flush");
+    drop(store);
+    let store = KeyStore::open(KeyStoreConfig::new(dir.file())).expect("reopen again");
+    assert_eq!(
+        store.len().expect("len"),
+        1,
+        "a current store is not set aside"
+    );
+}
+
+#[test]
+fn a_store_of_an_unknown_future_format_is_refused() {
+    let dir = TempDir::new("format9");
+    drop(KeyStore::open(KeyStoreConfig::new(dir.file())).expect("open"));
+    {
+        let db = redb::Database::open(dir.file()).expect("redb open");
+        let tx = db.begin_write().expect("write");
+        {
+            let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+            tx.open_table(meta)
+                .expect("meta")
+                .insert("format", 9)
+                .expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+    assert!(matches!(
+        KeyStore::open(KeyStoreConfig::new(dir.file())),
+        Err(KeyStoreError::Corrupt(m)) if m.contains("format")
+    ));
+}
+
 #[test]
 fn commit_interval_past_the_limit_is_refused() {
     let dir = TempDir::new("intervalcfg");

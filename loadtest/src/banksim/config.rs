@@ -80,6 +80,92 @@ pub struct BankConfig {
     /// each answer (see [`super::auth`]). Absent: neither.
     #[serde(default)]
     pub auth: Option<SimAuthConfig>,
+    /// Also act as a client: open inbound links to the switch and send
+    /// payments this bank originates (see `super::client`). Absent: server only.
+    #[serde(default)]
+    pub client: Option<ClientConfig>,
+}
+
+/// Most links one simulated bank opens to the switch.
+pub const MAX_CLIENT_LINKS: usize = 16;
+/// Most payments one client link has in flight.
+pub const MAX_CLIENT_IN_FLIGHT: usize = 4_096;
+/// Highest client rate, payments per second (all links together).
+pub const MAX_CLIENT_RATE: f64 = 100_000.0;
+
+/// A bank's `[banks.client]`: the links it opens to the switch's
+/// `[bank_inbound]` listener and the payments it sends on them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The switch's `[bank_inbound]` address, `host:port`.
+    pub switch: String,
+    /// Links to open (payments are spread over them).
+    #[serde(default = "default_client_links")]
+    pub links: usize,
+    /// Payments to send in all; 0 sends until the simulator stops (then
+    /// `rate` is required).
+    #[serde(default)]
+    pub count: u64,
+    /// Payments per second, all links together; 0 sends as fast as
+    /// `max_in_flight` allows.
+    #[serde(default)]
+    pub rate: f64,
+    /// Most payments in flight per link.
+    #[serde(default = "default_client_in_flight")]
+    pub max_in_flight: usize,
+    /// An answer must come within this, else the payment counts as an error.
+    #[serde(default = "default_client_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Wait this long before the first link opens.
+    #[serde(default)]
+    pub start_delay_ms: u64,
+    /// Amount of each payment, minor units (HKD).
+    #[serde(default = "default_client_amount")]
+    pub amount_minor: u64,
+    /// mTLS to the switch: this bank's client certificate.
+    pub tls: ClientTlsFiles,
+    /// Where the payments go, in turn.
+    pub targets: Vec<ClientTarget>,
+}
+
+/// The client certificate a simulated bank presents to the switch.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsFiles {
+    /// PEM client certificate chain (clientAuth).
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM CA the switch's server certificate must verify against.
+    pub ca: PathBuf,
+    /// Name checked against the switch's certificate (and sent in SNI).
+    pub server_name: String,
+}
+
+/// One destination of a client's payments.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTarget {
+    /// Destination bank code (F100 / creditor agent).
+    pub bank: String,
+    /// Creditor account (the destination's outcome rules apply: ending
+    /// `14` is answered 14). Default `987654321098`.
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+fn default_client_links() -> usize {
+    1
+}
+fn default_client_in_flight() -> usize {
+    64
+}
+fn default_client_timeout_ms() -> u64 {
+    15_000
+}
+fn default_client_amount() -> u64 {
+    10_000
 }
 
 /// A simulated bank's `auth`, mirroring the switch's: `mac = KEY` (the key
@@ -424,6 +510,11 @@ impl SimConfig {
                     "needs auth (there is no MAC to corrupt)".into(),
                 );
             }
+            if let Some(c) = &b.client {
+                client_problems(c, &mut |key: &str, m: String| {
+                    err(at(&format!("client.{key}")), m)
+                });
+            }
             if let Some(auth) = &b.auth {
                 if self.hsm.is_none() {
                     err(
@@ -452,6 +543,72 @@ impl SimConfig {
             Ok(())
         } else {
             Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Every problem of a bank's `client` section, as (key under `client`, reason).
+fn client_problems(c: &ClientConfig, err: &mut dyn FnMut(&str, String)) {
+    let host_port = c
+        .switch
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+    if !host_port {
+        err("switch", "not host:port".into());
+    }
+    if !(1..=MAX_CLIENT_LINKS).contains(&c.links) {
+        err("links", format!("must be 1..={MAX_CLIENT_LINKS}"));
+    }
+    if !(1..=MAX_CLIENT_IN_FLIGHT).contains(&c.max_in_flight) {
+        err(
+            "max_in_flight",
+            format!("must be 1..={MAX_CLIENT_IN_FLIGHT}"),
+        );
+    }
+    if !(c.rate.is_finite() && (0.0..=MAX_CLIENT_RATE).contains(&c.rate)) {
+        err("rate", format!("must be 0..={MAX_CLIENT_RATE}"));
+    }
+    if c.count == 0 && c.rate == 0.0 {
+        err(
+            "count",
+            "set a count, or a rate to send until stopped".into(),
+        );
+    }
+    if c.timeout_ms == 0 || c.timeout_ms > MAX_DELAY_MS {
+        err("timeout_ms", format!("must be 1..={MAX_DELAY_MS}"));
+    }
+    if c.start_delay_ms > MAX_DELAY_MS {
+        err("start_delay_ms", format!("at most {MAX_DELAY_MS}"));
+    }
+    if c.amount_minor == 0 || c.amount_minor > 999_999_999_999 {
+        err("amount_minor", "must be 1..=999999999999".into());
+    }
+    if rustls_pki_types::ServerName::try_from(c.tls.server_name.as_str()).is_err() {
+        err("tls.server_name", "not a DNS name or IP address".into());
+    }
+    for (key, path) in [
+        ("tls.cert", &c.tls.cert),
+        ("tls.key", &c.tls.key),
+        ("tls.ca", &c.tls.ca),
+    ] {
+        if path.as_os_str().is_empty() {
+            err(key, "empty path".into());
+        }
+    }
+    if c.targets.is_empty() {
+        err("targets", "at least one target is needed".into());
+    }
+    for (j, t) in c.targets.iter().enumerate() {
+        if BankCode::parse(t.bank.as_bytes()).is_err() {
+            err(&format!("targets[{j}].bank"), "must be 3 digits".into());
+        }
+        if let Some(a) = &t.account {
+            if fps_codecs::model::Account::parse(a.as_bytes()).is_err() {
+                err(
+                    &format!("targets[{j}].account"),
+                    "1 to 34 letters and digits".into(),
+                );
+            }
         }
     }
 }
@@ -614,6 +771,38 @@ client_ca = "ca.crt"
         assert!(e[0].starts_with("banks[0].tls: tls = true needs"), "{e:?}");
         let e = errors(&OK.replace("bind = \"127.0.0.1:0\"", "bind = \"nowhere\""));
         assert!(e[0].starts_with("http.bind"), "{e:?}");
+    }
+
+    #[test]
+    fn client_sections_are_checked() {
+        let with_client = OK.replace(
+            "faults = { drop = 1.5, late = 2, late_ms = 100 }",
+            "faults = { drop = 1.5, late = 2, late_ms = 100 }\n\
+             client = { switch = \"nowhere\", links = 0, tls = { cert = \"c\", key = \"k\", ca = \"\", server_name = \"switch.fps.test\" }, targets = [{ bank = \"4\" }] }",
+        );
+        let e = errors(&with_client);
+        for want in [
+            "banks[0].client.switch: not host:port",
+            "banks[0].client.links:",
+            "banks[0].client.count: set a count",
+            "banks[0].client.tls.ca: empty path",
+            "banks[0].client.targets[0].bank:",
+        ] {
+            assert!(e.iter().any(|l| l.starts_with(want)), "{want} not in {e:?}");
+        }
+        let good = with_client
+            .replace("\"nowhere\"", "\"127.0.0.1:9444\"")
+            .replace("links = 0", "links = 2, count = 10")
+            .replace("ca = \"\"", "ca = \"ca.crt\"")
+            .replace("bank = \"4\"", "bank = \"004\", account = \"987654321000\"");
+        let c = SimConfig::from_toml_str(&good).unwrap();
+        let client = c.banks[0].client.as_ref().unwrap();
+        assert_eq!(
+            (client.links, client.count, client.max_in_flight),
+            (2, 10, 64)
+        );
+        let e = errors(&good.replace("targets =", "tagrets ="));
+        assert!(e[0].contains("tagrets"), "{e:?}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use super::client::Client;
 use super::ledger::Ledger;
 use super::server::{lock, Bank};
 
@@ -30,9 +31,11 @@ pub async fn serve(
     listener: TcpListener,
     ledger: Arc<Mutex<Ledger>>,
     banks: Vec<Arc<Bank>>,
+    clients: Vec<Arc<Client>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let banks = Arc::new(banks);
+    let clients = Arc::new(clients);
     let limit = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
     while !*shutdown.borrow() {
         let stream = tokio::select! {
@@ -50,9 +53,12 @@ pub async fn serve(
         };
         let ledger = ledger.clone();
         let banks = banks.clone();
+        let clients = clients.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = tokio::time::timeout(WRITE_TIMEOUT, serve_one(stream, &ledger, &banks)).await;
+            let _ =
+                tokio::time::timeout(WRITE_TIMEOUT, serve_one(stream, &ledger, &banks, &clients))
+                    .await;
         });
     }
 }
@@ -61,6 +67,7 @@ async fn serve_one(
     mut stream: TcpStream,
     ledger: &Mutex<Ledger>,
     banks: &[Arc<Bank>],
+    clients: &[Arc<Client>],
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout(READ_TIMEOUT, async {
@@ -101,6 +108,10 @@ async fn serve_one(
     }
     match path {
         b"/healthz" => respond(&mut stream, 200, "text/plain", "ok\n").await,
+        b"/client" => {
+            let body = clients_json(clients);
+            respond(&mut stream, 200, "application/json", &body).await
+        }
         b"/ledger" => {
             let summary = query
                 .split(|b| *b == b'&')
@@ -175,4 +186,16 @@ async fn respond(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// `GET /client`: each client-mode bank's counts, by bank name.
+pub(super) fn clients_json(clients: &[Arc<Client>]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = clients
+        .iter()
+        .map(|c| {
+            let counts = serde_json::to_value(c.counts()).unwrap_or_default();
+            (c.name().to_owned(), counts)
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
 }

@@ -10,6 +10,9 @@
 //!   banks' own (through `fps-hsm`);
 //! - [`draw`]: seeded latency and fault draws (sans-I/O);
 //! - [`ledger`]: outcome rules, reversals, inquiries, the ledger (sans-I/O);
+//! - [`client`]: client mode, where configured: links the bank opens to
+//!   the switch's `[bank_inbound]` listener, its originated payments and
+//!   the check of each answer (counts on `GET /client`);
 //! - `server` and `http`: the sockets.
 //!
 //! Use: [`BankSim::bind`] binds every listener (nothing is served yet, so a
@@ -17,6 +20,7 @@
 //! shutdown future completes.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod draw;
 mod http;
@@ -48,6 +52,7 @@ use server::Bank;
 pub struct BankSim {
     http: TcpListener,
     banks: Vec<(Arc<Bank>, TcpListener)>,
+    clients: Vec<Arc<client::Client>>,
     ledger: Arc<Mutex<Ledger>>,
 }
 
@@ -82,6 +87,7 @@ impl BankSim {
             _ => None,
         };
         let mut banks = Vec::with_capacity(config.banks.len());
+        let mut clients = Vec::new();
         for (index, b) in config.banks.iter().enumerate() {
             let at = |key: &str| format!("banks[{index}].{key} ({})", b.name);
             let (style, codec): (Style, Arc<dyn MessageCodec>) = match CodecName::parse(&b.codec) {
@@ -132,7 +138,12 @@ impl BankSim {
                 restart: watch::channel(0).0,
                 down_ms: std::sync::atomic::AtomicU64::new(0),
             };
-            banks.push((Arc::new(bank), listener));
+            let bank = Arc::new(bank);
+            if let Some(c) = &b.client {
+                let c = client::Client::new(bank.clone(), c).with_context(|| at("client"))?;
+                clients.push(Arc::new(c));
+            }
+            banks.push((bank, listener));
         }
         let http = TcpListener::bind(config.http.bind)
             .await
@@ -140,6 +151,7 @@ impl BankSim {
         Ok(BankSim {
             http,
             banks,
+            clients,
             ledger,
         })
     }
@@ -168,6 +180,11 @@ impl BankSim {
             .collect()
     }
 
+    /// The client-mode counts as `GET /client` serves them.
+    pub fn clients_json(&self) -> String {
+        http::clients_json(&self.clients)
+    }
+
     /// The ledger as `GET /ledger` serves it.
     pub fn ledger_json(&self, summary: bool) -> String {
         server::lock(&self.ledger).to_json(summary)
@@ -182,8 +199,12 @@ impl BankSim {
             self.http,
             self.ledger.clone(),
             self.banks.iter().map(|(b, _)| b.clone()).collect(),
+            self.clients.clone(),
             stopped.clone(),
         )));
+        for c in &self.clients {
+            tasks.push(tokio::spawn(c.clone().run(stopped.clone())));
+        }
         for (bank, listener) in self.banks {
             tasks.push(tokio::spawn(server::serve(bank, listener, stopped.clone())));
         }

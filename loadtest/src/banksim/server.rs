@@ -438,7 +438,7 @@ pub fn unix_ms() -> u64 {
 }
 
 /// Now as F7 (`MMDDhhmmss`, UTC) and as a settlement date (`YYYYMMDD`).
-fn utc_now_fields() -> (TransmissionDateTime, SettlementDate) {
+pub(crate) fn utc_now_fields() -> (TransmissionDateTime, SettlementDate) {
     let secs = unix_ms() / 1000;
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;

@@ -2,10 +2,12 @@
 //! ([`BankPool`]), each link multiplexing many requests matched by a
 //! [`MatchKey`], with the switch's own outbound STAN/RRN/message ids, and
 //! each message MACed or signed (and each answer verified) through the HSM
-//! when the bank has `auth` ([`auth`]).
+//! when the bank has `auth` ([`auth`]). Links banks open to the switch
+//! (bank-originated traffic) are served by [`inbound`].
 
 pub mod auth;
 pub mod ids;
+pub mod inbound;
 mod link;
 mod pool;
 
@@ -21,6 +23,7 @@ use crate::config::CodecName;
 
 pub use auth::{AuthError, BankAuth};
 pub use ids::OutboundIds;
+pub use inbound::{BankInbound, InboundError};
 pub use pool::{BankPool, LateAnswers, LinkStatus, PoolBuildError, PoolStatus};
 
 /// Why a request to a bank has no answer. Says whether anything may have

@@ -27,6 +27,14 @@ pub const MAX_IN_FLIGHT_PER_LINK: usize = 16_384;
 pub const MAX_LINKS_PER_BANK: usize = 64;
 /// Largest number of banks in one config.
 pub const MAX_BANKS: usize = 1_024;
+/// Largest number of links one bank may open to the switch.
+pub const MAX_INBOUND_LINKS_PER_BANK: usize = 64;
+/// Largest inbound frame any setting may allow (the ISO 20022 banks'
+/// 4-byte prefix could say more).
+pub const MAX_INBOUND_FRAME_BYTES: usize = 1024 * 1024;
+/// Longest `idempotency.retention_hours` (a year): the daemon works in
+/// milliseconds, and a key kept longer than that is a mistake.
+pub const MAX_RETENTION_HOURS: u64 = 366 * 24;
 /// Longest timeout any setting may ask for (10 minutes).
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
 
@@ -44,6 +52,11 @@ pub struct Config {
     pub switch: SwitchConfig,
     /// The listener the upstream gateway connects to.
     pub upstream: UpstreamConfig,
+    /// The listener banks open their own links to (bank-originated
+    /// traffic); each bank that may use it has an `inbound` section.
+    /// Absent: no bank can open a link to the switch.
+    #[serde(default)]
+    pub bank_inbound: Option<BankInboundConfig>,
     /// The admin HTTP listener (metrics, health, link status).
     pub admin: AdminConfig,
     /// Graceful shutdown.
@@ -86,6 +99,12 @@ pub struct JournalSection {
     /// Segment size before rotation.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// Least time between two commits of the idempotency key store
+    /// (`keys.redb`), milliseconds, 0..=10000 (default 200). The store is
+    /// derived from the journal, so this trades nothing durable: larger,
+    /// rarer batches cost its writer far less CPU per key.
+    #[serde(default = "default_keystore_commit_interval_ms")]
+    pub keystore_commit_interval_ms: u64,
 }
 
 impl Default for JournalSection {
@@ -94,8 +113,13 @@ impl Default for JournalSection {
             dir: None,
             fsync: default_fsync(),
             segment_bytes: default_segment_bytes(),
+            keystore_commit_interval_ms: default_keystore_commit_interval_ms(),
         }
     }
+}
+
+fn default_keystore_commit_interval_ms() -> u64 {
+    crate::keystore::DEFAULT_COMMIT_INTERVAL.as_millis() as u64
 }
 
 fn default_fsync() -> crate::journal::FsyncMode {
@@ -310,6 +334,11 @@ impl Config {
             let Ok(code) = BankCode::parse(b.code.as_bytes()) else {
                 continue; // reported as banks[i].code
             };
+            // A bad name is reported as banks[i].name; a route made from it
+            // would add an error at a routes[i] the file does not have.
+            if fps_routing::BankId::parse(&b.name).is_err() {
+                continue;
+            }
             if written.contains(&code) {
                 continue;
             }
@@ -390,6 +419,25 @@ impl Config {
                 .join(", "),
             self.routing_rules().routes.len(),
             self.routing.rules.bins.len(),
+        ) + &self.inbound_summary()
+    }
+
+    /// `; bank inbound ADDR (mTLS): N bank(s)`, or nothing without one.
+    fn inbound_summary(&self) -> String {
+        let Some(i) = &self.bank_inbound else {
+            return String::new();
+        };
+        let banks: Vec<&str> = self
+            .banks
+            .iter()
+            .filter(|b| b.inbound.as_ref().is_some_and(|l| l.enabled))
+            .map(|b| b.name.as_str())
+            .collect();
+        format!(
+            "; bank inbound {} (mTLS): {} bank(s) [{}]",
+            i.bind,
+            banks.len(),
+            banks.join(", ")
         )
     }
 }
@@ -538,8 +586,89 @@ pub struct BankConfig {
     pub reversal_advice: bool,
     /// MAC or sign what goes to the bank and verify what comes back, with
     /// keys in the `[hsm]` (see `bank::auth`). Absent: no authentication.
+    /// Inbound links use the same keys the same way.
     #[serde(default)]
     pub auth: Option<BankAuthConfig>,
+    /// Links this bank opens to the switch's `[bank_inbound]` listener:
+    /// the identity its client certificate must carry. Absent: refused.
+    #[serde(default)]
+    pub inbound: Option<BankInboundLinkConfig>,
+}
+
+/// The `[bank_inbound]` listener: mTLS 1.3 only (a bank is identified by
+/// its client certificate, so there is no plaintext mode).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BankInboundConfig {
+    /// `ip:port` to listen on.
+    pub bind: String,
+    /// PEM certificate chain of the switch.
+    pub cert: PathBuf,
+    /// PEM private key of the switch.
+    pub key: PathBuf,
+    /// PEM CA certificate(s) that bank client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// Most concurrent inbound links (all banks); more are closed at once.
+    #[serde(default = "default_inbound_max_connections")]
+    pub max_connections: usize,
+    /// Most requests in flight per link; reading stops when full.
+    #[serde(default = "default_inbound_max_in_flight")]
+    pub max_in_flight_per_connection: usize,
+    /// Ceiling on every bank's inbound frame (its framing's own
+    /// `max_frame_bytes` applies when smaller).
+    #[serde(default = "default_inbound_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Time allowed for the TLS handshake.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// A link with nothing read and nothing in flight for this long is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+/// A bank's `inbound = { ... }`: how its links to the switch are
+/// recognised. `identity` is matched (ASCII case-insensitively) against
+/// the DNS names of the client certificate's subjectAltName and its
+/// subject CN; `sha256` pins the certificate itself (hex SHA-256 of its
+/// DER, colons allowed). At least one is required; with both, both must
+/// match.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BankInboundLinkConfig {
+    /// DNS SAN or CN the bank's client certificate carries, e.g.
+    /// `bank003.fps.test`.
+    pub identity: Option<String>,
+    /// SHA-256 fingerprint of the bank's client certificate.
+    pub sha256: Option<String>,
+    /// `false` refuses the bank's links (counted) without removing it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Length prefix and header of the bank's inbound messages; default:
+    /// the bank's `framing`.
+    pub framing: Option<FrameConfig>,
+    /// Most links this bank may hold open at once.
+    #[serde(default = "default_inbound_links_per_bank")]
+    pub max_links: usize,
+}
+
+impl BankInboundLinkConfig {
+    /// The pinned fingerprint as 32 bytes, if one is configured and valid.
+    pub fn sha256_bytes(&self) -> Option<Result<[u8; 32], &'static str>> {
+        let text = self.sha256.as_ref()?;
+        let hex: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+        if hex.len() != 64 {
+            return Some(Err("not 64 hex digits (colons allowed)"));
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in hex.chunks(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16);
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(h), Some(l)) => out[i] = (h * 16 + l) as u8,
+                _ => return Some(Err("not 64 hex digits (colons allowed)")),
+            }
+        }
+        Some(Ok(out))
+    }
 }
 
 /// A bank's `auth = { ... }`: `mac = KEY` (ISO 8583 banks: one shared
@@ -743,4 +872,16 @@ fn default_echo_interval_ms() -> u64 {
 }
 fn default_connect_timeout_ms() -> u64 {
     5_000
+}
+fn default_inbound_max_connections() -> usize {
+    256
+}
+fn default_inbound_max_in_flight() -> usize {
+    2_048
+}
+fn default_inbound_max_frame_bytes() -> usize {
+    65_536
+}
+fn default_inbound_links_per_bank() -> usize {
+    4
 }

@@ -106,6 +106,12 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigErrors> {
         0,
         MAX_TIMEOUT_MS,
     );
+    c.range(
+        "journal.keystore_commit_interval_ms".into(),
+        cfg.journal.keystore_commit_interval_ms,
+        0,
+        crate::keystore::MAX_COMMIT_INTERVAL.as_millis() as u64,
+    );
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.filter) {
         c.err("log.filter", format!("not a tracing filter: {e}"));
     }
@@ -154,7 +160,9 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigErrors> {
             }
         }
     }
+    bank_inbound(&mut c, cfg);
     routing(&mut c, cfg);
+    safety(&mut c, cfg);
     if c.0.is_empty() {
         Ok(())
     } else {
@@ -182,6 +190,56 @@ fn routing(c: &mut Collector, cfg: &Config) {
             c.err("routing.proxy_directory", e.to_string());
         }
     }
+}
+
+/// `[journal]`, `[idempotency]` and `[reversal]`: what the journal, the
+/// idempotency index and the reversal queues would refuse, clamp or
+/// overflow on at start must not pass `check-config`.
+fn safety(c: &mut Collector, cfg: &Config) {
+    use fps_routing::reversal::{MAX_REVERSAL_ATTEMPTS, MAX_REVERSAL_BACKOFF, MAX_REVERSAL_QUEUE};
+    let min_segment = crate::journal::MIN_SEGMENT_BYTES;
+    if cfg.journal.segment_bytes < min_segment {
+        c.err(
+            "journal.segment_bytes",
+            format!("{} is below {min_segment}", cfg.journal.segment_bytes),
+        );
+    }
+    let i = &cfg.idempotency;
+    c.range(
+        "idempotency.retention_hours".into(),
+        i.retention_hours,
+        1,
+        MAX_RETENTION_HOURS,
+    );
+    c.range(
+        "idempotency.max_keys_in_memory".into(),
+        i.max_keys_in_memory,
+        1,
+        fps_routing::idempotency::MAX_IDEMPOTENCY_KEYS,
+    );
+    let r = &cfg.reversal;
+    c.range(
+        "reversal.max_attempts".into(),
+        r.max_attempts,
+        1,
+        MAX_REVERSAL_ATTEMPTS,
+    );
+    let max_backoff_ms = MAX_REVERSAL_BACKOFF.as_millis() as u64;
+    c.range(
+        "reversal.max_backoff_ms".into(),
+        r.max_backoff_ms,
+        0,
+        max_backoff_ms,
+    );
+    if r.base_backoff_ms > r.max_backoff_ms {
+        c.err("reversal.base_backoff_ms", "greater than max_backoff_ms");
+    }
+    c.range(
+        "reversal.capacity".into(),
+        r.capacity,
+        1,
+        MAX_REVERSAL_QUEUE,
+    );
 }
 
 fn upstream(c: &mut Collector, u: &UpstreamConfig) {
@@ -383,6 +441,111 @@ fn bank_auth(c: &mut Collector, p: &str, b: &BankConfig, has_hsm: bool) {
     }
 }
 
+/// `[bank_inbound]` and every bank's `inbound`: the listener's files and
+/// limits, each bank's identity, and no identity claimed twice (a
+/// certificate must name exactly one bank).
+fn bank_inbound(c: &mut Collector, cfg: &Config) {
+    if let Some(l) = &cfg.bank_inbound {
+        c.socket_addr("bank_inbound.bind".into(), &l.bind);
+        let port_zero = l.bind.parse::<SocketAddr>().is_ok_and(|a| a.port() == 0);
+        if l.bind == cfg.upstream.bind && !port_zero {
+            c.err("bank_inbound.bind", "same address as upstream.bind");
+        }
+        c.certs("bank_inbound.cert".into(), &l.cert);
+        c.key("bank_inbound.key".into(), &l.key);
+        c.certs("bank_inbound.client_ca".into(), &l.client_ca);
+        c.range(
+            "bank_inbound.max_connections".into(),
+            l.max_connections,
+            1,
+            MAX_UPSTREAM_CONNECTIONS,
+        );
+        c.range(
+            "bank_inbound.max_in_flight_per_connection".into(),
+            l.max_in_flight_per_connection,
+            1,
+            MAX_IN_FLIGHT_PER_CONNECTION,
+        );
+        c.range(
+            "bank_inbound.max_frame_bytes".into(),
+            l.max_frame_bytes,
+            64,
+            MAX_INBOUND_FRAME_BYTES,
+        );
+        c.range(
+            "bank_inbound.handshake_timeout_ms".into(),
+            l.handshake_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        );
+        c.range(
+            "bank_inbound.idle_timeout_ms".into(),
+            l.idle_timeout_ms,
+            1,
+            24 * 3_600_000,
+        );
+    }
+    // (lower-cased identity or fingerprint, first bank index claiming it)
+    let mut names: Vec<(String, usize)> = Vec::new();
+    let mut pins: Vec<([u8; 32], usize)> = Vec::new();
+    for (i, b) in cfg.banks.iter().enumerate() {
+        let Some(inb) = &b.inbound else {
+            continue;
+        };
+        let p = format!("banks[{i}].inbound");
+        if cfg.bank_inbound.is_none() && inb.enabled {
+            c.err(&p, "needs a [bank_inbound] listener");
+        }
+        if inb.identity.is_none() && inb.sha256.is_none() {
+            c.err(&p, "set identity (certificate DNS name or CN) or sha256");
+        }
+        if let Some(id) = &inb.identity {
+            let ok = !id.is_empty()
+                && id.len() <= 253
+                && id
+                    .bytes()
+                    .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'-' | b'_'));
+            if !ok {
+                c.err(
+                    format!("{p}.identity"),
+                    "must be 1-253 characters of [A-Za-z0-9._-] (a DNS name or CN)",
+                );
+            } else {
+                let lower = id.to_ascii_lowercase();
+                match names.iter().find(|(n, _)| *n == lower) {
+                    Some((_, first)) => c.err(
+                        format!("{p}.identity"),
+                        format!("{id:?} is also claimed by banks[{first}]"),
+                    ),
+                    None => names.push((lower, i)),
+                }
+            }
+        }
+        match inb.sha256_bytes() {
+            None => {}
+            Some(Err(reason)) => c.err(format!("{p}.sha256"), reason),
+            Some(Ok(pin)) => match pins.iter().find(|(q, _)| *q == pin) {
+                Some((_, first)) => c.err(
+                    format!("{p}.sha256"),
+                    format!("also pinned by banks[{first}]"),
+                ),
+                None => pins.push((pin, i)),
+            },
+        }
+        if let Some(f) = inb.framing {
+            if let Err(e) = Framer::new(f) {
+                c.err(format!("{p}.framing"), e.to_string());
+            }
+        }
+        c.range(
+            format!("{p}.max_links"),
+            inb.max_links,
+            1,
+            MAX_INBOUND_LINKS_PER_BANK,
+        );
+    }
+}
+
 /// `host:port` with a non-empty host (name, IPv4 or `[IPv6]`) and a port 1..=65535.
 fn is_host_port(s: &str) -> bool {
     let Some((host, port)) = s.rsplit_once(':') else {
@@ -534,6 +697,59 @@ mod tests {
     }
 
     #[test]
+    fn inbound_errors_name_their_keys() {
+        let cfg = Config::from_toml_str(
+            r#"
+            [upstream]
+            bind = "127.0.0.1:0"
+            tls = false
+            [admin]
+            bind = "127.0.0.1:0"
+            [[banks]]
+            code = "003"
+            name = "a"
+            codec = "iso8583:canonical"
+            endpoints = ["127.0.0.1:1"]
+            danger_plaintext = true
+            inbound = { identity = "Bank003.fps.test" }
+            [[banks]]
+            code = "004"
+            name = "b"
+            codec = "iso8583:canonical"
+            endpoints = ["127.0.0.1:1"]
+            danger_plaintext = true
+            inbound = { identity = "bank003.FPS.test", sha256 = "zz", max_links = 0 }
+            [[banks]]
+            code = "012"
+            name = "c"
+            codec = "json"
+            endpoints = ["127.0.0.1:1"]
+            danger_plaintext = true
+            inbound = { enabled = false }
+            "#,
+        )
+        .unwrap();
+        let errs = cfg.validate().unwrap_err().to_string();
+        for want in [
+            "banks[0].inbound: needs a [bank_inbound] listener",
+            "banks[1].inbound.identity: \"bank003.FPS.test\" is also claimed by banks[0]",
+            "banks[1].inbound.sha256: not 64 hex digits",
+            "banks[1].inbound.max_links: 0 is outside",
+            "banks[2].inbound: set identity",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+        }
+        // A disabled bank needs no listener.
+        assert!(!errs.contains("banks[2].inbound: needs"), "{errs}");
+        let e = Config::from_toml_str(
+            "[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\n[admin]\nbind = \"127.0.0.1:0\"\n[bank_inbound]\nbind = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\ntls = false\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tls"), "unknown key refused: {e}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let e = Config::from_toml_str(
             "[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\nbogus = 1\n[admin]\nbind = \"127.0.0.1:0\"\n",
@@ -541,6 +757,55 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    /// Found by the `config_toml` fuzz target
+    /// (fuzz/regressions/config_toml/implicit-route-bad-bank-name): a bank
+    /// whose name is invalid made an implicit route, reported as
+    /// `routing.routes[0]` in a file with no route.
+    #[test]
+    fn a_bad_bank_name_is_reported_once_at_its_bank() {
+        let cfg = Config::from_toml_str(
+            "[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\n[admin]\nbind = \"127.0.0.1:0\"\n\
+             [[banks]]\ncode = \"004\"\nname = \"b)ank004\"\ncodec = \"json\"\n\
+             endpoints = [\"127.0.0.1:1\"]\ndanger_plaintext = true\n",
+        )
+        .unwrap();
+        let errs = cfg.validate().unwrap_err();
+        let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["banks[0].name"], "{errs}");
+    }
+
+    /// Found by the `config_toml` fuzz target's start-up oracle: settings
+    /// the journal refuses, the idempotency index clamps (or the daemon
+    /// overflows on: `retention_hours * 3600`) and the reversal queues
+    /// clamp passed `check-config`.
+    #[test]
+    fn safety_sections_are_checked() {
+        let base =
+            "[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\n[admin]\nbind = \"127.0.0.1:0\"\n";
+        let errs = Config::from_toml_str(&format!(
+            "{base}[journal]\nsegment_bytes = 10\n[idempotency]\nretention_hours = 5124095576030432\n\
+             max_keys_in_memory = 0\n[reversal]\nmax_attempts = 0\nbase_backoff_ms = 7200001\n\
+             max_backoff_ms = 7200000\ncapacity = 0\n"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "journal.segment_bytes: 10 is below 1024",
+            "idempotency.retention_hours: 5124095576030432 is outside 1..=8784",
+            "idempotency.max_keys_in_memory: 0 is outside",
+            "reversal.max_attempts: 0 is outside",
+            "reversal.max_backoff_ms: 7200000 is outside 0..=3600000",
+            "reversal.base_backoff_ms: greater than max_backoff_ms",
+            "reversal.capacity: 0 is outside",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+        }
+        // The defaults pass.
+        Config::from_toml_str(base).unwrap().validate().unwrap();
     }
 }
 

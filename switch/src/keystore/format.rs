@@ -16,12 +16,14 @@
 //! | explicit: 1 + m | length `m` (1..=64) and the F123 characters |
 //! | derived: 1 + a, 10, 6, 12 | F32 length `a` (1..=11) and digits, F7 `MMDDhhmmss`, F11 6 digits, F37 12 characters |
 //!
-//! **Entry value**, format 1:
+//! **Entry value**, format 2 (format 1 had the same layout with a version 1
+//! fingerprint; stores holding it are rebuilt from the journal, see
+//! [`STORE_FORMAT`](super::STORE_FORMAT)):
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | value format version, `1` |
-//! | 8 | content fingerprint |
+//! | 1 | value format version, `2` |
+//! | 8 | content fingerprint ([`FINGERPRINT_VERSION`] 2) |
 //! | 8 | completed, Unix milliseconds |
 //! | 8 | journal lsn of the final record |
 //! | 2 | F39 response code |
@@ -43,15 +45,17 @@ use fps_codecs::model::{
     SettlementDate, Stan, TransmissionDateTime,
 };
 use fps_routing::idempotency::{
-    ClientScope, Fingerprint, Outcome, RequestKey, StoredKey, MAX_SCOPE_LEN,
+    ClientScope, Fingerprint, Outcome, RequestKey, StoredKey, FINGERPRINT_VERSION, MAX_SCOPE_LEN,
 };
 
 use super::KeyStoreError;
 
 /// Version byte that starts every entry key.
 pub const KEY_FORMAT: u8 = 1;
-/// Version byte that starts every entry value.
-pub const VALUE_FORMAT: u8 = 1;
+/// Version byte that starts every entry value; it names the fingerprint
+/// function too, so the two move together.
+pub const VALUE_FORMAT: u8 = 2;
+const _: () = assert!(VALUE_FORMAT == FINGERPRINT_VERSION);
 /// Longest encoded entry key: version, scope, kind and the longest key.
 pub const MAX_KEY_BYTES: usize = 1 + 2 + MAX_SCOPE_LEN + 1 + 1 + IdempotencyKey::MAX_LEN;
 /// Length of the fixed part of a value (everything before the optional fields).

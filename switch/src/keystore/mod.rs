@@ -112,8 +112,13 @@ pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
 /// Most keys one [`KeyStore::expire`] call deletes, whatever `max` says, so
 /// one expiry transaction never holds up the writer for long.
 pub const MAX_EXPIRE_PER_CALL: usize = 65_536;
-/// On-disk format of the store as a whole (in the `meta` table).
-pub const STORE_FORMAT: u64 = 1;
+/// On-disk format of the store as a whole (in the `meta` table). Format 1
+/// stored version 1 request fingerprints (FNV-1a); a store of an older
+/// format is set aside at open (renamed `<file>.format<N>`) and a fresh one
+/// is rebuilt from the journal, whose received records carry every request:
+/// the store is derived, so nothing is lost, and no stale fingerprint ever
+/// turns a genuine retry into a 94.
+pub const STORE_FORMAT: u64 = 2;
 /// Most final records tracked at once (announced, or durable and not yet
 /// put). Past it a new record is not tracked and the low-water mark is held
 /// below it instead: memory stays bounded, the mark stays exact (only lower).
@@ -239,10 +244,26 @@ impl KeyStore {
         if cfg.commit_interval > MAX_COMMIT_INTERVAL {
             return Err(KeyStoreError::InvalidConfig("commit_interval out of range"));
         }
-        let db = Database::builder()
+        let mut db = Database::builder()
             .set_cache_size(cfg.cache_bytes)
             .create(&cfg.path)
             .map_err(db_err)?;
+        if let Some(old) = stored_format(&db)?.filter(|f| (1..STORE_FORMAT).contains(f)) {
+            drop(db);
+            let mut aside = cfg.path.as_os_str().to_owned();
+            aside.push(format!(".format{old}"));
+            std::fs::rename(&cfg.path, &aside).map_err(|e| KeyStoreError::Io(e.to_string()))?;
+            tracing::warn!(
+                from = old,
+                to = STORE_FORMAT,
+                aside = %Path::new(&aside).display(),
+                "key store of an older format set aside; rebuilding it from the journal"
+            );
+            db = Database::builder()
+                .set_cache_size(cfg.cache_bytes)
+                .create(&cfg.path)
+                .map_err(db_err)?;
+        }
         let (high_water, low_water) = init_tables(&db)?;
         let durability = if cfg.durable_commits {
             Durability::Immediate
@@ -980,6 +1001,18 @@ fn read_in(
 
 /// Create the tables if missing, check the format, and read the high- and
 /// low-water lsns.
+/// The store format recorded in `db`, if it has one yet.
+fn stored_format(db: &Database) -> Result<Option<u64>, KeyStoreError> {
+    let tx = db.begin_read().map_err(db_err)?;
+    let meta = match tx.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(db_err(e)),
+    };
+    let format = meta.get(META_FORMAT).map_err(db_err)?.map(|v| v.value());
+    Ok(format)
+}
+
 fn init_tables(db: &Database) -> Result<(u64, u64), KeyStoreError> {
     let tx = db.begin_write().map_err(db_err)?;
     let high_water;

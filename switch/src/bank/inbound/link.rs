@@ -1,0 +1,486 @@
+//! One inbound bank link: the handshake and identification, then a reader
+//! that frames and decodes in the bank's dialect, a task per request, and a
+//! writer fed by a bounded channel (the upstream connection's shape:
+//! `crate::upstream`). A per-link semaphore bounds requests in flight;
+//! when it is empty the reader stops reading, which pushes back on the
+//! bank through TCP.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use fps_codecs::model::{
+    IdempotencyKey, InstitutionId, MessageId, NetworkCode, ResponseCode, Rrn, Stan, TerminalId,
+    Transaction, TxnKind,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::identity::{identify, CertIdentity};
+use super::{InboundBank, LinkSettings};
+use crate::bank::MatchBy;
+use crate::metrics as m;
+use crate::pipeline::{class_label, Pipeline};
+
+/// Most bytes the writer gathers from queued answers into one write.
+const MAX_WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// After closing on a bad stream, how long input is still read and
+/// discarded (a "lingering close", as upstream).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+/// Most bytes discarded while lingering.
+const LINGER_MAX_BYTES: usize = 64 * 1024;
+/// `side` label of frame errors on inbound links.
+const SIDE: &str = "bank_inbound";
+
+/// Handshake, identify the bank, then serve the link.
+pub(super) async fn accept(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    banks: Arc<Vec<Arc<InboundBank>>>,
+    settings: Arc<LinkSettings>,
+    pipeline: Arc<Pipeline>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let refuse = |reason: &'static str| {
+        metrics::counter!(m::BANK_INBOUND_REFUSED, "reason" => reason).increment(1);
+    };
+    let stream = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = crate::tls::handshake_refusal_reason(&e);
+            refuse(reason);
+            tracing::warn!(%peer, reason, error = %e, "bank inbound TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            refuse("handshake_timeout");
+            tracing::warn!(%peer, "bank inbound TLS handshake timed out");
+            return;
+        }
+    };
+    let id = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| CertIdentity::of(leaf.as_ref()));
+    let Some(id) = id else {
+        // The verifier requires a certificate: only one we cannot parse.
+        refuse("bad_certificate");
+        tracing::warn!(%peer, "bank inbound certificate cannot be parsed: closing");
+        return;
+    };
+    let bank = match identify(&banks, &id) {
+        Ok(i) => banks[i].clone(),
+        Err(r) => {
+            refuse(r.label());
+            // The subject only: never the rest of the certificate.
+            tracing::warn!(%peer, subject = %id.subject, reason = r.label(), "bank inbound link refused: certificate names no bank accepted here");
+            close_quietly(stream).await;
+            return;
+        }
+    };
+    let Ok(link_permit) = bank.links.clone().try_acquire_owned() else {
+        refuse("bank_max_links");
+        tracing::warn!(%peer, bank = %bank.name, "bank inbound link refused: the bank's max_links are open");
+        close_quietly(stream).await;
+        return;
+    };
+    serve(stream, peer, bank, settings, pipeline, shutdown).await;
+    drop(link_permit);
+}
+
+async fn close_quietly<S: AsyncWrite + Unpin>(mut s: S) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), s.shutdown()).await;
+}
+
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy)]
+enum Close {
+    PeerClosed,
+    ReadError,
+    Idle,
+    BadFrame,
+    Undecodable,
+    Shutdown,
+}
+
+impl Close {
+    fn label(self) -> &'static str {
+        match self {
+            Close::PeerClosed => "peer_closed",
+            Close::ReadError => "read_error",
+            Close::Idle => "idle",
+            Close::BadFrame => "bad_frame",
+            Close::Undecodable => "undecodable",
+            Close::Shutdown => "shutdown",
+        }
+    }
+}
+
+async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    bank: Arc<InboundBank>,
+    settings: Arc<LinkSettings>,
+    pipeline: Arc<Pipeline>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let gauge = metrics::gauge!(m::BANK_INBOUND_LINKS, "bank" => bank.name.clone());
+    gauge.increment(1.0);
+    tracing::info!(%peer, bank = %bank.name, "bank inbound link open");
+    let (mut rd, wr) = tokio::io::split(stream);
+    // Every request task holds a permit while it may send, so the channel
+    // never holds more than max_in_flight answers.
+    let (tx, rx) = mpsc::channel::<BytesMut>(settings.max_in_flight);
+    let writer = tokio::spawn(write_loop(rx, wr));
+    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut requests: u64 = 0;
+    let mut quiet_since = Instant::now();
+
+    let close = 'conn: loop {
+        loop {
+            let frame = match bank.framer.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    quiet_since = Instant::now();
+                    frame
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "framing")
+                        .increment(1);
+                    tracing::warn!(%peer, bank = %bank.name, error = %e, "bad frame on bank inbound link: closing it");
+                    break 'conn Close::BadFrame;
+                }
+            };
+            let permit = tokio::select! {
+                p = in_flight.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break 'conn Close::Shutdown,
+                },
+                _ = shutdown.changed() => break 'conn Close::Shutdown,
+            };
+            requests += 1;
+            let header = frame.header.to_vec();
+            match bank.codec.codec.decode(&frame.message) {
+                Ok(req) if req.is_response() => {
+                    // Nothing is sent to the bank on its own link: no request
+                    // to match this to. Counted and dropped; the stream is sound.
+                    metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "unexpected_response")
+                        .increment(1);
+                    tracing::warn!(%peer, bank = %bank.name, mti = %req.mti, "response message on a bank inbound link: dropped");
+                    drop(permit);
+                }
+                Ok(req) => {
+                    tokio::spawn(handle(
+                        req,
+                        header,
+                        bank.clone(),
+                        permit,
+                        tx.clone(),
+                        pipeline.clone(),
+                    ));
+                }
+                Err(e) => {
+                    metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "decode")
+                        .increment(1);
+                    let salvaged = bank.salvage.as_ref().and_then(|c| {
+                        crate::upstream::salvage::format_error_answer(c, &frame.message)
+                    });
+                    match salvaged {
+                        Some(answer) => {
+                            metrics::counter!(m::BANK_INBOUND_REQUESTS, "bank" => bank.name.clone(), "class" => class_label(answer.mti.class()))
+                                .increment(1);
+                            // Codec errors name a field and a static reason, never a value.
+                            tracing::info!(%peer, bank = %bank.name, error = %e, stan = ?answer.stan.map(|s| s.value()), "undecodable bank request: answered 30");
+                            let sealed = seal(&bank, answer).await;
+                            send(&bank, &header, &sealed, &tx).await;
+                            drop(permit);
+                        }
+                        None => {
+                            tracing::warn!(%peer, bank = %bank.name, error = %e, "undecodable message on bank inbound link: closing it");
+                            break 'conn Close::Undecodable;
+                        }
+                    }
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            break Close::Shutdown;
+        }
+        let idle_at = quiet_since + settings.idle_timeout;
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(idle_at, rd.read_buf(&mut buf)) => r,
+            _ = shutdown.changed() => break Close::Shutdown,
+        };
+        match read {
+            Ok(Ok(0)) => break Close::PeerClosed,
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => break Close::ReadError,
+            Err(_) if in_flight.available_permits() == settings.max_in_flight => break Close::Idle,
+            Err(_) => quiet_since = Instant::now(),
+        }
+    };
+    if !buf.is_empty() && matches!(close, Close::PeerClosed | Close::ReadError | Close::Idle) {
+        metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "truncated").increment(1);
+        tracing::warn!(%peer, bank = %bank.name, reason = close.label(), pending_bytes = buf.len(), "bank inbound link ended inside a frame");
+    }
+    metrics::counter!(m::BANK_INBOUND_CLOSED, "bank" => bank.name.clone(), "reason" => close.label())
+        .increment(1);
+    // In-flight requests still answer; the writer ends when the last one has.
+    drop(tx);
+    let _ = writer.await;
+    if matches!(close, Close::BadFrame | Close::Undecodable) {
+        linger(&mut rd).await;
+    }
+    gauge.decrement(1.0);
+    tracing::info!(%peer, bank = %bank.name, reason = close.label(), requests, "bank inbound link closed");
+}
+
+/// One request from a bank to its one answer on the same link.
+async fn handle(
+    req: Transaction,
+    header: Vec<u8>,
+    bank: Arc<InboundBank>,
+    permit: OwnedSemaphorePermit,
+    tx: mpsc::Sender<BytesMut>,
+    pipeline: Arc<Pipeline>,
+) {
+    let gauge = metrics::gauge!(m::BANK_INBOUND_IN_FLIGHT, "bank" => bank.name.clone());
+    gauge.increment(1.0);
+    metrics::counter!(m::BANK_INBOUND_REQUESTS, "bank" => bank.name.clone(), "class" => class_label(req.mti.class()))
+        .increment(1);
+    if let Some(answer) = answer(&req, &bank, &pipeline).await {
+        send(&bank, &header, &answer, &tx).await;
+    }
+    gauge.decrement(1.0);
+    drop(permit);
+}
+
+/// The sealed answer to one request, or `None` when nothing is to be sent.
+async fn answer(req: &Transaction, bank: &InboundBank, pipeline: &Pipeline) -> Option<Transaction> {
+    if req.kind() == Some(TxnKind::NetworkManagement) {
+        // Sign-on, echo and sign-off are answered here, unauthenticated
+        // (as on outbound links).
+        let code = match req.network_code {
+            Some(NetworkCode::Echo | NetworkCode::SignOn | NetworkCode::SignOff) => {
+                ResponseCode::APPROVED
+            }
+            _ => ResponseCode::INVALID_TRANSACTION,
+        };
+        return Some(req.response(code));
+    }
+    if let Some(auth) = &bank.auth {
+        if let Err(e) = auth.check(req).await {
+            let code = if e.is_forgery() {
+                tracing::warn!(bank = %bank.name, mti = %req.mti, stan = ?req.stan.map(|s| s.value()), reason = %e, "bank request failed MAC/signature verification: answered 63, not routed");
+                ResponseCode::SECURITY_VIOLATION
+            } else {
+                tracing::warn!(bank = %bank.name, reason = %e, "bank request could not be verified: answered 96, not routed");
+                ResponseCode::SYSTEM_MALFUNCTION
+            };
+            return Some(seal(bank, own_ids(bank, req.response(code))).await);
+        }
+    }
+    let (fwd, filled) = normalise(bank, req);
+    let mut answer = pipeline.handle(fwd, &bank.scope).await?;
+    restore(&mut answer, req, filled);
+    Some(seal(bank, own_ids(bank, answer)).await)
+}
+
+/// What [`normalise`] filled in (and [`restore`] takes out of the answer).
+#[derive(Debug, Clone, Copy, Default)]
+struct Filled {
+    stan: bool,
+    rrn: bool,
+    terminal: bool,
+    acquirer: bool,
+}
+
+/// The pipeline's copy of a bank request: the bank's own MAC or signature
+/// removed (the destination gets the switch's), and the canonical fields
+/// an ISO 20022 or JSON request does not carry filled in: F123 from its
+/// message id (so a resend is a duplicate), F11/F37 from the switch's own
+/// counter, F41 and F32 naming the bank.
+fn normalise(bank: &InboundBank, req: &Transaction) -> (Transaction, Filled) {
+    let mut t = req.clone();
+    t.mac = None;
+    t.signature = None;
+    t.auth_input = None;
+    let mut filled = Filled::default();
+    if t.idempotency_key.is_none() && bank.codec.match_by != MatchBy::IsoFields {
+        let id = t
+            .message_id
+            .map(|m| m.as_str().to_owned())
+            .or_else(|| t.end_to_end_id.map(|e| e.as_str().to_owned()));
+        t.idempotency_key = id.and_then(|s| IdempotencyKey::parse(s.as_bytes()).ok());
+    }
+    if t.stan.is_none() || t.rrn.is_none() {
+        let seq = bank.seq.fetch_add(1, Ordering::Relaxed);
+        if t.stan.is_none() {
+            t.stan = Stan::new((seq % 999_999) as u32 + 1).ok();
+            filled.stan = true;
+        }
+        if t.rrn.is_none() {
+            t.rrn = Rrn::parse(format!("{:012}", seq % 1_000_000_000_000).as_bytes()).ok();
+            filled.rrn = true;
+        }
+    }
+    if t.terminal_id.is_none() {
+        t.terminal_id = TerminalId::parse(format!("BANK{:0>4}", bank.code).as_bytes()).ok();
+        filled.terminal = true;
+    }
+    if t.acquirer.is_none() {
+        t.acquirer = InstitutionId::parse(bank.code.to_string().as_bytes()).ok();
+        filled.acquirer = true;
+    }
+    if t.transmitted_at.is_none() {
+        t.transmitted_at = Some(crate::clock::transmission_now());
+    }
+    (t, filled)
+}
+
+/// Take out of the answer what [`normalise`] made up, and put back what
+/// the bank sent under its own names.
+fn restore(answer: &mut Transaction, req: &Transaction, filled: Filled) {
+    if filled.stan {
+        answer.stan = None;
+    }
+    if filled.rrn {
+        answer.rrn = None;
+    }
+    if filled.terminal {
+        answer.terminal_id = None;
+    }
+    if filled.acquirer {
+        answer.acquirer = None;
+    }
+    answer.transmitted_at = req.transmitted_at.or(answer.transmitted_at);
+    answer.idempotency_key = req.idempotency_key;
+    answer.message_id = req.message_id;
+    answer.original_message_id = req.message_id;
+}
+
+/// ISO 20022 answers carry the switch's own message id and name the
+/// request in `OrgnlMsgId`.
+fn own_ids(bank: &InboundBank, mut answer: Transaction) -> Transaction {
+    if bank.codec.match_by == MatchBy::OriginalMessageId {
+        let seq = bank.seq.fetch_add(1, Ordering::Relaxed);
+        let text = format!(
+            "FPSI{}{}{}",
+            bank.code,
+            bank.boot_ms % 10_000_000_000_000,
+            seq % 10_000_000_000_000_000
+        );
+        answer.message_id = MessageId::parse(text.as_bytes()).ok();
+    }
+    if answer.settlement_date.is_none() && bank.codec.match_by != MatchBy::IsoFields {
+        answer.settlement_date = Some(crate::clock::settlement_date_today());
+    }
+    answer
+}
+
+/// `answer` with the bank's MAC or signature (when it has `auth`). An
+/// answer the HSM cannot seal goes unsealed: the bank will refuse it as
+/// unverified, which is what an unauthenticated answer deserves, and the
+/// request still gets exactly one answer.
+async fn seal(bank: &InboundBank, answer: Transaction) -> Transaction {
+    let Some(auth) = &bank.auth else {
+        return answer;
+    };
+    if answer.kind() == Some(TxnKind::NetworkManagement) {
+        return answer;
+    }
+    match auth.seal(&answer).await {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            tracing::warn!(bank = %bank.name, error = %e, "answer to a bank request not sealed");
+            answer
+        }
+    }
+}
+
+/// Encode, frame (echoing the request's frame header) and queue one
+/// answer. If it cannot be encoded, a bare `96` with the matching fields
+/// goes instead: every request gets exactly one answer.
+async fn send(
+    bank: &InboundBank,
+    header: &[u8],
+    answer: &Transaction,
+    tx: &mpsc::Sender<BytesMut>,
+) {
+    let mut frame = BytesMut::with_capacity(512);
+    let mut sent = answer;
+    let bare;
+    if !encode(bank, header, answer, &mut frame) {
+        tracing::error!(bank = %bank.name, mti = %answer.mti, "cannot encode the answer to a bank request: sending 96");
+        let mut b = Transaction::new(answer.mti);
+        b.transmitted_at = answer.transmitted_at;
+        b.stan = answer.stan;
+        b.rrn = answer.rrn;
+        b.terminal_id = answer.terminal_id;
+        b.message_id = answer.message_id;
+        b.original_message_id = answer.original_message_id;
+        b.settlement_date = answer.settlement_date;
+        b.response_code = Some(ResponseCode::SYSTEM_MALFUNCTION);
+        bare = b;
+        sent = &bare;
+        frame.clear();
+        if !encode(bank, header, sent, &mut frame) {
+            return;
+        }
+    }
+    let code = sent
+        .response_code
+        .map_or_else(|| "none".to_owned(), |c| c.as_str().to_owned());
+    metrics::counter!(m::BANK_INBOUND_ANSWERS, "bank" => bank.name.clone(), "code" => code)
+        .increment(1);
+    // Fails only when the writer is gone (link broken): nothing to do.
+    let _ = tx.send(frame).await;
+}
+
+fn encode(bank: &InboundBank, header: &[u8], answer: &Transaction, out: &mut BytesMut) -> bool {
+    let Ok(mark) = bank.framer.begin(header, out) else {
+        return false;
+    };
+    bank.codec.codec.encode(answer, out).is_ok() && bank.framer.finish(mark, out).is_ok()
+}
+
+/// Read and drop what the peer still sends, for a bounded time and size.
+async fn linger<R: AsyncRead + Unpin>(rd: &mut R) {
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_MAX_BYTES;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+async fn write_loop<S: AsyncWrite>(mut rx: mpsc::Receiver<BytesMut>, mut wr: WriteHalf<S>) {
+    while let Some(mut batch) = rx.recv().await {
+        while batch.len() < MAX_WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}

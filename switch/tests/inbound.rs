@@ -1,0 +1,828 @@
+//! Inbound bank links (issue #4 item 5, issue #7 item 6): banks open mTLS
+//! links to the switch's `[bank_inbound]` listener, are identified by
+//! their client certificate, and their payments are routed like upstream
+//! ones and answered on the same link. Real TLS on 127.0.0.1; the MAC test
+//! uses the real SoftHSM2 development token (as `hsm_path.rs`: skipped
+//! without one unless `FPS_REQUIRE_HSM=1`).
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fps_codecs::framing::{FrameConfig, Framer};
+use fps_codecs::iso8583::Iso8583Codec;
+use fps_codecs::model::*;
+use fps_codecs::MessageCodec;
+use fps_hsm::software::SoftKey;
+use fps_hsm::{HsmError, Pin};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use support::{credit_transfer, http_get, metric_sum, BankPeer, Behaviour, Gateway, Pki};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// ---------------------------------------------------------------- PKI
+
+/// Bank client certificates under their own CA (`inbound-ca.crt`), written
+/// next to the support PKI's files so `Pki::client` can present them.
+/// `stems`: (file stem, CN and DNS SAN).
+fn bank_client_certs(pki: &Pki, stems: &[(&str, &str)]) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "fps test bank client ca");
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = p.self_signed(&key).unwrap();
+    std::fs::write(pki.path("inbound-ca.crt"), ca.pem()).unwrap();
+    let issuer = Issuer::new(p, key);
+    for (stem, name) in stems {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![(*name).to_owned()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, *name);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        std::fs::write(pki.path(&format!("{stem}.crt")), cert.pem()).unwrap();
+        std::fs::write(pki.path(&format!("{stem}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// SHA-256 of a PEM certificate file, as hex.
+fn pin_of(path: &std::path::Path) -> String {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(path).unwrap();
+    fps_switch::bank::inbound::fingerprint_sha256(der.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+// ---------------------------------------------------------------- config
+
+struct Bank<'a> {
+    code: &'a str,
+    name: &'a str,
+    addr: SocketAddr,
+    /// The `inbound = { ... }` table, or empty for none.
+    inbound: &'a str,
+    /// The `auth = { ... }` table, or empty for none.
+    auth: &'a str,
+}
+
+fn config(pki: &Pki, banks: &[Bank<'_>], hsm: Option<&Token>) -> String {
+    let p = |n: &str| pki.path(n).display().to_string();
+    let mut s = format!(
+        r#"
+[log]
+filter = "warn"
+
+[switch]
+participant_code = "950"
+
+[upstream]
+bind = "127.0.0.1:0"
+tls = false
+
+[admin]
+bind = "127.0.0.1:0"
+
+[shutdown]
+drain_timeout_ms = 2000
+
+[bank_inbound]
+bind = "127.0.0.1:0"
+cert = "{}"
+key = "{}"
+client_ca = "{}"
+handshake_timeout_ms = 2000
+max_in_flight_per_connection = 64
+"#,
+        p("switch.crt"),
+        p("switch.key"),
+        p("inbound-ca.crt"),
+    );
+    if let Some(t) = hsm {
+        s += &format!(
+            r#"
+[hsm]
+backend = "pkcs11"
+module_path = "{}"
+token_label = "{}"
+pin_env = "FPS_HSM_PIN"
+"#,
+            t.module.display(),
+            t.label
+        );
+    }
+    for b in banks {
+        s += &format!(
+            r#"
+[[banks]]
+code = "{}"
+name = "{}"
+codec = "iso8583:canonical"
+endpoints = ["{}"]
+request_timeout_ms = 3000
+connect_timeout_ms = 2000
+pool = {{ min = 1, max = 1 }}
+{}
+{}
+[banks.tls]
+cert = "{}"
+key = "{}"
+ca = "{}"
+server_name = "bank.test"
+"#,
+            b.code,
+            b.name,
+            b.addr,
+            if b.inbound.is_empty() {
+                String::new()
+            } else {
+                format!("inbound = {}", b.inbound)
+            },
+            if b.auth.is_empty() {
+                String::new()
+            } else {
+                format!("auth = {}", b.auth)
+            },
+            p("switch-client.crt"),
+            p("switch-client.key"),
+            p("ca.crt"),
+        );
+    }
+    s
+}
+
+/// A switch running in this test, with its inbound listener's address.
+struct Started {
+    admin: SocketAddr,
+    inbound: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<bool>>,
+}
+
+impl Started {
+    async fn stop(mut self) -> bool {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Build and run a switch; returns once every bank pool has a link up.
+async fn start(toml: &str) -> Started {
+    let cfg = fps_switch::Config::from_toml_str(toml).expect("test config parses");
+    cfg.validate().expect("test config is valid");
+    let switch = fps_switch::Switch::build(&cfg)
+        .await
+        .expect("switch builds");
+    let admin = switch.admin_addr();
+    let inbound = switch.bank_inbound_addr().expect("[bank_inbound] is bound");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(switch.run(async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..200 {
+        if http_get(admin, "/readyz").await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Started {
+        admin,
+        inbound,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
+
+async fn metrics(admin: SocketAddr) -> String {
+    http_get(admin, "/metrics").await.1
+}
+
+fn code(t: &Transaction) -> &str {
+    t.response_code.as_ref().map_or("none", |c| c.as_str())
+}
+
+/// A 0200 from bank `from` (F32 its code) to bank `to`.
+fn bank_payment(stan: u32, from: &str, to: &str) -> Transaction {
+    let mut t = credit_transfer(stan, to);
+    t.acquirer = Some(InstitutionId::parse(from.as_bytes()).unwrap());
+    t.terminal_id = Some(TerminalId::parse(format!("BANK0{from}").as_bytes()).unwrap());
+    t
+}
+
+async fn closed_by_switch(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
+    let mut b = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+// ---------------------------------------------------------------- the token
+
+const MODULE_CANDIDATES: [&str; 4] = [
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+
+/// Test key material: fixed bytes, test only, never a real key.
+const HMAC_SECRET: [u8; 32] = [0x5a; 32];
+const MAC_HMAC: &str = r#"{ mac = { label = "t-inbound-hmac", mechanism = "hmac_sha256" } }"#;
+
+#[derive(Debug, Clone)]
+struct Token {
+    module: PathBuf,
+    label: String,
+}
+
+/// The development token with the test key in it, or `None` (skipped)
+/// with the reason printed; a failure under `FPS_REQUIRE_HSM=1`.
+fn token() -> Option<Token> {
+    static TOKEN: OnceLock<Result<Token, String>> = OnceLock::new();
+    match TOKEN.get_or_init(open_token) {
+        Ok(t) => Some(t.clone()),
+        Err(why) => {
+            let require = std::env::var("FPS_REQUIRE_HSM").is_ok_and(|v| v == "1");
+            assert!(!require, "FPS_REQUIRE_HSM=1 but {why}");
+            eprintln!("\n!!!!!!!! SKIPPED (inbound MAC): {why}. Run scripts/softhsm-init, or set FPS_REQUIRE_HSM=1 to fail instead. !!!!!!!!\n");
+            None
+        }
+    }
+}
+
+fn open_token() -> Result<Token, String> {
+    let module = std::env::var_os("FPS_HSM_MODULE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(MODULE_CANDIDATES.iter().map(PathBuf::from))
+        .find(|p| p.is_file())
+        .ok_or("SoftHSM2 is not installed")?;
+    if std::env::var_os("SOFTHSM2_CONF").is_none() {
+        let conf =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/softhsm/softhsm2.conf");
+        if !conf.is_file() {
+            return Err("SOFTHSM2_CONF is unset and target/softhsm has no token".into());
+        }
+        std::env::set_var("SOFTHSM2_CONF", conf);
+    }
+    if std::env::var_os("FPS_HSM_PIN").is_none() {
+        std::env::set_var("FPS_HSM_PIN", "1234");
+    }
+    let label = std::env::var("FPS_HSM_TOKEN").unwrap_or_else(|_| "fps-switch".into());
+    let pin = Pin::new(std::env::var("FPS_HSM_PIN").unwrap_or_default());
+    let session = fps_hsm::pkcs11::TokenSession::open(&module, &label, &pin)
+        .map_err(|e| format!("cannot open the development token: {e}"))?;
+    let key = SoftKey::hmac_sha256(&HMAC_SECRET).map_err(|e| e.to_string())?;
+    match fps_hsm::admin::import(&session, "t-inbound-hmac-v1", &key) {
+        Ok(()) | Err(HsmError::KeyExists { .. }) => {}
+        Err(e) => return Err(format!("cannot import test key: {e}")),
+    }
+    Ok(Token { module, label })
+}
+
+// ---------------------------------------------------------------- a MACing bank
+
+/// A bank's own end of an inbound link speaking canonical ISO 8583 with
+/// an HMAC-SHA256 MAC in F128, computed outside the HSM (an independent
+/// implementation checks the switch's, and the switch checks these).
+struct MacingBank {
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    buf: BytesMut,
+    codec: Iso8583Codec,
+    framer: Framer,
+    key: SoftKey,
+}
+
+impl MacingBank {
+    async fn connect(addr: SocketAddr, pki: &Pki, identity: &str) -> MacingBank {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let stream = pki
+            .client(Some(identity))
+            .connect(
+                rustls::pki_types::ServerName::try_from("switch.test").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        MacingBank {
+            stream,
+            buf: BytesMut::new(),
+            codec: Iso8583Codec::builtin("canonical").unwrap(),
+            framer: Framer::new(FrameConfig::default()).unwrap(),
+            key: SoftKey::hmac_sha256(&HMAC_SECRET).unwrap(),
+        }
+    }
+
+    /// Send `txn` with a MAC (flipped in one bit when `corrupt`).
+    async fn send(&mut self, txn: &Transaction, corrupt: bool) {
+        let mut t = txn.clone();
+        let mut covered = BytesMut::new();
+        self.codec.encode_auth_input(&t, &mut covered).unwrap();
+        let mut tag = self.key.mac(&covered).unwrap();
+        if corrupt {
+            tag[0] ^= 1;
+        }
+        t.mac = self.codec.auth_slot().mac_value(&tag);
+        let mut out = BytesMut::new();
+        let mark = self.framer.begin(&[], &mut out).unwrap();
+        self.codec.encode(&t, &mut out).unwrap();
+        self.framer.finish(mark, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// The next answer, and whether its MAC verifies with the bank's key.
+    async fn recv(&mut self) -> (Transaction, bool) {
+        let msg = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(f) = self.framer.decode(&mut self.buf).unwrap() {
+                    return f.message;
+                }
+                assert!(self.stream.read_buf(&mut self.buf).await.unwrap() > 0);
+            }
+        })
+        .await
+        .expect("an answer within 10 s");
+        let a = self.codec.decode_authenticated(&msg).unwrap();
+        let ok = match (&a.mac, &a.auth_input) {
+            (Some(mac), Some(covered)) => {
+                let got = self.codec.auth_slot().mac_bytes(mac).unwrap();
+                let want = self.key.mac(covered.as_bytes()).unwrap();
+                want[..got.len()] == got[..]
+            }
+            _ => false,
+        };
+        (a, ok)
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+/// A bank opens a link with its own certificate, pays another bank and
+/// gets the answer on the same link; the destination sees it once, and a
+/// resend of the same request (same key) is answered without a second
+/// trip. Sign-on and echo are answered 0810.
+#[tokio::test]
+async fn a_bank_payment_is_routed_and_answered_on_the_same_link() {
+    let pki = Pki::new();
+    bank_client_certs(&pki, &[("in003", "bank003.inbound.test")]);
+    let origin = BankPeer::start(
+        &pki,
+        "iso8583:canonical",
+        Behaviour::Approve { max_delay_ms: 0 },
+    )
+    .await;
+    let dest = BankPeer::start(
+        &pki,
+        "iso8583:canonical",
+        Behaviour::Approve { max_delay_ms: 5 },
+    )
+    .await;
+    let switch = start(&config(
+        &pki,
+        &[
+            Bank {
+                code: "003",
+                name: "rt003",
+                addr: origin.addr,
+                inbound: r#"{ identity = "Bank003.Inbound.test" }"#,
+                auth: "",
+            },
+            Bank {
+                code: "004",
+                name: "rt004",
+                addr: dest.addr,
+                inbound: "",
+                auth: "",
+            },
+        ],
+        None,
+    ))
+    .await;
+    let mut bank = Gateway::connect_tls(switch.inbound, &pki, Some("in003"))
+        .await
+        .unwrap();
+    let mut sign_on = Transaction::new(Mti::NETWORK);
+    sign_on.transmitted_at = Some(TransmissionDateTime::parse(b"0315103000").unwrap());
+    sign_on.stan = Some(Stan::new(900).unwrap());
+    sign_on.network_code = Some(NetworkCode::SignOn);
+    let a = bank.request(&sign_on).await;
+    assert_eq!((a.mti, code(&a)), (Mti::NETWORK_RESPONSE, "00"));
+
+    let pay = bank_payment(1, "003", "004");
+    let a = bank.request(&pay).await;
+    assert_eq!(code(&a), "00");
+    assert_eq!(a.stan, pay.stan, "the bank's own STAN comes back");
+    assert_eq!(a.rrn, pay.rrn);
+    assert_eq!(a.auth_id, AuthId::parse(b"AUTH01").ok());
+    let resend = bank.request(&pay).await;
+    assert_eq!(code(&resend), "00", "a duplicate gets the original outcome");
+    assert_eq!(
+        dest.financial_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "sent once"
+    );
+    assert_eq!(
+        origin
+            .financial_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // The destination saw the switch's ids, not the bank's.
+    let seen = dest.requests.lock().unwrap()[0].clone();
+    assert_ne!(seen.rrn, pay.rrn);
+    assert_eq!(seen.amount, pay.amount);
+
+    // A payment back to the same bank is fine when routing says so.
+    let home = bank.request(&bank_payment(2, "003", "003")).await;
+    assert_eq!(code(&home), "00");
+    assert_eq!(
+        origin
+            .financial_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    let m = metrics(switch.admin).await;
+    assert_eq!(
+        metric_sum(&m, "fps_switch_bank_inbound_links", &[("bank", "rt003")]),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "fps_switch_bank_inbound_requests_total",
+            &[("bank", "rt003"), ("class", "2")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "fps_switch_bank_inbound_answers_total",
+            &[("bank", "rt003"), ("code", "00")]
+        ),
+        4.0
+    );
+    drop(bank);
+    assert!(switch.stop().await, "drained");
+}
+
+/// Many requests in flight on one link, answered as the destination
+/// answers them (out of order), each exactly once.
+#[tokio::test]
+async fn several_in_flight_are_answered_out_of_order() {
+    let pki = Pki::new();
+    bank_client_certs(&pki, &[("in003", "bank003.inbound.test")]);
+    let origin = BankPeer::start(
+        &pki,
+        "iso8583:canonical",
+        Behaviour::Approve { max_delay_ms: 0 },
+    )
+    .await;
+    let dest = BankPeer::start(
+        &pki,
+        "iso8583:canonical",
+        Behaviour::Approve { max_delay_ms: 150 },
+    )
+    .await;
+    let switch = start(&config(
+        &pki,
+        &[
+            Bank {
+                code: "003",
+                name: "ooo003",
+                addr: origin.addr,
+                inbound: r#"{ identity = "bank003.inbound.test" }"#,
+                auth: "",
+            },
+            Bank {
+                code: "004",
+                name: "ooo004",
+                addr: dest.addr,
+                inbound: "",
+                auth: "",
+            },
+        ],
+        None,
+    ))
+    .await;
+    let mut bank = Gateway::connect_tls(switch.inbound, &pki, Some("in003"))
+        .await
+        .unwrap();
+    let n = 24u32;
+    for stan in 1..=n {
+        bank.send(&bank_payment(stan, "003", "004")).await;
+    }
+    let mut order = Vec::new();
+    for _ in 1..=n {
+        let a = bank.recv().await.expect("an answer");
+        assert_eq!(code(&a), "00");
+        order.push(a.stan.unwrap().value());
+    }
+    let unique: HashSet<u32> = order.iter().copied().collect();
+    assert_eq!(unique.len(), n as usize, "each answered once: {order:?}");
+    assert!(
+        order.windows(2).any(|w| w[0] > w[1]),
+        "out of order: {order:?}"
+    );
+    assert_eq!(
+        dest.financial_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        n as usize
+    );
+    drop(bank);
+    switch.stop().await;
+}
+
+/// Certificates that verify but name no bank accepted here, a bank whose
+/// inbound links are disabled, another bank's name on a certificate that
+/// is not the pinned one, and a certificate from an untrusted CA: each
+/// link is closed and counted by reason.
+#[tokio::test]
+async fn certificates_that_name_no_accepted_bank_are_refused_and_counted() {
+    let pki = Pki::new();
+    bank_client_certs(
+        &pki,
+        &[
+            ("in003", "bank003.inbound.test"),
+            ("in004", "bank004.inbound.test"),
+            ("stranger", "bank999.inbound.test"),
+            // Claims bank 003's name, with its own key: not the pinned certificate.
+            ("impostor003", "bank003.inbound.test"),
+        ],
+    );
+    let origin = BankPeer::start(
+        &pki,
+        "iso8583:canonical",
+        Behaviour::Approve { max_delay_ms: 0 },
+    )
+    .await;
+    let dest = BankPeer::start(
+        &pki,
+        "iso8583:canonical",
+        Behaviour::Approve { max_delay_ms: 0 },
+    )
+    .await;
+    let pinned = format!(
+        r#"{{ identity = "bank003.inbound.test", sha256 = "{}" }}"#,
+        pin_of(&pki.path("in003.crt"))
+    );
+    let switch = start(&config(
+        &pki,
+        &[
+            Bank {
+                code: "003",
+                name: "ref003",
+                addr: origin.addr,
+                inbound: &pinned,
+                auth: "",
+            },
+            Bank {
+                code: "004",
+                name: "ref004",
+                addr: dest.addr,
+                inbound: r#"{ identity = "bank004.inbound.test", enabled = false }"#,
+                auth: "",
+            },
+        ],
+        None,
+    ))
+    .await;
+    let refused = |m: &str, reason: &str| {
+        metric_sum(
+            m,
+            "fps_switch_bank_inbound_refused_total",
+            &[("reason", reason)],
+        )
+    };
+    let before = metrics(switch.admin).await;
+    for (identity, reason) in [
+        ("stranger", "unknown_identity"),
+        ("impostor003", "unknown_identity"),
+        ("in004", "inbound_disabled"),
+        // The support PKI's "rogue" comes from a CA the listener does not trust.
+        ("rogue", "unknown_ca"),
+        // The gateway's certificate chains to the upstream CA, not the banks'.
+        ("gateway", "unknown_ca"),
+    ] {
+        let tcp = TcpStream::connect(switch.inbound).await.unwrap();
+        let conn = pki
+            .client(Some(identity))
+            .connect(
+                rustls::pki_types::ServerName::try_from("switch.test").unwrap(),
+                tcp,
+            )
+            .await;
+        if let Ok(mut s) = conn {
+            // TLS 1.3: the client finishes first; the switch closes after.
+            let _ = s.write_all(&frame_of(&bank_payment(1, "003", "003"))).await;
+            assert!(closed_by_switch(&mut s).await, "{identity}: link closed");
+        }
+        let mut counted = false;
+        for _ in 0..100 {
+            let now = metrics(switch.admin).await;
+            if refused(&now, reason) > refused(&before, reason) {
+                counted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(counted, "{identity}: refusal counted as {reason}");
+    }
+    // Nothing was routed; the real bank 003 still gets in.
+    assert_eq!(
+        origin
+            .financial_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        dest.financial_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    let mut bank = Gateway::connect_tls(switch.inbound, &pki, Some("in003"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&bank.request(&bank_payment(5, "003", "004")).await),
+        "00"
+    );
+    let m = metrics(switch.admin).await;
+    let total = metric_sum(&m, "fps_switch_bank_inbound_refused_total", &[])
+        - metric_sum(&before, "fps_switch_bank_inbound_refused_total", &[]);
+    assert_eq!(total, 5.0, "{m}");
+    drop(bank);
+    switch.stop().await;
+}
+
+/// With `auth`, a request whose MAC is wrong is answered 63 (MACed) and
+/// never routed; a good one is routed and its answer carries the switch's
+/// MAC, made in the token, checked here with an independent HMAC.
+#[tokio::test]
+async fn a_bad_mac_is_answered_63_and_never_routed() {
+    let Some(token) = token() else { return };
+    let pki = Pki::new();
+    bank_client_certs(&pki, &[("in003", "bank003.inbound.test")]);
+    // The origin's outbound pool has the same auth; its test peer does
+    // not check MACs (only the inbound link matters here).
+    let origin = BankPeer::start(
+        &pki,
+        "iso8583:canonical",
+        Behaviour::Approve { max_delay_ms: 0 },
+    )
+    .await;
+    let dest = BankPeer::start(
+        &pki,
+        "iso8583:canonical",
+        Behaviour::Approve { max_delay_ms: 0 },
+    )
+    .await;
+    let switch = start(&config(
+        &pki,
+        &[
+            Bank {
+                code: "003",
+                name: "mac003",
+                addr: origin.addr,
+                inbound: r#"{ identity = "bank003.inbound.test" }"#,
+                auth: MAC_HMAC,
+            },
+            Bank {
+                code: "004",
+                name: "mac004",
+                addr: dest.addr,
+                inbound: "",
+                auth: "",
+            },
+        ],
+        Some(&token),
+    ))
+    .await;
+    let mut bank = MacingBank::connect(switch.inbound, &pki, "in003").await;
+    bank.send(&bank_payment(1, "003", "004"), true).await;
+    let (a, verified) = bank.recv().await;
+    assert_eq!(code(&a), "63", "security violation");
+    assert!(verified, "the refusal is MACed too");
+    assert_eq!(
+        dest.financial_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "not routed"
+    );
+
+    bank.send(&bank_payment(2, "003", "004"), false).await;
+    let (a, verified) = bank.recv().await;
+    assert_eq!(code(&a), "00");
+    assert_eq!(a.stan, Some(Stan::new(2).unwrap()));
+    assert!(verified, "the switch's MAC on the answer verifies");
+    assert_eq!(
+        dest.financial_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let m = metrics(switch.admin).await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "fps_switch_bank_inbound_answers_total",
+            &[("bank", "mac003"), ("code", "63")]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "fps_switch_bank_auth_failures_total",
+            &[("bank", "mac003")]
+        ),
+        1.0
+    );
+    switch.stop().await;
+}
+
+/// A frame that does not decode but whose layout is sound is answered 30;
+/// garbage closes that link only.
+#[tokio::test]
+async fn bad_frames_get_a_format_error_or_close_the_link() {
+    let pki = Pki::new();
+    bank_client_certs(&pki, &[("in003", "bank003.inbound.test")]);
+    let origin = BankPeer::start(
+        &pki,
+        "iso8583:canonical",
+        Behaviour::Approve { max_delay_ms: 0 },
+    )
+    .await;
+    let switch = start(&config(
+        &pki,
+        &[Bank {
+            code: "003",
+            name: "bad003",
+            addr: origin.addr,
+            inbound: r#"{ identity = "bank003.inbound.test" }"#,
+            auth: "",
+        }],
+        None,
+    ))
+    .await;
+    let mut bank = Gateway::connect_tls(switch.inbound, &pki, Some("in003"))
+        .await
+        .unwrap();
+    // F4 with a letter in it: the layout is sound, the value is not.
+    let good = frame_of(&bank_payment(7, "003", "003"));
+    let text = String::from_utf8_lossy(&good[2..]).into_owned();
+    let at = text.find("000000012345").expect("F4 in the message") + 2;
+    let mut bad = good.to_vec();
+    bad[at + 11] = b'X';
+    bank.send_raw(&bad).await.unwrap();
+    let a = bank.recv().await.expect("a format error answer");
+    assert_eq!(code(&a), "30");
+    assert_eq!(a.stan, Some(Stan::new(7).unwrap()));
+    // Garbage: the link is closed.
+    bank.send_raw(&[0, 4, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert!(bank.is_closed().await);
+    // Another link still works.
+    let mut again = Gateway::connect_tls(switch.inbound, &pki, Some("in003"))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(&again.request(&bank_payment(8, "003", "003")).await),
+        "00"
+    );
+    drop(again);
+    switch.stop().await;
+}
+
+fn frame_of(txn: &Transaction) -> BytesMut {
+    let codec = Iso8583Codec::builtin("canonical").unwrap();
+    let framer = Framer::new(FrameConfig::default()).unwrap();
+    let mut out = BytesMut::new();
+    let mark = framer.begin(&[], &mut out).unwrap();
+    codec.encode(txn, &mut out).unwrap();
+    framer.finish(mark, &mut out).unwrap();
+    out
+}
