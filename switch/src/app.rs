@@ -140,7 +140,9 @@ impl Switch {
             * 2;
         let safety = Arc::new(Safety::new(
             journal,
-            keystore.clone(),
+            keystore
+                .clone()
+                .map(|k| k as Arc<dyn crate::keystore::KeyStorage>),
             index,
             recovery.next_txn,
             clock.clone(),

@@ -223,6 +223,48 @@ pub enum KeyStoreError {
     InvalidConfig(&'static str),
 }
 
+/// The future [`KeyStorage::lookup`] returns.
+pub type LookupFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Option<(StoredKey, u64)>, KeyStoreError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// What the request path needs from a store of completed idempotency keys:
+/// the seam for other backends. [`KeyStore`] (redb, one switch, derived
+/// from its own journal) is the one built in.
+///
+/// A shared backend for several switch instances behind one gateway (a
+/// PostgreSQL table keyed by scope and key, with the value bytes of
+/// [`format`](mod@format)) implements this trait and nothing in
+/// `safety` or `pipeline` changes. It differs only in how it is
+/// kept complete: with one switch the store trails the journal and the
+/// start-up catch-up fills the gap ([`KeyStore::low_water_lsn`]); shared,
+/// `put` would run in the transaction that makes the final record durable
+/// (or the instances would claim keys there first), so there is no gap to
+/// fill, and `app` would skip the catch-up for it.
+pub trait KeyStorage: Send + Sync + fmt::Debug {
+    /// Store a completed key; never blocks the caller. `Err(Full)` or
+    /// `Err(Closed)` leave the key in the journal only.
+    fn put(&self, rec: KeyRecord) -> Result<(), KeyStoreError>;
+
+    /// The stored outcome of (scope, key) and its completion time (Unix
+    /// milliseconds), if the store holds it. Sees every earlier `put`.
+    fn lookup<'a>(&'a self, scope: &'a ClientScope, key: &'a RequestKey) -> LookupFuture<'a>;
+}
+
+impl KeyStorage for KeyStore {
+    fn put(&self, rec: KeyRecord) -> Result<(), KeyStoreError> {
+        KeyStore::put(self, rec)
+    }
+
+    fn lookup<'a>(&'a self, scope: &'a ClientScope, key: &'a RequestKey) -> LookupFuture<'a> {
+        Box::pin(KeyStore::lookup(self, scope, key))
+    }
+}
+
 /// The durable key store. See the module docs.
 pub struct KeyStore {
     shared: Arc<Shared>,

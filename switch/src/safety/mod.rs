@@ -33,7 +33,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::MonotonicClock;
 use crate::journal::{Durable, Journal, JournalError, Lsn, SegmentInfo};
-use crate::keystore::{KeyRecord, KeyStore};
+use crate::keystore::{KeyRecord, KeyStorage};
 use crate::metrics as m;
 use record::{Record, TxnId};
 
@@ -84,7 +84,7 @@ enum Wake {
 #[derive(Debug)]
 pub struct Safety {
     journal: Arc<dyn Journal>,
-    keystore: Option<Arc<KeyStore>>,
+    keystore: Option<Arc<dyn KeyStorage>>,
     index: Mutex<IdempotencyIndex>,
     waiters: Mutex<HashMap<u64, oneshot::Sender<Wake>>>,
     next_txn: AtomicU64,
@@ -99,7 +99,7 @@ impl Safety {
     /// for `retention`. `next_txn` continues after the journal's last id.
     pub fn new(
         journal: Arc<dyn Journal>,
-        keystore: Option<Arc<KeyStore>>,
+        keystore: Option<Arc<dyn KeyStorage>>,
         index: IdempotencyIndex,
         next_txn: u64,
         clock: Arc<dyn MonotonicClock>,
