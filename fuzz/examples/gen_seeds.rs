@@ -1,6 +1,8 @@
 //! Writes the checked-in seed corpora under `fuzz/seeds/<target>/`:
 //! valid messages of every shipped dialect (made by our own encoder) plus
-//! hand-written inputs that crashed other ISO 8583 libraries.
+//! hand-written inputs that crashed other ISO 8583 libraries; the dev switch
+//! config and variants of it broken in every way `check-config` knows of;
+//! proxy directory files.
 //!
 //! ```sh
 //! cargo run --manifest-path fuzz/Cargo.toml --example gen_seeds
@@ -30,6 +32,8 @@ fn main() {
     json_seeds(&mut w);
     iso20022_seeds(&mut w);
     dialect_seeds(&mut w);
+    config_seeds(&mut w);
+    proxy_directory_seeds(&mut w);
     println!("wrote {} seed files under {}", w.count, w.root.display());
 }
 
@@ -611,4 +615,282 @@ unknown_decodes_as = "05"
     for (name, text) in small {
         w.put("dialect_toml", name, text.as_bytes());
     }
+}
+
+// ---------------------------------------------------------------- switch config
+
+/// A config that validates with no file and no HSM: plaintext, one bank.
+const MINIMAL_CONFIG: &str = r#"[upstream]
+bind = "127.0.0.1:9443"
+tls = false
+
+[admin]
+bind = "127.0.0.1:9100"
+
+[[banks]]
+code = "004"
+name = "bank004"
+codec = "iso8583:iso87-bcd-binary"
+endpoints = ["127.0.0.1:19004"]
+danger_plaintext = true
+"#;
+
+/// `[[banks]]` entries appended to [`MINIMAL_CONFIG`] by several seeds.
+const MORE_BANKS: &str = r#"
+[[banks]]
+code = "012"
+name = "bank012"
+codec = "iso20022"
+endpoints = ["bank012.fps.test:19012", "[::1]:19012"]
+danger_plaintext = true
+framing = { prefix = "binary4", max_frame_bytes = 65536 }
+
+[[banks]]
+code = "024"
+name = "bank024"
+codec = "json"
+endpoints = ["127.0.0.1:19024"]
+framing = { prefix = "binary4", max_frame_bytes = 16384 }
+[banks.tls]
+cert = "target/dev-pki/switch-client.crt"
+key = "target/dev-pki/switch-client.key"
+ca = "target/dev-pki/ca.crt"
+server_name = "bank024.fps.test"
+"#;
+
+/// The switch config (`fps-switch check-config`): the shipped dev config,
+/// a minimal valid one, and variants with missing sections, wrong types,
+/// unknown keys, huge numbers, repeated banks and every kind of bad value.
+/// File names the fuzz target maps onto `fuzz/fixtures/` (`ca.crt`,
+/// `switch.key`, `proxies.csv`, `pin`, ...) are used as written.
+fn config_seeds(w: &mut Writer) {
+    let t = "config_toml";
+    let dev_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/dev/switch.toml");
+    let dev = fs::read_to_string(&dev_path).expect("configs/dev/switch.toml");
+    w.put(t, "dev-switch.toml", dev.as_bytes());
+    // The dev config with the comments and blank lines gone: shorter
+    // inputs mutate faster.
+    let bare: String = dev
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or(l).trim_end())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    w.put(t, "dev-bare.toml", bare.as_bytes());
+    for (name, from, to) in [
+        ("dev-no-upstream", "[upstream]", "[upstream_gone]"),
+        ("dev-no-hsm", "[hsm]", "[no_hsm]"),
+        (
+            "dev-danger-software-hsm",
+            "backend = \"pkcs11\"",
+            "backend = \"danger_software\"",
+        ),
+        (
+            "dev-pin-file",
+            "pin_env = \"FPS_HSM_PIN\"",
+            "pin_file = \"pin\"",
+        ),
+        (
+            "dev-bad-proxies",
+            "configs/dev/proxies.csv",
+            "bad-proxies.csv",
+        ),
+        ("dev-bank-dup-codes", "code = \"012\"", "code = \"004\""),
+        (
+            "dev-bank-dup-names",
+            "name = \"bank012\"",
+            "name = \"bank003\"",
+        ),
+        ("dev-not-pem", "target/dev-pki/ca.crt", "not-pem.crt"),
+        (
+            "dev-route-unknown-bank",
+            "primary = \"bank003\"",
+            "primary = \"bank999\"",
+        ),
+    ] {
+        assert!(bare.contains(from), "dev config lost {from:?}");
+        w.put(
+            t,
+            &format!("{name}.toml"),
+            bare.replacen(from, to, 1).as_bytes(),
+        );
+    }
+
+    w.put(t, "minimal-valid.toml", MINIMAL_CONFIG.as_bytes());
+    let three = format!("[switch]\nparticipant_code = \"950\"\n{MINIMAL_CONFIG}{MORE_BANKS}");
+    w.put(t, "three-banks.toml", three.as_bytes());
+    let every_section = format!(
+        r#"[log]
+format = "json"
+filter = "info,fps_switch=debug"
+[shutdown]
+drain_timeout_ms = 10000
+[journal]
+dir = "target/journal"
+fsync = "always"
+segment_bytes = 67108864
+[idempotency]
+retention_hours = 24
+max_keys_in_memory = 1000000
+[reversal]
+max_attempts = 6
+base_backoff_ms = 1000
+max_backoff_ms = 60000
+capacity = 10000
+{MINIMAL_CONFIG}
+[routing]
+default_max_in_flight = 4096
+max_in_flight = {{ bank004 = 100 }}
+[[routing.routes]]
+bank_code = "004"
+primary = "bank004"
+[[routing.bins]]
+prefix = "476173"
+bank = "004"
+[routing.breaker]
+failure_threshold = 5
+cool_down_ms = 5000
+max_cool_down_ms = 60000
+cool_down_multiplier = 2
+half_open_probes = 1
+[routing.retry]
+max_attempts = 2
+base_backoff_ms = 10
+max_backoff_ms = 200
+min_attempt_ms = 500
+"#
+    );
+    w.put(t, "every-section.toml", every_section.as_bytes());
+    let mtls = MINIMAL_CONFIG.replace(
+        "tls = false",
+        "tls = true\ncert = \"target/dev-pki/switch.crt\"\nkey = \"target/dev-pki/switch.key\"\nclient_ca = \"target/dev-pki/ca.crt\"",
+    );
+    w.put(t, "minimal-mtls.toml", mtls.as_bytes());
+    let auth = format!(
+        "[hsm]\nbackend = \"danger_software\"\n{MINIMAL_CONFIG}auth = {{ mac = {{ label = \"mac-cmac\", mechanism = \"aes_cmac\" }} }}\n"
+    );
+    w.put(t, "auth-danger-software.toml", auth.as_bytes());
+
+    let broken: &[(&str, String)] = &[
+        ("empty", String::new()),
+        ("missing-admin", MINIMAL_CONFIG.replace("[admin]\nbind = \"127.0.0.1:9100\"\n", "")),
+        ("missing-bank-keys", MINIMAL_CONFIG.replace("codec = \"iso8583:iso87-bcd-binary\"\n", "")),
+        ("unknown-key-top", format!("bogus = 1\n{MINIMAL_CONFIG}")),
+        ("unknown-section", format!("{MINIMAL_CONFIG}[bogus]\nx = 1\n")),
+        ("unknown-key-bank", format!("{MINIMAL_CONFIG}bogus = true\n")),
+        ("unknown-key-routing", format!("{MINIMAL_CONFIG}[routing]\nbogus = 1\n")),
+        ("wrong-type-number", MINIMAL_CONFIG.replace("tls = false", "tls = false\nmax_connections = \"many\"")),
+        ("wrong-type-bool", MINIMAL_CONFIG.replace("tls = false", "tls = \"no\"")),
+        ("wrong-type-endpoints", MINIMAL_CONFIG.replace("[\"127.0.0.1:19004\"]", "\"127.0.0.1:19004\"")),
+        ("wrong-type-pool", format!("{MINIMAL_CONFIG}pool = 3\n")),
+        ("wrong-type-banks", MINIMAL_CONFIG.replace("[[banks]]", "[banks]")),
+        ("wrong-type-proxy-directory", format!("{MINIMAL_CONFIG}[routing]\nproxy_directory = 7\n")),
+        ("huge-u64", MINIMAL_CONFIG.replace("tls = false", "tls = false\nidle_timeout_ms = 18446744073709551615")),
+        ("huge-i64", MINIMAL_CONFIG.replace("tls = false", "tls = false\nmax_connections = 9223372036854775807")),
+        ("negative", MINIMAL_CONFIG.replace("tls = false", "tls = false\nmax_connections = -1")),
+        ("float", MINIMAL_CONFIG.replace("tls = false", "tls = false\nmax_frame_bytes = 1e30")),
+        ("zero-everything", format!(
+            "[shutdown]\ndrain_timeout_ms = 0\n{}request_timeout_ms = 0\nmax_in_flight = 0\necho_interval_ms = 0\nconnect_timeout_ms = 0\npool = {{ min = 0, max = 0 }}\n",
+            MINIMAL_CONFIG.replace("tls = false", "tls = false\nmax_connections = 0\nmax_in_flight_per_connection = 0\nmax_frame_bytes = 0\nhandshake_timeout_ms = 0\nidle_timeout_ms = 0")
+        )),
+        ("huge-safety", format!(
+            "[journal]\nsegment_bytes = 0\n[idempotency]\nretention_hours = 18446744073709551615\nmax_keys_in_memory = 0\n[reversal]\nmax_attempts = 4294967295\nbase_backoff_ms = 18446744073709551615\nmax_backoff_ms = 0\ncapacity = 0\n{MINIMAL_CONFIG}"
+        )),
+        ("dup-bank-codes", format!("{MINIMAL_CONFIG}{}", MINIMAL_CONFIG.split("[[banks]]").nth(1).map(|b| format!("[[banks]]{}", b.replace("bank004", "bank004-dr"))).unwrap_or_default())),
+        ("dup-bank-names", format!("{MINIMAL_CONFIG}{}", MINIMAL_CONFIG.split("[[banks]]").nth(1).map(|b| format!("[[banks]]{}", b.replace("\"004\"", "\"012\""))).unwrap_or_default())),
+        ("dup-key", MINIMAL_CONFIG.replace("tls = false", "tls = false\ntls = true")),
+        ("dup-table", format!("{MINIMAL_CONFIG}[admin]\nbind = \"127.0.0.1:1\"\n")),
+        ("bad-values", MINIMAL_CONFIG
+            .replace("127.0.0.1:9443", "nowhere")
+            .replace("\"004\"", "\"04\"")
+            .replace("name = \"bank004\"", "name = \"Bad Name\"")
+            .replace("iso8583:iso87-bcd-binary", "iso8583:nope")
+            .replace("[\"127.0.0.1:19004\"]", "[\"bank\", \"bank:0\", \"[::1]:443\", \":1\"]")),
+        ("bad-name-no-route", MINIMAL_CONFIG.replace("name = \"bank004\"", "name = \"bank 004\"")),
+        ("bad-log", format!("[log]\nformat = \"xml\"\nfilter = \"[[[\"\n{MINIMAL_CONFIG}")),
+        ("bad-participant", format!("[switch]\nparticipant_code = \"95\"\n{MINIMAL_CONFIG}{MORE_BANKS}")),
+        ("iso20022-no-participant", format!("{MINIMAL_CONFIG}{MORE_BANKS}")),
+        ("tls-and-plaintext", format!("{MINIMAL_CONFIG}[banks.tls]\ncert = \"switch-client.crt\"\nkey = \"switch-client.key\"\nca = \"not-pem.crt\"\nserver_name = \"bad name!\"\n")),
+        ("bad-framing", format!("{MINIMAL_CONFIG}framing = {{ prefix = \"ascii4\", header_len = 99, max_frame_bytes = 0, length_includes_prefix = true }}\n")),
+        ("bad-auth", format!("{MINIMAL_CONFIG}auth = {{ mac = {{ label = \"mac cmac-v1\", mechanism = \"ecdsa_p256_sha256\" }}, sign = {{ label = \"\", mechanism = \"nope\" }} }}\n")),
+        ("bad-hsm", format!("[hsm]\nbackend = \"pkcs11\"\nmodule_path = \"libsofthsm2.so\"\ntoken_label = \"a-token-label-longer-than-32-bytes\"\npin_env = \"\"\npin_file = \"pin\"\nthreads = 0\nqueue_bound = 0\ndanger_key_dir = \"keys\"\n{MINIMAL_CONFIG}")),
+        ("bad-routing", format!(
+            "{MINIMAL_CONFIG}[routing]\nproxy_directory = \"proxies.csv\"\ndefault_max_in_flight = 0\nmax_in_flight = {{ nobody = 1, \"Bad Name\" = 0 }}\n[[routing.routes]]\nbank_code = \"4\"\nprimary = \"nobody\"\nsecondaries = [\"bank004\", \"bank004\", \"ghost\"]\n[[routing.routes]]\nbank_code = \"004\"\nprimary = \"bank004\"\n[[routing.routes]]\nbank_code = \"004\"\nprimary = \"bank004\"\n[[routing.bins]]\nprefix = \"47617\"\nbank = \"004\"\n[[routing.bins]]\nfrom = \"520000\"\nto = \"5299999\"\nbank = \"777\"\n[[routing.bins]]\nprefix = \"476173\"\nfrom = \"476173\"\nto = \"476174\"\nbank = \"04x\"\n[routing.breaker]\nfailure_threshold = 0\n[routing.retry]\nmax_attempts = 0\n"
+        )),
+        ("deep-array", format!("{MINIMAL_CONFIG}x = {}1{}\n", "[".repeat(2000), "]".repeat(2000))),
+        ("deep-inline-table", format!("{MINIMAL_CONFIG}x = {}1{}\n", "{ a = ".repeat(1000), " }".repeat(1000))),
+        ("deep-dotted-key", format!("{} = 1\n{MINIMAL_CONFIG}", vec!["a"; 2000].join("."))),
+        ("non-ascii-name", MINIMAL_CONFIG.replace("bank004", "bank\u{fffd}004")),
+    ];
+    for (name, text) in broken {
+        w.put(t, &format!("{name}.toml"), text.as_bytes());
+    }
+}
+
+// ---------------------------------------------------------------- proxy directory
+
+/// Proxy directory files (`[routing] proxy_directory`): the dev directory,
+/// the fuzz fixtures, and the edge cases of the CSV reader.
+fn proxy_directory_seeds(w: &mut Writer) {
+    let t = "proxy_directory";
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (name, path) in [
+        ("dev-proxies.csv", root.join("../configs/dev/proxies.csv")),
+        ("fixture-proxies.csv", root.join("fixtures/proxies.csv")),
+        (
+            "fixture-bad-proxies.csv",
+            root.join("fixtures/bad-proxies.csv"),
+        ),
+    ] {
+        w.put(t, name, &fs::read(&path).expect("proxy directory file"));
+    }
+    let long_name = format!("MOBN:+852-90000001,003,{}\n", "n".repeat(141));
+    let long_line = format!("MOBN:+852-90000001,003,\"{}\"\n", "x".repeat(1100));
+    let small: &[(&str, &[u8])] = &[
+        ("empty", b""),
+        ("header-only", b"proxy,bank_code,display_name\n"),
+        (
+            "bom-crlf",
+            b"\xef\xbb\xbfproxy,bank_code\r\nMOBN:+852-90000001,003\r\nFPID:1234567,012\r\n",
+        ),
+        (
+            "quoted",
+            b"\"MOBN:+852-90000001\",\"003\",\"Chan, Tai Man \"\"TM\"\"\"\n",
+        ),
+        (
+            "quoted-header",
+            b"\"proxy\",\"bank_code\"\nEMAL:a@b.example,024\n",
+        ),
+        ("bad-quotes", b"\"MOBN:+852-90000001,003\n\"FPID:1\"x,004\n"),
+        (
+            "columns",
+            b"MOBN:+852-90000001\nMOBN:+852-90000002,003,a,b\n,\n",
+        ),
+        (
+            "duplicate",
+            b"MOBN:+852-90000001,003\nMOBN:+852-90000001,004\n",
+        ),
+        (
+            "bad-bank",
+            b"MOBN:+852-90000001,3\nMOBN:+852-90000002,00x\nMOBN:+852-90000003,0003\n",
+        ),
+        (
+            "bad-proxy",
+            b"MOBL:+852-90000001,003\nMOBN:,003\nFPID:abc,003\nEMAL:nobody,003\n:,003\n",
+        ),
+        ("control-in-name", b"MOBN:+852-90000001,003,a\x01b\n"),
+        (
+            "comments-blank",
+            b"# c\n\n   \n  # indented\nMOBN:+852-90000001,003\n",
+        ),
+        (
+            "lone-cr",
+            b"MOBN:+852-90000001,003\r\r\nMOBN:+852-90000002,004\r",
+        ),
+    ];
+    for (name, bytes) in small {
+        w.put(t, name, bytes);
+    }
+    w.put(t, "long-name", long_name.as_bytes());
+    w.put(t, "long-line", long_line.as_bytes());
 }
