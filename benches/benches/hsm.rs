@@ -1,43 +1,74 @@
 //! HSM throughput: fps-hsm's worker pool vs a raw single-thread cryptoki
-//! loop on the same SoftHSM2 key, in the same run.
+//! loop on the same SoftHSM2 key, same message and same mechanism, in the
+//! same run.
 //!
 //! Targets (2-core machine): pool with 1 session >= 0.9x the raw loop; pool
-//! with 2 sessions >= 1.7x the pool with 1 session. After criterion's runs a
+//! with 2 sessions >= 1.7x the pool with 1 session. The pool is driven the
+//! way the switch drives it: through the async API ([`Hsm::mac`],
+//! [`Hsm::sign`]) from one client thread polling `IN_FLIGHT_PER_SESSION`
+//! requests per session (a minimal current-thread executor, below, since the
+//! `hsm` feature of this crate has no tokio). After criterion's runs a
 //! fixed-duration pass prints ops/s, p99 latency and the ratios per
-//! mechanism, then the token's own ceiling across sessions (raw cryptoki on 2
-//! threads, each with its own session, no pool): `pool2/1` cannot exceed
-//! `raw2/raw`. Skips (loudly) when SoftHSM2 is not installed.
+//! mechanism, the CPU time per operation, then the token's own ceiling across
+//! sessions: raw cryptoki on 2 threads, each with its own session, no pool
+//! (`pool2/1` cannot exceed it), once on one module instance (what the pool
+//! uses) and once on two (a copy of the .so: SoftHSM2's process-wide locks
+//! not shared). Skips (loudly) when SoftHSM2 is not installed.
 //!
-//! `cargo bench -p fps-benches --bench hsm`
+//! `cargo bench -p fps-benches --features hsm --bench hsm`
+//! (`FPS_HSM_BENCH_REPORT_ONLY=1` skips criterion: only the table.)
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin as StdPin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use cryptoki::mechanism::Mechanism as CkMechanism;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use fps_hsm::pkcs11::{init_token, TokenSession};
-use fps_hsm::{
-    admin, Hsm, HsmConfig, HsmKey, KeyRef, Mac as _, Mechanism, Pin, PinSource, Signer as _,
-};
+use fps_hsm::{admin, Hsm, HsmConfig, HsmError, KeyRef, Mechanism, Pin, PinSource};
 
 const MODULES: [&str; 3] = [
     "/usr/lib/softhsm/libsofthsm2.so",
     "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
     "/usr/local/lib/softhsm/libsofthsm2.so",
 ];
+const TOKEN: &str = "fps-bench";
 const PIN: &str = "1234";
 const PIN_ENV: &str = "FPS_HSM_BENCH_PIN";
 const MESSAGE: &[u8] = b"0200F23A400108A18000000000001400000012345678901234400000000000012345";
-/// Callers per session: enough requests in flight that a worker never idles.
-const CALLERS_PER_SESSION: usize = 3;
-/// Duration of each ops/s + p99 measurement.
-const REPORT_SECS: u64 = 2;
+/// Requests in flight per session: one being served, the rest queued, so a
+/// worker never waits for the client to submit the next one.
+const IN_FLIGHT_PER_SESSION: usize = 4;
+
+/// Requests in flight per session: `FPS_HSM_BENCH_IN_FLIGHT` (1..=32) or
+/// [`IN_FLIGHT_PER_SESSION`].
+fn in_flight_per_session() -> usize {
+    std::env::var("FPS_HSM_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=MAX_IN_FLIGHT / 2).contains(n))
+        .unwrap_or(IN_FLIGHT_PER_SESSION)
+}
+/// The client's in-flight slots are bits of one `u64` ready mask.
+const MAX_IN_FLIGHT: usize = 64;
+const _: () = assert!(2 * IN_FLIGHT_PER_SESSION <= MAX_IN_FLIGHT);
+/// The report measures every configuration of a case in turn, `ROUNDS`
+/// times, `SLICE` each: on a shared machine, load from other processes
+/// then falls on all of them alike, and ratios within one run hold.
+const ROUNDS: u32 = 6;
+const SLICE: Duration = Duration::from_millis(300);
 
 struct Bench {
     module: PathBuf,
+    /// The same module under another path: a second, independent SoftHSM2
+    /// instance in this process (for the token-ceiling row only).
+    module_copy: Option<PathBuf>,
     admin: TokenSession,
     dir: PathBuf,
 }
@@ -67,12 +98,19 @@ fn setup() -> Option<Bench> {
     std::env::set_var("SOFTHSM2_CONF", &conf);
     std::env::set_var(PIN_ENV, PIN);
     let pin = Pin::new(PIN.into());
-    init_token(&module, "fps-bench", &Pin::new("5678".into()), &pin).expect("init token");
-    let admin = TokenSession::open(&module, "fps-bench", &pin).expect("admin session");
+    init_token(&module, TOKEN, &Pin::new("5678".into()), &pin).expect("init token");
+    let admin = TokenSession::open(&module, TOKEN, &pin).expect("admin session");
     admin::generate(&admin, "bench-hmac", Mechanism::HmacSha256).expect("hmac key");
     admin::generate(&admin, "bench-cmac", Mechanism::AesCmac).expect("cmac key");
     admin::generate(&admin, "bench-ec", Mechanism::EcdsaP256Sha256).expect("ec key");
-    Some(Bench { module, admin, dir })
+    let copy = dir.join("libsofthsm2-copy.so");
+    let module_copy = std::fs::copy(&module, &copy).ok().map(|_| copy);
+    Some(Bench {
+        module,
+        module_copy,
+        admin,
+        dir,
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -100,9 +138,11 @@ const CASES: [Case; 3] = [
     },
 ];
 
+// ---- raw cryptoki -------------------------------------------------------
+
 /// One raw cryptoki call, as a single-thread application would make it.
-fn raw_op(bench: &Bench, case: Case, handle: ObjectHandle, digest: &[u8]) {
-    let session = bench.admin.session();
+fn raw_op(session: &TokenSession, case: Case, handle: ObjectHandle, digest: &[u8]) {
+    let session = session.session();
     let result = match case.mechanism {
         Mechanism::HmacSha256 => session.sign(&CkMechanism::Sha256Hmac, handle, MESSAGE),
         Mechanism::AesCmac => session.sign(&CkMechanism::AesCMac, handle, MESSAGE),
@@ -112,14 +152,13 @@ fn raw_op(bench: &Bench, case: Case, handle: ObjectHandle, digest: &[u8]) {
     std::hint::black_box(result.expect("raw sign"));
 }
 
-fn raw_handle(bench: &Bench, case: Case) -> ObjectHandle {
+fn raw_handle(session: &TokenSession, case: Case) -> ObjectHandle {
     let class = if case.mechanism.is_mac() {
         ObjectClass::SECRET_KEY
     } else {
         ObjectClass::PRIVATE_KEY
     };
-    bench
-        .admin
+    session
         .session()
         .find_objects(&[
             Attribute::Class(class),
@@ -128,82 +167,120 @@ fn raw_handle(bench: &Bench, case: Case) -> ObjectHandle {
         .expect("find key")[0]
 }
 
-/// Ops/s and p99 of `threads` raw single-session loops in parallel, each
-/// thread with its own logged-in session: what the token itself allows across
-/// sessions, the ceiling for the pool's `pool2/1` ratio.
-fn measure_raw_threads(bench: &Bench, case: Case, threads: usize) -> Stats {
-    let pin = Pin::new(PIN.into());
-    let sessions: Vec<_> = (0..threads)
-        .map(|_| {
-            let s = TokenSession::open(&bench.module, "fps-bench", &pin).expect("raw session");
-            let own = Bench {
-                module: bench.module.clone(),
-                admin: s,
-                dir: bench.dir.clone(),
-            };
-            let handle = raw_handle(&own, case);
-            (own, handle)
-        })
-        .collect();
-    let stop = AtomicBool::new(false);
-    let digest = [0x5a; 32];
-    let start = Instant::now();
-    let latencies: Vec<Duration> = std::thread::scope(|scope| {
-        let handles: Vec<_> = sessions
-            .into_iter()
-            .map(|(own, handle)| {
-                let stop = &stop;
-                scope.spawn(move || {
-                    let mut lat = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let t = Instant::now();
-                        raw_op(&own, case, handle, &digest);
-                        lat.push(t.elapsed());
-                    }
-                    lat
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_secs(REPORT_SECS));
-        stop.store(true, Ordering::Relaxed);
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("raw thread"))
-            .collect()
-    });
-    summarise(latencies, start.elapsed())
-}
+// ---- the pool, through the async API ------------------------------------
 
 fn pool(bench: &Bench, sessions: usize) -> Hsm {
-    let mut config = HsmConfig::pkcs11(&bench.module, "fps-bench", PinSource::Env(PIN_ENV.into()));
+    let mut config = HsmConfig::pkcs11(&bench.module, TOKEN, PinSource::Env(PIN_ENV.into()));
     config.threads = sessions;
     config.queue_bound = 256;
     Hsm::builder(config).start().expect("start pool")
 }
 
-fn pool_op(key: &HsmKey, mechanism: Mechanism) {
-    let out = if mechanism.is_mac() {
-        key.generate(MESSAGE)
+type OpFuture<'a> = StdPin<Box<dyn Future<Output = Result<Vec<u8>, HsmError>> + 'a>>;
+
+/// One request through the public async API, as the switch makes it.
+fn pool_op<'a>(hsm: &'a Hsm, key: &'a KeyRef) -> OpFuture<'a> {
+    let message = Bytes::from_static(MESSAGE);
+    if key.mechanism().is_mac() {
+        Box::pin(hsm.mac(key, message))
     } else {
-        key.sign(MESSAGE)
-    };
-    std::hint::black_box(out.expect("pool op"));
+        Box::pin(hsm.sign(key, message))
+    }
 }
 
-/// Runs `total` ops spread over `callers` threads; returns the wall time.
-fn run_spread(key: &HsmKey, mechanism: Mechanism, callers: usize, total: u64) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|scope| {
-        for i in 0..callers as u64 {
-            let n = total / callers as u64 + u64::from(i < total % callers as u64);
-            scope.spawn(move || {
-                for _ in 0..n {
-                    pool_op(key, mechanism);
+/// When a client run stops starting new requests.
+#[derive(Clone, Copy)]
+enum Until {
+    Ops(u64),
+    Elapsed(Duration),
+}
+
+/// Wakes the client thread for one in-flight slot.
+struct SlotWaker {
+    mask: u64,
+    ready: Arc<AtomicU64>,
+    client: std::thread::Thread,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.fetch_or(self.mask, Ordering::Release);
+        self.client.unpark();
+    }
+}
+
+/// A current-thread executor for one job: keeps `in_flight` requests going
+/// on the calling thread, starting a new one as each completes, until
+/// `until`. Returns every request's latency (submit to result seen here)
+/// and the wall time.
+fn drive(hsm: &Hsm, key: &KeyRef, in_flight: usize, until: Until) -> (Vec<Duration>, Duration) {
+    assert!((1..=MAX_IN_FLIGHT).contains(&in_flight));
+    let ready = Arc::new(AtomicU64::new(0));
+    let wakers: Vec<Waker> = (0..in_flight)
+        .map(|slot| {
+            Waker::from(Arc::new(SlotWaker {
+                mask: 1 << slot,
+                ready: Arc::clone(&ready),
+                client: std::thread::current(),
+            }))
+        })
+        .collect();
+    let mut slots: Vec<Option<(OpFuture<'_>, Instant)>> = (0..in_flight).map(|_| None).collect();
+    let mut latencies = Vec::new();
+    let mut started = 0u64;
+    let mut running = 0usize;
+    let begin = Instant::now();
+    let more = |started: u64| match until {
+        Until::Ops(n) => started < n,
+        Until::Elapsed(d) => begin.elapsed() < d,
+    };
+    let mut due = if in_flight == MAX_IN_FLIGHT {
+        u64::MAX
+    } else {
+        (1u64 << in_flight) - 1
+    };
+    loop {
+        while due != 0 {
+            let slot = due.trailing_zeros() as usize;
+            due &= due - 1;
+            let mut cx = Context::from_waker(&wakers[slot]);
+            loop {
+                if slots[slot].is_none() {
+                    if !more(started) {
+                        break;
+                    }
+                    started += 1;
+                    running += 1;
+                    slots[slot] = Some((pool_op(hsm, key), Instant::now()));
                 }
-            });
+                let (future, submitted) = slots[slot].as_mut().expect("filled above");
+                match future.as_mut().poll(&mut cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(out) => {
+                        std::hint::black_box(out.expect("pool op"));
+                        latencies.push(submitted.elapsed());
+                        slots[slot] = None;
+                        running -= 1;
+                    }
+                }
+            }
         }
-    });
-    start.elapsed()
+        if running == 0 {
+            break;
+        }
+        due = ready.swap(0, Ordering::Acquire);
+        if due == 0 {
+            // A wake between the swap and here leaves the unpark token set,
+            // so this returns at once.
+            std::thread::park();
+            due = ready.swap(0, Ordering::Acquire);
+        }
+    }
+    (latencies, begin.elapsed())
 }
 
 fn criterion_runs(c: &mut Criterion, bench: &Bench) {
@@ -214,16 +291,22 @@ fn criterion_runs(c: &mut Criterion, bench: &Bench) {
         group.sample_size(10);
         group.warm_up_time(Duration::from_millis(500));
         group.measurement_time(Duration::from_secs(3));
-        let handle = raw_handle(bench, case);
+        let handle = raw_handle(&bench.admin, case);
         group.bench_function("raw_cryptoki_1_thread", |b| {
-            b.iter(|| raw_op(bench, case, handle, &digest))
+            b.iter(|| raw_op(&bench.admin, case, handle, &digest))
         });
+        let key = KeyRef::new(case.label, case.mechanism).expect("valid key ref");
         for sessions in [1, 2] {
             let hsm = pool(bench, sessions);
-            let key = hsm.key(KeyRef::new(case.label, case.mechanism).unwrap());
             group.bench_function(format!("pool_{sessions}_session"), |b| {
                 b.iter_custom(|iters| {
-                    run_spread(&key, case.mechanism, sessions * CALLERS_PER_SESSION, iters)
+                    drive(
+                        &hsm,
+                        &key,
+                        sessions * in_flight_per_session(),
+                        Until::Ops(iters),
+                    )
+                    .1
                 })
             });
         }
@@ -231,126 +314,347 @@ fn criterion_runs(c: &mut Criterion, bench: &Bench) {
     }
 }
 
-/// Ops/s and p99 over a fixed duration.
-struct Stats {
-    ops_per_sec: f64,
-    p99_us: f64,
+// ---- interleaved fixed-duration report ----------------------------------
+
+/// What one configuration did over all its slices.
+#[derive(Default)]
+struct Run {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    /// Threads calling the token (the raw loops, or the pool's workers).
+    hsm_threads: Sched,
+    /// The pool's client thread.
+    client: Sched,
+    threads: usize,
 }
 
-fn measure(callers: usize, op: impl Fn() + Sync) -> Stats {
+impl Run {
+    fn add(&mut self, latencies: Vec<Duration>, elapsed: Duration, hsm: Sched, client: Sched) {
+        self.latencies.extend(latencies);
+        self.elapsed += elapsed;
+        self.hsm_threads = self.hsm_threads.plus(hsm);
+        self.client = self.client.plus(client);
+    }
+
+    fn ops_per_sec(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn p99_us(&mut self) -> f64 {
+        self.latencies.sort_unstable();
+        let n = self.latencies.len();
+        self.latencies[(n * 99 / 100).min(n - 1)].as_secs_f64() * 1e6
+    }
+
+    /// CPU microseconds per operation of the threads calling the token.
+    fn cpu_us_per_op(&self) -> f64 {
+        self.hsm_threads.on_cpu_ns as f64 / self.latencies.len() as f64 / 1e3
+    }
+
+    /// CPU microseconds per operation of the pool's client thread.
+    fn client_cpu_us_per_op(&self) -> f64 {
+        self.client.on_cpu_ns as f64 / self.latencies.len() as f64 / 1e3
+    }
+
+    /// Shares of `threads x wall time` the token-calling threads were on a
+    /// CPU, and runnable but waiting for one (the rest: idle).
+    fn shares(&self) -> String {
+        let capacity = self.elapsed.as_nanos() as f64 * self.threads as f64;
+        format!(
+            "{:>3.0}% / {:>2.0}%",
+            self.hsm_threads.on_cpu_ns as f64 / capacity * 100.0,
+            self.hsm_threads.waiting_ns as f64 / capacity * 100.0
+        )
+    }
+}
+
+/// One slice of a single-thread raw loop on the calling thread (a cryptoki
+/// `Session` is not `Sync`).
+fn raw_slice(run: &mut Run, session: &TokenSession, case: Case, handle: ObjectHandle) {
+    let digest = [0x5a; 32];
+    let mut latencies = Vec::new();
+    let before = Sched::this_thread();
+    let start = Instant::now();
+    while start.elapsed() < SLICE {
+        let t = Instant::now();
+        raw_op(session, case, handle, &digest);
+        latencies.push(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    run.threads = 1;
+    run.add(
+        latencies,
+        elapsed,
+        Sched::this_thread().since(before),
+        Sched::default(),
+    );
+}
+
+/// One slice of raw loops in parallel, one thread per session (each logged
+/// in on its own): what the token itself allows across sessions. A cryptoki
+/// `Session` is `Send` but not `Sync`: each thread owns one for the slice.
+fn raw_threads_slice(run: &mut Run, sessions: &mut Vec<(TokenSession, ObjectHandle)>, case: Case) {
     let stop = AtomicBool::new(false);
     let start = Instant::now();
-    let latencies: Vec<Duration> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..callers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut lat = Vec::new();
+    let per_thread: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sessions
+            .drain(..)
+            .map(|(session, handle)| {
+                let stop = &stop;
+                scope.spawn(move || {
+                    let digest = [0x5a; 32];
+                    let before = Sched::this_thread();
+                    let mut latencies = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let t = Instant::now();
-                        op();
-                        lat.push(t.elapsed());
+                        raw_op(&session, case, handle, &digest);
+                        latencies.push(t.elapsed());
                     }
-                    lat
+                    let used = Sched::this_thread().since(before);
+                    (session, handle, latencies, used)
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_secs(REPORT_SECS));
+        std::thread::sleep(SLICE);
         stop.store(true, Ordering::Relaxed);
         handles
             .into_iter()
-            .flat_map(|h| h.join().expect("caller thread"))
+            .map(|h| h.join().expect("raw thread"))
             .collect()
     });
-    summarise(latencies, start.elapsed())
+    let elapsed = start.elapsed();
+    run.threads = per_thread.len();
+    for (session, handle, latencies, used) in per_thread {
+        sessions.push((session, handle));
+        run.add(latencies, Duration::ZERO, used, Sched::default());
+    }
+    run.elapsed += elapsed;
 }
 
-/// Ops/s and p99 of a single-thread loop on the calling thread (a cryptoki
-/// `Session` is not `Sync`).
-fn measure_here(mut op: impl FnMut()) -> Stats {
-    let mut latencies = Vec::new();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(REPORT_SECS) {
-        let t = Instant::now();
-        op();
-        latencies.push(t.elapsed());
-    }
-    summarise(latencies, start.elapsed())
+/// One slice of the pool through the async API.
+fn pool_slice(run: &mut Run, hsm: &Hsm, key: &KeyRef, sessions: usize) {
+    let (workers, client) = (Sched::workers(), Sched::this_thread());
+    let (latencies, elapsed) = drive(
+        hsm,
+        key,
+        sessions * in_flight_per_session(),
+        Until::Elapsed(SLICE),
+    );
+    run.threads = sessions;
+    run.add(
+        latencies,
+        elapsed,
+        Sched::workers().since(workers),
+        Sched::this_thread().since(client),
+    );
 }
 
-fn summarise(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
-    latencies.sort_unstable();
-    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
-    Stats {
-        ops_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p99_us: p99.as_secs_f64() * 1e6,
+/// Scheduler time of threads, from `/proc/.../schedstat` (Linux; zeros
+/// elsewhere): nanoseconds on a CPU, and runnable but waiting for one.
+#[derive(Clone, Copy, Default)]
+struct Sched {
+    on_cpu_ns: u64,
+    waiting_ns: u64,
+}
+
+impl Sched {
+    fn this_thread() -> Sched {
+        Sched::read(Path::new("/proc/thread-self/schedstat"))
     }
+
+    /// Summed over this process's `fps-hsm-*` worker threads.
+    fn workers() -> Sched {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return Sched::default();
+        };
+        let mut sum = Sched::default();
+        for task in tasks.flatten() {
+            let path = task.path();
+            let is_worker = std::fs::read_to_string(path.join("comm"))
+                .is_ok_and(|comm| comm.starts_with("fps-hsm-"));
+            if is_worker {
+                sum = sum.plus(Sched::read(&path.join("schedstat")));
+            }
+        }
+        sum
+    }
+
+    fn read(path: &Path) -> Sched {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut fields = text
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        Sched {
+            on_cpu_ns: fields.next().unwrap_or(0),
+            waiting_ns: fields.next().unwrap_or(0),
+        }
+    }
+
+    fn plus(self, other: Sched) -> Sched {
+        Sched {
+            on_cpu_ns: self.on_cpu_ns + other.on_cpu_ns,
+            waiting_ns: self.waiting_ns + other.waiting_ns,
+        }
+    }
+
+    fn since(self, before: Sched) -> Sched {
+        Sched {
+            on_cpu_ns: self.on_cpu_ns.saturating_sub(before.on_cpu_ns),
+            waiting_ns: self.waiting_ns.saturating_sub(before.waiting_ns),
+        }
+    }
+}
+
+/// Every configuration of one case, measured in interleaved slices so that
+/// load from other processes falls on all of them alike.
+struct CaseRuns {
+    raw: Run,
+    pool1: Run,
+    pool2: Run,
+    raw2: Run,
+    /// Two module instances; `None` when the module could not be copied.
+    raw2_apart: Option<Run>,
+}
+
+fn measure_case(bench: &Bench, case: Case) -> CaseRuns {
+    let pin = Pin::new(PIN.into());
+    let open = |module: &Path| {
+        let session = TokenSession::open(module, TOKEN, &pin).expect("raw session");
+        let handle = raw_handle(&session, case);
+        (session, handle)
+    };
+    let raw_handle = raw_handle(&bench.admin, case);
+    let key = KeyRef::new(case.label, case.mechanism).expect("valid key ref");
+    let pools = [pool(bench, 1), pool(bench, 2)];
+    for (sessions, hsm) in [1, 2].into_iter().zip(&pools) {
+        // Warm-up: key version scan and handle lookup in every session.
+        drive(
+            hsm,
+            &key,
+            sessions * in_flight_per_session(),
+            Until::Ops(512),
+        );
+    }
+    let mut shared = vec![open(&bench.module), open(&bench.module)];
+    let mut apart = bench
+        .module_copy
+        .as_deref()
+        .map(|copy| vec![open(&bench.module), open(copy)]);
+    let mut runs = CaseRuns {
+        raw: Run::default(),
+        pool1: Run::default(),
+        pool2: Run::default(),
+        raw2: Run::default(),
+        raw2_apart: apart.as_ref().map(|_| Run::default()),
+    };
+    for _ in 0..ROUNDS {
+        raw_slice(&mut runs.raw, &bench.admin, case, raw_handle);
+        pool_slice(&mut runs.pool1, &pools[0], &key, 1);
+        pool_slice(&mut runs.pool2, &pools[1], &key, 2);
+        raw_threads_slice(&mut runs.raw2, &mut shared, case);
+        if let (Some(run), Some(sessions)) = (runs.raw2_apart.as_mut(), apart.as_mut()) {
+            raw_threads_slice(run, sessions, case);
+        }
+    }
+    runs
 }
 
 fn report(bench: &Bench) {
-    let digest = [0x5a; 32];
-    println!("\nHSM throughput (SoftHSM2, {REPORT_SECS} s each; pool callers = {CALLERS_PER_SESSION} per session)");
     println!(
-        "{:<20} {:>12} {:>9} {:>12} {:>9} {:>12} {:>9} {:>10} {:>10}",
+        "\nHSM throughput (SoftHSM2; {ROUNDS} interleaved slices of {} ms each; pool: async API, \
+         {} requests in flight per session, one client thread)",
+        SLICE.as_millis(),
+        in_flight_per_session()
+    );
+    println!(
+        "{:<18} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7} {:>9} {:>8}",
         "mechanism",
-        "raw ops/s",
+        "raw op/s",
         "p99 us",
-        "pool1 ops/s",
+        "pool1",
         "p99 us",
-        "pool2 ops/s",
+        "pool2",
         "p99 us",
         "pool1/raw",
         "pool2/1"
     );
-    let mut raw2_rows = Vec::new();
+    let mut rows = Vec::new();
     for case in CASES {
-        let handle = raw_handle(bench, case);
-        let raw = measure_here(|| raw_op(bench, case, handle, &digest));
-        let raw2 = measure_raw_threads(bench, case, 2);
-        raw2_rows.push((
-            case.name,
-            raw2.ops_per_sec,
-            raw2.p99_us,
-            raw2.ops_per_sec / raw.ops_per_sec,
-        ));
-        let mut pools = Vec::new();
-        for sessions in [1, 2] {
-            let hsm = pool(bench, sessions);
-            let key = Arc::new(hsm.key(KeyRef::new(case.label, case.mechanism).unwrap()));
-            pools.push(measure(sessions * CALLERS_PER_SESSION, || {
-                pool_op(&key, case.mechanism)
-            }));
-        }
+        let mut r = measure_case(bench, case);
         println!(
-            "{:<20} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>12.0} {:>9.1} {:>9.2}x {:>9.2}x",
+            "{:<18} {:>9.0} {:>7.1} {:>9.0} {:>7.1} {:>9.0} {:>7.1} {:>8.2}x {:>7.2}x",
             case.name,
-            raw.ops_per_sec,
-            raw.p99_us,
-            pools[0].ops_per_sec,
-            pools[0].p99_us,
-            pools[1].ops_per_sec,
-            pools[1].p99_us,
-            pools[0].ops_per_sec / raw.ops_per_sec,
-            pools[1].ops_per_sec / pools[0].ops_per_sec,
+            r.raw.ops_per_sec(),
+            r.raw.p99_us(),
+            r.pool1.ops_per_sec(),
+            r.pool1.p99_us(),
+            r.pool2.ops_per_sec(),
+            r.pool2.p99_us(),
+            r.pool1.ops_per_sec() / r.raw.ops_per_sec(),
+            r.pool2.ops_per_sec() / r.pool1.ops_per_sec(),
         );
+        rows.push((case.name, r));
     }
     println!("targets: pool1/raw >= 0.90x, pool2/pool1 >= 1.70x (2 cores)");
+
+    println!("\nCPU us per operation: threads calling the token (raw loop or pool workers), pool client thread;");
+    println!(
+        "calling threads' share of threads x wall time on a CPU / runnable but waiting for one"
+    );
+    println!(
+        "{:<18} {:>6} {:>7} {:>7} {:>7} {:>7} {:>11} {:>11} {:>11}",
+        "mechanism", "raw", "pool1", "client", "pool2", "client", "raw", "pool1", "pool2"
+    );
+    for (name, r) in &rows {
+        println!(
+            "{name:<18} {:>6.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>11} {:>11} {:>11}",
+            r.raw.cpu_us_per_op(),
+            r.pool1.cpu_us_per_op(),
+            r.pool1.client_cpu_us_per_op(),
+            r.pool2.cpu_us_per_op(),
+            r.pool2.client_cpu_us_per_op(),
+            r.raw.shares(),
+            r.pool1.shares(),
+            r.pool2.shares(),
+        );
+    }
+
     println!("\nToken ceiling: raw cryptoki, 2 threads x own session (no pool)");
     println!(
-        "{:<20} {:>12} {:>9} {:>10}",
-        "mechanism", "raw2 ops/s", "p99 us", "raw2/raw"
+        "{:<18} {:>10} {:>7} {:>9} {:>10} {:>7} {:>9}",
+        "mechanism", "1 module", "p99 us", "raw2/raw", "2 modules", "p99 us", "raw2/raw"
     );
-    for (name, ops, p99, ratio) in raw2_rows {
-        println!("{name:<20} {ops:>12.0} {p99:>9.1} {ratio:>9.2}x");
+    for (name, r) in &mut rows {
+        let raw = r.raw.ops_per_sec();
+        let apart = r.raw2_apart.as_mut().map_or("(no copy)".to_owned(), |a| {
+            format!(
+                "{:>10.0} {:>7.1} {:>8.2}x",
+                a.ops_per_sec(),
+                a.p99_us(),
+                a.ops_per_sec() / raw
+            )
+        });
+        println!(
+            "{name:<18} {:>10.0} {:>7.1} {:>8.2}x {apart}",
+            r.raw2.ops_per_sec(),
+            r.raw2.p99_us(),
+            r.raw2.ops_per_sec() / raw
+        );
     }
     println!();
 }
 
 fn main() {
     let Some(bench) = setup() else { return };
+    let report_only = std::env::var_os("FPS_HSM_BENCH_REPORT_ONLY").is_some();
     let mut criterion = Criterion::default().configure_from_args();
-    criterion_runs(&mut criterion, &bench);
+    if !report_only {
+        criterion_runs(&mut criterion, &bench);
+    }
     report(&bench);
-    criterion.final_summary();
+    if !report_only {
+        criterion.final_summary();
+    }
     let Bench { admin, dir, .. } = bench;
     drop(admin);
     let _ = std::fs::remove_dir_all(dir);

@@ -674,6 +674,68 @@ fn full_queue_answers_busy_and_the_rest_succeed() {
     assert!(hsm.queue_len() <= 2);
 }
 
+/// A worker with a backlog sends finished replies together: on a real token,
+/// a burst of mixed requests queued behind one another (good MACs, a missing
+/// key, a wrong tag, a MAC asked of a signature key) each get their own
+/// answer, errors included, and the failures touch no other request.
+#[test]
+fn a_backlog_answers_each_request_with_its_own_result() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    add_known_keys(&token.admin(), false);
+    let mut config = token.config();
+    config.threads = 1;
+    config.queue_bound = 256;
+    let hsm = Hsm::builder(config).start().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // On a current-thread runtime every task enqueues before any awaits
+        // a reply, so the single worker always has a backlog.
+        let tasks: Vec<_> = (0..120u32)
+            .map(|i| {
+                let hsm = hsm.clone();
+                tokio::spawn(async move {
+                    let message = Bytes::from(format!("message {i}").into_bytes());
+                    let base = if i % 2 == 0 { "t-hmac" } else { "t-cmac" };
+                    let out = match i % 10 {
+                        3 => {
+                            let missing = KeyRef::new("mac-missing", Mechanism::HmacSha256)?;
+                            hsm.mac(&missing, message.clone()).await.map(|_| ())
+                        }
+                        5 => {
+                            let wrong = Bytes::from(vec![0u8; 16]);
+                            hsm.verify_mac(&key(base), message.clone(), wrong).await
+                        }
+                        7 => hsm.mac(&key("t-ec"), message.clone()).await.map(|_| ()),
+                        _ => {
+                            let tag = hsm.mac(&key(base), message.clone()).await?;
+                            assert_eq!(tag, independent_mac(base, &message), "request {i}");
+                            Ok(())
+                        }
+                    };
+                    Ok::<_, HsmError>((i, out))
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (i, out) = task.await.unwrap().unwrap();
+            match (i % 10, out) {
+                (3, Err(HsmError::KeyNotFound { .. }))
+                | (5, Err(HsmError::MacMismatch))
+                | (7, Err(HsmError::UnsupportedMechanism { .. })) => {}
+                (3 | 5 | 7, other) => panic!("request {i} answered {other:?}"),
+                (_, Ok(())) => {}
+                (_, Err(e)) => panic!("request {i} failed: {e}"),
+            }
+        }
+    });
+    assert_eq!(hsm.queue_len(), 0);
+}
+
 /// Rotation on both backends: new MACs use v2 once seen; v1 MACs verify
 /// during the overlap and not after.
 fn rotation_suite(sink: &dyn KeySink, hsm: &Hsm, clock: &ManualClock) {
