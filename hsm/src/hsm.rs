@@ -164,6 +164,21 @@ impl Hsm {
         unit_reply(rx.await)
     }
 
+    /// Checks a truncated `tag` over `message`: it must be the leftmost
+    /// bytes (at least [`crate::MIN_TRUNCATED_MAC_BYTES`]) of the MAC under the
+    /// current version, or the previous one during the rotation overlap,
+    /// compared in constant time. This is how ISO 8583 carries MACs (8
+    /// bytes in F64/F128); [`Hsm::verify_mac`] wants the whole tag.
+    pub async fn verify_mac_leftmost(
+        &self,
+        key: &KeyRef,
+        message: Bytes,
+        tag: Bytes,
+    ) -> Result<(), HsmError> {
+        let rx = self.submit(Job::VerifyMacLeftmost, key, message, tag)?;
+        unit_reply(rx.await)
+    }
+
     /// Re-scans the store now and returns the versions `op` may use with
     /// `key`; fails with [`HsmError::KeyNotFound`] if there is none.
     pub async fn key_versions(&self, key: &KeyRef, op: Operation) -> Result<Accepted, HsmError> {
@@ -226,11 +241,7 @@ impl Hsm {
             reply,
         };
         if let Err(e) = self.inner.pool.submit(request) {
-            let op = match job {
-                Job::Crypto(op) => op.as_str(),
-                Job::Scan(_) => "scan",
-            };
-            metrics::error(&e, op);
+            metrics::error(&e, job.label());
             return Err(e);
         }
         Ok(rx)

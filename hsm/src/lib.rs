@@ -89,6 +89,7 @@ pub use config::{Backend, HsmConfig, KeyRef, Pin, PinSource};
 pub use error::{ErrorKind, HsmError};
 pub use hsm::{Hsm, HsmBuilder, HsmKey};
 pub use mechanism::{Mechanism, Operation, ALL_MECHANISMS};
+pub use pool::MIN_TRUNCATED_MAC_BYTES;
 
 /// A key that signs, in the shape of rustls' `Signer`: bytes in, signature out.
 ///

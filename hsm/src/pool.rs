@@ -86,9 +86,29 @@ pub(crate) trait EngineFactory: Send + Sync + 'static {
 pub(crate) enum Job {
     /// A crypto operation.
     Crypto(Operation),
+    /// [`Operation::VerifyMac`] of a truncated tag: its bytes must equal
+    /// the leftmost bytes of the MAC, and there must be at least
+    /// [`MIN_TRUNCATED_MAC_BYTES`] of them.
+    VerifyMacLeftmost,
     /// Re-scan the key's versions as `class` and report them.
     Scan(KeyClass),
 }
+
+impl Job {
+    /// The label of the job in metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Job::Crypto(op) => op.as_str(),
+            Job::VerifyMacLeftmost => Operation::VerifyMac.as_str(),
+            Job::Scan(_) => "scan",
+        }
+    }
+}
+
+/// Shortest truncated MAC [`Job::VerifyMacLeftmost`] accepts: 8 bytes, the
+/// MAC field of ISO 8583 (F64/F128) and ISO 9797-1, and the least NIST SP
+/// 800-38B allows for CMAC without a special risk analysis.
+pub const MIN_TRUNCATED_MAC_BYTES: usize = 8;
 
 /// What a worker answers.
 #[derive(Debug)]
@@ -296,10 +316,7 @@ impl Worker {
 
     fn serve(&mut self, request: Request) {
         let waited = request.enqueued_at.elapsed();
-        let op_label = match request.job {
-            Job::Crypto(op) => op.as_str(),
-            Job::Scan(_) => "scan",
-        };
+        let op_label = request.job.label();
         metrics::queue_wait(waited);
         if waited > self.shared.request_timeout {
             let err = HsmError::Timeout {
@@ -417,42 +434,39 @@ fn execute(
 ) -> Result<Reply, HsmError> {
     let key = &request.key;
     let mechanism = key.mechanism();
-    let class = match request.job {
+    let (op, leftmost) = match request.job {
         Job::Scan(class) => {
             let now = shared.clock.now();
             return scan(engine, shared, key, class, now).map(Reply::Versions);
         }
-        Job::Crypto(op) => {
-            if !mechanism.supports(op) {
-                return Err(HsmError::UnsupportedMechanism {
-                    mechanism,
-                    reason: format!(
-                        "key `{}` is a {} key; {} needs a {} mechanism",
-                        key.label(),
-                        if mechanism.is_mac() {
-                            "MAC"
-                        } else {
-                            "signature"
-                        },
-                        op,
-                        if op == Operation::Mac || op == Operation::VerifyMac {
-                            "MAC"
-                        } else {
-                            "signature"
-                        }
-                    ),
-                });
-            }
-            class_for(op)
-        }
+        Job::Crypto(op) => (op, false),
+        Job::VerifyMacLeftmost => (Operation::VerifyMac, true),
     };
+    if !mechanism.supports(op) {
+        return Err(HsmError::UnsupportedMechanism {
+            mechanism,
+            reason: format!(
+                "key `{}` is a {} key; {} needs a {} mechanism",
+                key.label(),
+                if mechanism.is_mac() {
+                    "MAC"
+                } else {
+                    "signature"
+                },
+                op,
+                if op == Operation::Mac || op == Operation::VerifyMac {
+                    "MAC"
+                } else {
+                    "signature"
+                }
+            ),
+        });
+    }
+    let class = class_for(op);
     let now = shared.clock.now();
     let accepted = match shared.keyring.lookup(key.label(), class, now) {
         Lookup::Fresh(accepted) => accepted,
         Lookup::NeedsScan => scan(engine, shared, key, class, now)?,
-    };
-    let Job::Crypto(op) = request.job else {
-        unreachable!("scan returned above");
     };
     match op {
         Operation::Sign => {
@@ -476,7 +490,18 @@ fn execute(
                     Err(HsmError::KeyNotFound { .. }) if version != accepted.current => continue,
                     Err(e) => return Err(e),
                 };
-                if bool::from(tag.as_slice().ct_eq(&request.expected)) {
+                let expected = &request.expected[..];
+                let compared = if leftmost {
+                    // The length is public (it is the field's size), so
+                    // refusing a short tag early leaks nothing.
+                    if expected.len() < MIN_TRUNCATED_MAC_BYTES {
+                        return Err(HsmError::MacMismatch);
+                    }
+                    tag.get(..expected.len())
+                } else {
+                    Some(tag.as_slice())
+                };
+                if compared.is_some_and(|t| bool::from(t.ct_eq(expected))) {
                     return Ok(Reply::Verified);
                 }
             }

@@ -107,6 +107,39 @@ async fn backend_suite(hsm: &Hsm, ed25519: bool) {
                 .await,
             |e| matches!(e, HsmError::MacMismatch),
         );
+        // Truncated tags (ISO 8583's 8-byte F64/F128) through the leftmost
+        // check: 8 and more leftmost bytes verify, the whole tag too; a
+        // flipped bit, a tag under 8 bytes, the rightmost bytes, a tag
+        // longer than the MAC and a tampered message do not.
+        for n in [8, 12, tag.len()] {
+            hsm.verify_mac_leftmost(&k, message.clone(), Bytes::from(tag[..n].to_vec()))
+                .await
+                .unwrap_or_else(|e| panic!("{base}: leftmost {n} bytes: {e}"));
+        }
+        let mut bad8 = tag[..8].to_vec();
+        bad8[7] ^= 1;
+        let mut long = tag.clone();
+        long.push(0);
+        for (what, t) in [
+            ("flipped bit", bad8),
+            ("7 bytes", tag[..7].to_vec()),
+            ("rightmost 8", tag[tag.len() - 8..].to_vec()),
+            ("longer than the MAC", long),
+            ("empty", Vec::new()),
+        ] {
+            let r = hsm
+                .verify_mac_leftmost(&k, message.clone(), Bytes::from(t))
+                .await;
+            assert!(
+                matches!(r, Err(HsmError::MacMismatch)),
+                "{base}: {what}: {r:?}"
+            );
+        }
+        assert_err(
+            hsm.verify_mac_leftmost(&k, tampered.clone(), Bytes::from(tag[..8].to_vec()))
+                .await,
+            |e| matches!(e, HsmError::MacMismatch),
+        );
     }
 
     let mut signers = vec!["t-ec", "t-rsa"];
@@ -755,6 +788,16 @@ fn rotation_suite(sink: &dyn KeySink, hsm: &Hsm, clock: &ManualClock) {
     mac.verify(MESSAGE, &tag2).unwrap();
     mac.verify(MESSAGE, &tag1)
         .expect("v1 still verifies during the overlap");
+    // Truncated (ISO 8583) tags of either version verify during the overlap.
+    let rt = runtime();
+    for t in [&tag1, &tag2] {
+        rt.block_on(hsm.verify_mac_leftmost(
+            &k,
+            Bytes::from_static(MESSAGE),
+            Bytes::from(t[..8].to_vec()),
+        ))
+        .expect("a truncated tag of v1 or v2 verifies during the overlap");
+    }
     clock.advance(Duration::from_secs(99));
     mac.verify(MESSAGE, &tag1)
         .expect("v1 verifies until the overlap ends");
@@ -762,6 +805,14 @@ fn rotation_suite(sink: &dyn KeySink, hsm: &Hsm, clock: &ManualClock) {
     assert_err(mac.verify(MESSAGE, &tag1), |e| {
         matches!(e, HsmError::MacMismatch)
     });
+    assert_err(
+        rt.block_on(hsm.verify_mac_leftmost(
+            &k,
+            Bytes::from_static(MESSAGE),
+            Bytes::from(tag1[..8].to_vec()),
+        )),
+        |e| matches!(e, HsmError::MacMismatch),
+    );
     mac.verify(MESSAGE, &tag2).unwrap();
 }
 

@@ -998,11 +998,21 @@ async fn banks_check_the_switch_tags_and_tag_their_answers() {
     let raw = link.recv_raw(Duration::from_secs(5)).await.unwrap();
     assert_eq!(code(&canonical.decode(&raw).unwrap()), "00");
     assert!(tag_verifies(&*canonical, &keys.hmac(), &raw));
-    // Network management needs no MAC.
+    // Network management is MACed too: a MACed sign-on and sign-off are
+    // approved with a MACed 0810 and counted; an echo without a MAC is 63.
+    for (stan, nc) in [(9, NetworkCode::SignOn), (10, NetworkCode::SignOff)] {
+        let mut m = Transaction::new(Mti::NETWORK);
+        m.stan = Stan::new(stan).ok();
+        m.network_code = Some(nc);
+        link.send(&sealed(&*canonical, &keys.hmac(), &m)).await;
+        let raw = link.recv_raw(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(code(&canonical.decode(&raw).unwrap()), "00");
+        assert!(tag_verifies(&*canonical, &keys.hmac(), &raw));
+    }
     let mut echo = Transaction::new(Mti::NETWORK);
-    echo.stan = Stan::new(9).ok();
+    echo.stan = Stan::new(11).ok();
     echo.network_code = Some(NetworkCode::Echo);
-    assert_eq!(code(&link.request(&echo).await), "00");
+    assert_eq!(code(&link.request(&echo).await), "63");
     // A wrong MAC, or none: 63, and nothing booked.
     let mut forged = sealed(&*canonical, &keys.hmac(), &transfer(2));
     forged.amount = AmountMinor::new(99_999).ok();
@@ -1046,12 +1056,14 @@ async fn banks_check_the_switch_tags_and_tag_their_answers() {
             .unwrap()
             .clone()
     };
-    assert_eq!(stats("bank003")["auth_failures"], 2, "{ledger:#}");
+    assert_eq!(stats("bank003")["auth_failures"], 3, "{ledger:#}");
+    assert_eq!(stats("bank003")["sign_ons"], 1);
+    assert_eq!(stats("bank003")["sign_offs"], 1);
     assert_eq!(stats("bank003")["transactions"], 1);
     assert_eq!(stats("bank024")["auth_failures"], 1);
     assert_eq!(stats("bank024")["transactions"], 1);
     assert_eq!(stats("bank003bad")["faults"]["bad_mac"], 1);
-    assert_eq!(ledger["totals"]["auth_failures"], 3);
+    assert_eq!(ledger["totals"]["auth_failures"], 4);
     sim.stop().await;
 }
 

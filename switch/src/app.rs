@@ -255,6 +255,7 @@ impl Switch {
             .map(|i| tokio::spawn(i.serve(self.pipeline.clone(), rx.clone())));
         let upstream = tokio::spawn(self.upstream.serve(self.pipeline.clone(), rx));
         shutdown.await;
+        let drain_until = tokio::time::Instant::now() + self.drain_timeout;
         tracing::info!(
             drain_timeout_ms = self.drain_timeout.as_millis() as u64,
             "shutting down: draining"
@@ -284,9 +285,9 @@ impl Switch {
         } else {
             tracing::warn!("drain deadline passed with requests in flight");
         }
-        for p in &self.pools {
-            p.stop();
-        }
+        // Bank links last: requests still in flight on them get what is left
+        // of the drain deadline, then each link signs off (bounded wait).
+        close_pools(&self.pools, drain_until).await;
         for t in reversal_tasks {
             let _ = t.await;
         }
@@ -301,6 +302,20 @@ impl Switch {
         }
         admin.abort();
         drained
+    }
+}
+
+/// Close every bank pool at once (see [`BankPool::close`]).
+async fn close_pools(pools: &[Arc<BankPool>], drain_until: tokio::time::Instant) {
+    let mut closing = tokio::task::JoinSet::new();
+    for p in pools {
+        let p = p.clone();
+        closing.spawn(async move { p.close(drain_until).await });
+    }
+    while closing.join_next().await.is_some() {}
+    for p in pools {
+        // Anything a close left behind (it aborts what it waited too long for).
+        p.stop();
     }
 }
 

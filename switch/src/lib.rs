@@ -14,8 +14,8 @@
 //! breakers and fail-over) is `fps-routing`, driven by [`routing`].
 //!
 //! Links banks open to the switch (bank-originated traffic, identified by
-//! client certificate) are [`bank::inbound`]. Not yet here: sign-off on
-//! shutdown, shrinking idle pools.
+//! client certificate) are [`bank::inbound`]. Outbound pools grow under
+//! load, close links idle above `pool.min` and sign off at shutdown.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -29,6 +29,12 @@ pub const BANK_IN_FLIGHT: &str = "fps_switch_bank_in_flight";
 pub const POOL_LINKS: &str = "fps_switch_bank_links";
 /// Link (re)connect attempts, by `bank` and `result`.
 pub const RECONNECTS: &str = "fps_switch_bank_connects_total";
+/// Links the pool closed on purpose, by `bank` and `reason` (`idle`: quiet
+/// for `pool.idle_close_ms` above `pool.min`; `shutdown`).
+pub const LINKS_CLOSED: &str = "fps_switch_bank_links_closed_total";
+/// Sign-offs (0800, F70 `002`) sent by closing links, by `bank` and `result`
+/// (`approved`/`refused`/`no_answer`/`auth_failed`).
+pub const SIGN_OFFS: &str = "fps_switch_bank_sign_offs_total";
 /// Bank requests that hit their deadline, by `bank`.
 pub const TIMEOUTS: &str = "fps_switch_bank_timeouts_total";
 /// Bank answers that arrived with no one waiting, by `bank`.

@@ -149,8 +149,10 @@ fn ec_peer() -> PeerKeys {
 enum Tagging {
     /// A correct MAC or signature.
     Good,
-    /// One bit flipped (reversal-side answers stay good).
+    /// One bit flipped (reversal-side and network answers stay good).
     Corrupt,
+    /// One bit flipped on network management answers (0810) only.
+    CorruptNetwork,
 }
 
 #[derive(Debug, Default)]
@@ -161,6 +163,8 @@ struct Seen {
     failed: usize,
     payments: Vec<Transaction>,
     reversals: Vec<Transaction>,
+    /// Network management requests (F70) and whether their MAC verified.
+    network: Vec<(Option<NetworkCode>, bool)>,
 }
 
 /// A plaintext bank speaking `codec` (2-byte length prefix).
@@ -241,8 +245,14 @@ async fn serve(
             .expect("the switch sends valid messages");
         let class = req.mti.class();
         let mut answer = if class == 8 {
-            // Network management is not authenticated.
-            req.response(ResponseCode::APPROVED)
+            // Network management is MACed like payments.
+            let ok = verify_independently(&*codec, &keys, &req);
+            seen.lock().unwrap().network.push((req.network_code, ok));
+            req.response(if ok {
+                ResponseCode::APPROVED
+            } else {
+                ResponseCode::SECURITY_VIOLATION
+            })
         } else {
             let ok = verify_independently(&*codec, &keys, &req);
             let mut s = seen.lock().unwrap();
@@ -274,14 +284,12 @@ async fn serve(
         }
         answer.settlement_date = req.settlement_date;
         answer.sending_bank = req.sending_bank;
-        if class != 8 {
-            seal(
-                &*codec,
-                &keys,
-                &mut answer,
-                tagging == Tagging::Corrupt && class == 2,
-            );
-        }
+        let corrupt = match tagging {
+            Tagging::Good => false,
+            Tagging::Corrupt => class == 2,
+            Tagging::CorruptNetwork => class == 8,
+        };
+        seal(&*codec, &keys, &mut answer, corrupt);
         let mut out = BytesMut::new();
         let mark = framer.begin(&[], &mut out).unwrap();
         codec.encode(&answer, &mut out).unwrap();
@@ -675,4 +683,113 @@ danger_plaintext = true
         assert!(stderr.contains(want), "missing {want:?} in {stderr}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (g) Network management is MACed: sign-on, echo and sign-off carry the
+/// switch's MAC (made in the token, checked here independently, HMAC and
+/// CMAC), and the 0810s are verified.
+#[tokio::test]
+async fn sign_on_echo_and_sign_off_are_maced_both_ways() {
+    let Some(token) = token() else { return };
+    let hmac = Peer::start("iso8583:canonical", hmac_peer(), Tagging::Good).await;
+    let cmac = Peer::start("iso8583:iso87-bcd-binary", cmac_peer(), Tagging::Good).await;
+    let toml = switch_toml(
+        &token,
+        &[
+            Bank {
+                name: "nmhmac003",
+                code: "003",
+                codec: "iso8583:canonical",
+                addr: hmac.addr,
+                auth: MAC_HMAC,
+            },
+            Bank {
+                name: "nmcmac004",
+                code: "004",
+                codec: "iso8583:iso87-bcd-binary",
+                addr: cmac.addr,
+                auth: MAC_CMAC,
+            },
+        ],
+    )
+    .replace(
+        "pool = { min = 1, max = 1 }",
+        "pool = { min = 1, max = 1 }\necho_interval_ms = 200",
+    );
+    let switch = Running::start(&toml).await;
+    switch.wait_ready().await;
+    for peer in [&hmac, &cmac] {
+        eventually("an echo after 200 ms of quiet", || {
+            peer.seen(|s| s.network.contains(&(Some(NetworkCode::Echo), true)))
+        })
+        .await;
+    }
+    let mut gw = Gateway::connect_plain(switch.upstream).await.unwrap();
+    assert_eq!(code(&gw.request(&credit_transfer(1, "003")).await), "00");
+    let m = metrics(switch.admin).await;
+    for bank in ["nmhmac003", "nmcmac004"] {
+        let series = format!(r#"fps_switch_bank_auth_failures_total{{bank="{bank}"}}"#);
+        assert_eq!(metric(&m, &series), Some(0.0), "{bank}: {m}");
+    }
+    assert!(switch.stop().await);
+    for (peer, name) in [(&hmac, "nmhmac003"), (&cmac, "nmcmac004")] {
+        peer.seen(|s| {
+            assert!(
+                s.network.iter().all(|(_, ok)| *ok),
+                "{name}: every 0800 MAC verifies: {:?}",
+                s.network
+            );
+            assert_eq!(s.network.first(), Some(&(Some(NetworkCode::SignOn), true)));
+            assert_eq!(
+                s.network.last(),
+                Some(&(Some(NetworkCode::SignOff), true)),
+                "{name}: signed off at shutdown"
+            );
+        });
+    }
+}
+
+/// (h) A sign-on answer whose MAC is wrong: counted, the link never
+/// carries payments (91, nothing reaches the bank), retried with backoff.
+#[tokio::test]
+async fn a_forged_sign_on_answer_keeps_the_link_down() {
+    let Some(token) = token() else { return };
+    let peer = Peer::start("iso8583:canonical", hmac_peer(), Tagging::CorruptNetwork).await;
+    let switch = Running::start(&switch_toml(
+        &token,
+        &[Bank {
+            name: "nmforged003",
+            code: "003",
+            codec: "iso8583:canonical",
+            addr: peer.addr,
+            auth: MAC_HMAC,
+        }],
+    ))
+    .await;
+    let series = r#"fps_switch_bank_auth_failures_total{bank="nmforged003"}"#;
+    let mut failures = 0.0;
+    for _ in 0..200 {
+        failures = metric(&metrics(switch.admin).await, series).unwrap_or(0.0);
+        if failures >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(failures >= 2.0, "forged 0810s counted, sign-on retried");
+    assert_ne!(http_get(switch.admin, "/readyz").await.0, 200, "no link up");
+    let mut gw = Gateway::connect_plain(switch.upstream).await.unwrap();
+    assert_eq!(code(&gw.request(&credit_transfer(1, "003")).await), "91");
+    peer.seen(|s| {
+        assert!(s.payments.is_empty(), "nothing sent on an unsigned link");
+        assert!(s
+            .network
+            .iter()
+            .all(|(c, ok)| *c == Some(NetworkCode::SignOn) && *ok));
+    });
+    let m = metrics(switch.admin).await;
+    assert!(
+        m.contains(r#"fps_switch_bank_connects_total{bank="nmforged003",result="auth_failed"}"#),
+        "{m}"
+    );
+    switch.stop().await;
 }

@@ -685,14 +685,10 @@ async fn a_bad_mac_is_answered_63_and_never_routed() {
     let Some(token) = token() else { return };
     let pki = Pki::new();
     bank_client_certs(&pki, &[("in003", "bank003.inbound.test")]);
-    // The origin's outbound pool has the same auth; its test peer does
-    // not check MACs (only the inbound link matters here).
-    let origin = BankPeer::start(
-        &pki,
-        "iso8583:canonical",
-        Behaviour::Approve { max_delay_ms: 0 },
-    )
-    .await;
+    // The origin's outbound pool has the same auth, so it MACs its sign-on
+    // and checks the 0810: no outbound link to it here (only the inbound
+    // link matters), so no unMACed 0810 counts as an auth failure.
+    let origin_addr = support::closed_port().await;
     let dest = BankPeer::start(
         &pki,
         "iso8583:canonical",
@@ -705,7 +701,7 @@ async fn a_bad_mac_is_answered_63_and_never_routed() {
             Bank {
                 code: "003",
                 name: "mac003",
-                addr: origin.addr,
+                addr: origin_addr,
                 inbound: r#"{ identity = "bank003.inbound.test" }"#,
                 auth: MAC_HMAC,
             },

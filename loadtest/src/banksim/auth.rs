@@ -19,7 +19,8 @@
 //! (security violation: ISO 8583 F39 and JSON `code`; ISO 20022 has no such
 //! status, so it goes out as `RJCT`, which the switch reads as `05`) and
 //! is never booked; it counts in the ledger's `auth_failures`. Network
-//! management (sign-on, echo) is neither checked nor MACed, as on the switch.
+//! management (sign-on, echo, sign-off) is checked and MACed too, as on
+//! the switch.
 //! The `bad_mac` fault corrupts an answer's MAC or signature after it is
 //! made (one bit flipped), so tests can prove the switch refuses it.
 

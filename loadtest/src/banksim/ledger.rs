@@ -89,6 +89,10 @@ pub struct BankStats {
     pub status_inquiries: u64,
     /// Network management messages (sign-on, echo ...).
     pub network: u64,
+    /// Sign-ons (0800, F70 `001`) received (authenticated, with `auth`).
+    pub sign_ons: u64,
+    /// Sign-offs (0800, F70 `002`) received (authenticated, with `auth`).
+    pub sign_offs: u64,
     /// Messages answered `12` (a kind the bank does not handle).
     pub unsupported: u64,
     /// Responses received (a bank only takes requests here): ignored.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use fps_codecs::framing::Framer;
 use fps_codecs::model::{
-    MessageId, ResponseCode, SettlementDate, Transaction, TransmissionDateTime,
+    MessageId, NetworkCode, ResponseCode, SettlementDate, Transaction, TransmissionDateTime,
 };
 use fps_codecs::MessageCodec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -309,8 +309,9 @@ async fn plan(bank: &Bank, header: &[u8], message: &[u8]) -> Plan {
         }
     };
     let network = req.mti.class() == 8;
-    // Network management is not authenticated (as on the switch's links).
-    let auth = bank.auth.as_ref().filter(|_| !network);
+    // Network management is authenticated like payments (sign-on, echo and
+    // sign-off carry a MAC; the 0810 is MACed), as on the switch's links.
+    let auth = bank.auth.as_ref();
     let authentic = match auth {
         Some(a) if !req.is_response() => a.verify(&req).await.is_ok(),
         _ => true,
@@ -334,6 +335,14 @@ async fn plan(bank: &Bank, header: &[u8], message: &[u8]) -> Plan {
     }
     let (draw, mut answer) = {
         let mut ledger = lock(&bank.ledger);
+        if network && !req.is_response() {
+            let stats = ledger.stats_mut(bank.index);
+            match req.network_code {
+                Some(NetworkCode::SignOn) => stats.sign_ons += 1,
+                Some(NetworkCode::SignOff) => stats.sign_offs += 1,
+                _ => {}
+            }
+        }
         let Some(answer) = ledger.handle(bank.index, &req, unix_ms()) else {
             return none;
         };

@@ -11,8 +11,10 @@
 //!
 //! The same key signs and verifies MACs (shared with the bank); signatures
 //! use the switch's private key out and the bank's public key in. Network
-//! management (0800/0810 sign-on and echo) is sent and checked by the link
-//! itself and is not authenticated.
+//! management (0800 sign-on, echo, sign-off) is sealed the same way by the
+//! link itself, and its 0810 checked: one that fails verification counts in
+//! [`AUTH_FAILURES`] and ends the link (reconnected after backoff), so a
+//! link whose sign-on answer is forged never carries payments.
 //!
 //! # What a failed check means
 //!
@@ -33,10 +35,10 @@
 //! bytes out and one copy of them in); [`AUTH_SECONDS`] has the time per
 //! bank, `fps_hsm_op_seconds` per mechanism.
 //!
-//! Key rotation: signatures verify under the current and the previous key
-//! version (fps-hsm's overlap). Truncated MACs are checked by recomputing
-//! with the current version (fps-hsm's `verify_mac` compares whole tags), so
-//! during a MAC key rotation the bank must switch at the same time.
+//! Key rotation: signatures and truncated MACs (fps-hsm's
+//! `verify_mac_leftmost`, at least 8 bytes) verify under the current and
+//! the previous key version during fps-hsm's overlap, so a bank may switch
+//! to a rotated key at any time within it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -224,16 +226,16 @@ impl BankAuth {
                 let received = answer.mac.as_ref().ok_or(AuthError::Missing)?;
                 let covered = answer.auth_input.as_ref().ok_or(AuthError::Undelimited)?;
                 let received = self.slot.mac_bytes(received).ok_or(AuthError::Invalid)?;
-                let expected = self
+                // The leftmost bytes of the MAC under the current key
+                // version, or the previous one during a rotation overlap.
+                match self
                     .hsm
-                    .mac(key, covered.bytes())
+                    .verify_mac_leftmost(key, covered.bytes(), Bytes::copy_from_slice(&received))
                     .await
-                    .map_err(|e| self.hsm_failed(&e, "mac"))?;
-                let expected = expected.get(..received.len()).ok_or(AuthError::Invalid)?;
-                if constant_time_eq(expected, &received) {
-                    Ok(())
-                } else {
-                    Err(AuthError::Invalid)
+                {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_verification_failure() => Err(AuthError::Invalid),
+                    Err(e) => Err(self.hsm_failed(&e, "verify_mac")),
                 }
             }
             AuthKeys::Signature { verify, .. } => {
@@ -269,11 +271,6 @@ impl BankAuth {
     }
 }
 
-/// Equal length and content, in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use fps_codecs::model::examples::credit_transfer;
@@ -284,14 +281,6 @@ mod tests {
     use super::*;
     use crate::bank::BankCodec;
     use crate::config::CodecName;
-
-    #[test]
-    fn constant_time_eq_compares_everything() {
-        assert!(constant_time_eq(b"abcd", b"abcd"));
-        assert!(!constant_time_eq(b"abcd", b"abce"));
-        assert!(!constant_time_eq(b"abcd", b"abc"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     fn hsm() -> Hsm {
         let store = SoftwareKeyStore::new();
@@ -420,6 +409,57 @@ mod tests {
         let mut wire = BytesMut::new();
         codec.encode(&txn, &mut wire).unwrap();
         assert_eq!(auth.check(&codec.decode(&wire).unwrap()).await, Ok(()));
+    }
+
+    /// A bank still MACing with the previous key version during the
+    /// rotation overlap is accepted (8-byte truncated tags in F128); the
+    /// switch seals with the newest one.
+    #[tokio::test]
+    async fn truncated_macs_of_the_previous_key_verify_during_the_overlap() {
+        let store = SoftwareKeyStore::new();
+        store
+            .insert("t-rot-v1", SoftKey::hmac_sha256(&[7; 32]).unwrap())
+            .unwrap();
+        store
+            .insert("t-rot-v2", SoftKey::hmac_sha256(&[8; 32]).unwrap())
+            .unwrap();
+        let hsm = Hsm::builder(HsmConfig::danger_software())
+            .software_keys(store)
+            .start()
+            .unwrap();
+        let codec = BankCodec::build(&CodecName::parse("iso8583:canonical").unwrap())
+            .unwrap()
+            .authenticating()
+            .codec;
+        let auth = BankAuth::new(
+            hsm,
+            codec.clone(),
+            AuthKeys::Mac(key("t-rot", Mechanism::HmacSha256)),
+            "rot",
+        )
+        .unwrap();
+        let mut txn = transfer("iso8583:canonical");
+        let mut covered = BytesMut::new();
+        codec.encode_auth_input(&txn, &mut covered).unwrap();
+        let with = |secret: u8| {
+            SoftKey::hmac_sha256(&[secret; 32])
+                .unwrap()
+                .mac(&covered)
+                .unwrap()
+        };
+        // The switch's own MAC is the newest version's.
+        let sealed = auth.seal(&txn).await.unwrap();
+        assert_eq!(sealed.mac, codec.auth_slot().mac_value(&with(8)));
+        for (secret, want) in [(8, Ok(())), (7, Ok(())), (9, Err(AuthError::Invalid))] {
+            txn.mac = codec.auth_slot().mac_value(&with(secret));
+            let mut wire = BytesMut::new();
+            codec.encode(&txn, &mut wire).unwrap();
+            assert_eq!(
+                auth.check(&codec.decode(&wire).unwrap()).await,
+                want,
+                "answer MACed with key {secret}"
+            );
+        }
     }
 
     #[test]

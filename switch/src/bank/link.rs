@@ -1,5 +1,13 @@
 //! One bank link: one TCP(+TLS) connection, a reader task and a writer task,
 //! many requests in flight matched by [`MatchKey`].
+//!
+//! Life of an ISO 8583 link: sign-on (0800, F70 `001`), echo (`301`) when
+//! quiet, and, when the pool closes it ([`Link::close`]: shutdown, or idle
+//! above `pool.min`), no new requests, the ones in flight finish (bounded),
+//! then sign-off (`002`) with a short wait for its 0810. With `auth`, every
+//! network management request is MACed like a payment and every 0810
+//! verified; one that fails ends the link (the pool reconnects after
+//! backoff) and counts in `fps_switch_bank_auth_failures_total`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -9,7 +17,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use fps_codecs::model::{Mti, NetworkCode, ResponseCode, Transaction, TxnKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -21,6 +29,14 @@ use crate::metrics as m;
 const MAX_WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Read buffer size to start with.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
+/// Longest wait for the 0810 of a sign-off before the link closes anyway.
+pub(crate) const SIGN_OFF_TIMEOUT: Duration = Duration::from_secs(1);
+/// Network management requests from the bank being authenticated at once
+/// on one link; more are dropped (the bank repeats or drops the link).
+const MAX_BANK_NETWORK_CHECKS: usize = 8;
+/// Why a request was refused by a link that is closing: nothing was sent,
+/// the pool tries another link.
+pub(crate) const LINK_CLOSING: &str = "link closing";
 
 /// A connected (and signed-on) link, shared by the pool and the requests on it.
 #[derive(Debug)]
@@ -28,11 +44,55 @@ pub(crate) struct Link {
     bank: Arc<BankShared>,
     pub(crate) endpoint: String,
     writer: mpsc::Sender<BytesMut>,
-    pending: Mutex<HashMap<MatchKey, Waiter>>,
+    pending: Mutex<Pending>,
     in_flight: AtomicUsize,
     next_token: AtomicU64,
     epoch: Instant,
     last_read_ms: AtomicU64,
+    /// When the last payment-side request started or ended (ms since
+    /// `epoch`); network management does not count, so echoes do not keep
+    /// an idle link open.
+    last_busy_ms: AtomicU64,
+    /// Woken when `in_flight` drops to zero.
+    drained: Notify,
+    /// Set once by [`Link::close`].
+    close: watch::Sender<Option<CloseOrder>>,
+    /// Bounds the bank's own network management requests being checked.
+    bank_checks: Arc<Semaphore>,
+}
+
+/// The requests in flight, and whether new ones are still taken.
+#[derive(Debug, Default)]
+struct Pending {
+    waiters: HashMap<MatchKey, Waiter>,
+    /// No new payment-side requests: the link is being closed.
+    closing: bool,
+}
+
+/// Why the pool closes a link on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The switch is stopping.
+    Shutdown,
+    /// Idle for `pool.idle_close_ms` with more than `pool.min` links up.
+    Idle,
+}
+
+impl CloseReason {
+    /// Metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CloseOrder {
+    reason: CloseReason,
+    /// Requests in flight get until then to finish before the sign-off.
+    drain_until: Instant,
 }
 
 #[derive(Debug)]
@@ -52,6 +112,36 @@ pub(crate) enum LinkEnd {
     SignOnFailed,
     /// An idle echo was not answered.
     EchoFailed,
+    /// The MAC of a network management answer did not verify.
+    AuthFailed,
+    /// Closed by the pool ([`Link::close`]), signed off where the bank
+    /// takes network management.
+    Retired(CloseReason),
+}
+
+/// What became of one network management request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetOutcome {
+    /// Answered `00` (and verified, with `auth`).
+    Approved,
+    /// Answered with another code.
+    Refused,
+    /// No answer in time, the link failed, or the HSM could not seal or
+    /// check it.
+    NoAnswer,
+    /// The answer's MAC was missing or wrong.
+    AuthFailed,
+}
+
+impl NetOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            NetOutcome::Approved => "approved",
+            NetOutcome::Refused => "refused",
+            NetOutcome::NoAnswer => "no_answer",
+            NetOutcome::AuthFailed => "auth_failed",
+        }
+    }
 }
 
 impl Link {
@@ -86,22 +176,33 @@ impl Link {
 
         let (tx, rx) = oneshot::channel();
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let payment = txn.mti.class() != Mti::NETWORK.class();
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.len() >= bank.max_in_flight {
+            // Network management still goes out while closing (the sign-off).
+            if pending.closing && payment {
+                return Err(SendError::NotSent(LINK_CLOSING));
+            }
+            if pending.waiters.len() >= bank.max_in_flight {
                 return Err(SendError::NotSent("link in-flight limit reached"));
             }
-            if pending.contains_key(&key) {
+            if pending.waiters.contains_key(&key) {
                 return Err(SendError::NotSent("match key already in flight"));
             }
-            pending.insert(key, Waiter { token, tx });
+            pending.waiters.insert(key, Waiter { token, tx });
+            // Counted under the lock: once `closing` is set, the count only
+            // falls, so a close waiting for zero cannot miss a request.
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        if payment {
+            self.touch_busy();
         }
         let _guard = PendingGuard {
             link: self,
             key,
             token,
+            payment,
         };
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!(m::BANK_IN_FLIGHT, "bank" => bank.name.clone()).increment(1.0);
 
         // The channel holds max_in_flight frames, and at most that many are
@@ -128,6 +229,62 @@ impl Link {
         }
     }
 
+    /// Stop taking payment-side requests, let the ones in flight finish
+    /// until `drain_until`, sign off (ISO 8583) and end the link. The pool
+    /// takes the link out of its slot first, so nothing picks it any more;
+    /// a request that picked it just before is refused with
+    /// [`LINK_CLOSING`] (not sent) and tried on another link. Idempotent; a
+    /// shutdown overrides an idle close under way.
+    pub(crate) fn close(&self, reason: CloseReason, drain_until: Instant) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closing = true;
+        self.close.send_if_modified(|order| match order {
+            Some(o) if o.reason == CloseReason::Shutdown || reason == CloseReason::Idle => false,
+            _ => {
+                *order = Some(CloseOrder {
+                    reason,
+                    drain_until,
+                });
+                true
+            }
+        });
+    }
+
+    /// How long the link has had no payment-side request in flight; `None`
+    /// while one is.
+    pub(crate) fn quiet_for(&self) -> Option<Duration> {
+        if self.in_flight() > 0 {
+            return None;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(
+            now.saturating_sub(self.last_busy_ms.load(Ordering::Relaxed)),
+        ))
+    }
+
+    fn touch_busy(&self) {
+        self.last_busy_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Until no request is in flight, or `until`.
+    async fn drain(&self, until: Instant) {
+        let _ = tokio::time::timeout_at(until, async {
+            loop {
+                let woken = self.drained.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if self.in_flight() == 0 {
+                    return;
+                }
+                woken.await;
+            }
+        })
+        .await;
+    }
+
     fn idle_for(&self) -> Duration {
         let now = self.epoch.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_read_ms.load(Ordering::Relaxed)))
@@ -140,6 +297,7 @@ impl Link {
             self.pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .waiters
                 .remove(&key)
         });
         match waiter {
@@ -155,10 +313,9 @@ impl Link {
 
     /// Drop every waiter: their requests end as `OutcomeUnknown`.
     fn fail_all(&self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.closing = true;
+        pending.waiters.clear();
     }
 }
 
@@ -185,19 +342,27 @@ struct PendingGuard<'a> {
     link: &'a Link,
     key: MatchKey,
     token: u64,
+    /// Not network management: counts as use of the link.
+    payment: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         let mut pending = self.link.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending
+            .waiters
             .get(&self.key)
             .is_some_and(|w| w.token == self.token)
         {
-            pending.remove(&self.key);
+            pending.waiters.remove(&self.key);
         }
         drop(pending);
-        self.link.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.payment {
+            self.link.touch_busy();
+        }
+        if self.link.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.link.drained.notify_waiters();
+        }
         metrics::gauge!(m::BANK_IN_FLIGHT, "bank" => self.link.bank.name.clone()).decrement(1.0);
     }
 }
@@ -212,7 +377,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// Run a connected stream as a link until it ends. Signs on first (ISO 8583
-/// banks) and calls `on_ready` once the link may carry traffic.
+/// banks) and calls `on_ready` once the link may carry traffic; signs off
+/// when the pool closes it ([`Link::close`]).
 pub(crate) async fn run_link<S>(
     bank: Arc<BankShared>,
     endpoint: String,
@@ -228,12 +394,17 @@ where
         bank: bank.clone(),
         endpoint,
         writer: tx,
-        pending: Mutex::new(HashMap::new()),
+        pending: Mutex::new(Pending::default()),
         in_flight: AtomicUsize::new(0),
         next_token: AtomicU64::new(0),
         epoch: Instant::now(),
         last_read_ms: AtomicU64::new(0),
+        last_busy_ms: AtomicU64::new(0),
+        drained: Notify::new(),
+        close: watch::Sender::new(None),
+        bank_checks: Arc::new(Semaphore::new(MAX_BANK_NETWORK_CHECKS)),
     });
+    let mut close_rx = link.close.subscribe();
     let mut reader = AbortOnDrop(tokio::spawn(read_loop(link.clone(), rd)));
     let mut writer = AbortOnDrop(tokio::spawn(write_loop(rx, wr)));
 
@@ -242,19 +413,52 @@ where
             let deadline = Instant::now() + bank.connect_timeout;
             let signed_on = tokio::select! {
                 r = network(&link, NetworkCode::SignOn, deadline) => r,
-                _ = &mut reader.0 => false,
-                _ = &mut writer.0 => false,
+                _ = &mut reader.0 => NetOutcome::NoAnswer,
+                _ = &mut writer.0 => NetOutcome::NoAnswer,
             };
-            if !signed_on {
-                return LinkEnd::SignOnFailed;
+            match signed_on {
+                NetOutcome::Approved => {}
+                NetOutcome::AuthFailed => return LinkEnd::AuthFailed,
+                other => {
+                    tracing::warn!(bank = %bank.name, result = other.label(), "sign-on failed");
+                    return LinkEnd::SignOnFailed;
+                }
             }
         }
         on_ready(link.clone());
         tokio::select! {
-            r = &mut reader.0 => r.unwrap_or(LinkEnd::Closed),
-            r = &mut writer.0 => r.unwrap_or(LinkEnd::Closed),
-            r = echo_loop(&link) => r,
+            r = &mut reader.0 => return r.unwrap_or(LinkEnd::Closed),
+            r = &mut writer.0 => return r.unwrap_or(LinkEnd::Closed),
+            r = echo_loop(&link) => return r,
+            _ = close_rx.wait_for(Option::is_some) => {}
         }
+        // Closing: no new requests; the ones in flight finish (a shutdown
+        // arriving during an idle close brings the deadline in).
+        let reason = loop {
+            let Some(order) = *close_rx.borrow_and_update() else {
+                break CloseReason::Shutdown;
+            };
+            tokio::select! {
+                r = &mut reader.0 => return r.unwrap_or(LinkEnd::Closed),
+                r = &mut writer.0 => return r.unwrap_or(LinkEnd::Closed),
+                () = link.drain(order.drain_until) => break order.reason,
+                _ = close_rx.changed() => {}
+            }
+        };
+        if bank.codec.network_management {
+            let deadline = Instant::now() + SIGN_OFF_TIMEOUT;
+            let signed_off = tokio::select! {
+                r = network(&link, NetworkCode::SignOff, deadline) => r,
+                _ = &mut reader.0 => NetOutcome::NoAnswer,
+                _ = &mut writer.0 => NetOutcome::NoAnswer,
+            };
+            metrics::counter!(m::SIGN_OFFS, "bank" => bank.name.clone(), "result" => signed_off.label())
+                .increment(1);
+            tracing::info!(bank = %bank.name, reason = reason.label(), result = signed_off.label(), "bank link signed off");
+        }
+        metrics::counter!(m::LINKS_CLOSED, "bank" => bank.name.clone(), "reason" => reason.label())
+            .increment(1);
+        LinkEnd::Retired(reason)
     }
     .await;
     drop(reader);
@@ -263,16 +467,40 @@ where
     end
 }
 
-/// Send a network management request and report whether it was approved.
-async fn network(link: &Link, code: NetworkCode, deadline: Instant) -> bool {
+/// Send a network management request (MACed, with `auth`) and check its
+/// answer (its MAC verified first, with `auth`).
+async fn network(link: &Link, code: NetworkCode, deadline: Instant) -> NetOutcome {
+    let bank = &*link.bank;
     let mut txn = Transaction::new(Mti::NETWORK);
     txn.transmitted_at = Some(crate::clock::transmission_now());
-    txn.stan = Some(link.bank.ids.next_stan());
+    txn.stan = Some(bank.ids.next_stan());
     txn.network_code = Some(code);
-    matches!(
-        link.request(&txn, deadline).await,
-        Ok(answer) if answer.response_code.is_some_and(|c| c.is_approved())
-    )
+    if let Some(auth) = &bank.auth {
+        txn = match tokio::time::timeout_at(deadline, auth.seal(&txn)).await {
+            Ok(Ok(sealed)) => sealed,
+            Ok(Err(e)) => {
+                tracing::warn!(bank = %bank.name, error = %e, "cannot MAC network management request");
+                return NetOutcome::NoAnswer;
+            }
+            Err(_) => return NetOutcome::NoAnswer,
+        };
+    }
+    let Ok(answer) = link.request(&txn, deadline).await else {
+        return NetOutcome::NoAnswer;
+    };
+    if let Some(auth) = &bank.auth {
+        // `check` counts and logs a forged answer (MTI and STAN only).
+        match tokio::time::timeout_at(deadline, auth.check(&answer)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.is_forgery() => return NetOutcome::AuthFailed,
+            Ok(Err(_)) | Err(_) => return NetOutcome::NoAnswer,
+        }
+    }
+    if answer.response_code.is_some_and(|c| c.is_approved()) {
+        NetOutcome::Approved
+    } else {
+        NetOutcome::Refused
+    }
 }
 
 /// Echo when the link has been quiet for `echo_interval`; end the link when
@@ -289,8 +517,13 @@ async fn echo_loop(link: &Link) -> LinkEnd {
             continue;
         }
         let deadline = Instant::now() + link.bank.request_timeout;
-        if !network(link, NetworkCode::Echo, deadline).await {
-            return LinkEnd::EchoFailed;
+        match network(link, NetworkCode::Echo, deadline).await {
+            NetOutcome::Approved => {}
+            NetOutcome::AuthFailed => return LinkEnd::AuthFailed,
+            other => {
+                tracing::warn!(bank = %link.bank.name, result = other.label(), "echo failed");
+                return LinkEnd::EchoFailed;
+            }
         }
     }
 }
@@ -306,7 +539,7 @@ async fn read_loop<S: AsyncRead>(link: Arc<Link>, mut rd: ReadHalf<S>) -> LinkEn
                         .store(link.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                     match bank.codec.codec.decode(&frame.message) {
                         Ok(txn) if txn.is_response() => link.deliver(txn),
-                        Ok(txn) => answer_bank_request(&link, &txn),
+                        Ok(txn) => answer_bank_request(&link, txn),
                         Err(e) => {
                             metrics::counter!(m::FRAME_ERRORS, "side" => "bank", "reason" => "decode")
                                 .increment(1);
@@ -331,20 +564,47 @@ async fn read_loop<S: AsyncRead>(link: Arc<Link>, mut rd: ReadHalf<S>) -> LinkEn
 }
 
 /// Requests a bank sends us on an outbound link: network management is
-/// answered; the rest waits for bank-originated traffic support.
-fn answer_bank_request(link: &Link, txn: &Transaction) {
+/// answered (with `auth`: its MAC checked, `63` when it fails, the answer
+/// MACed); the rest waits for bank-originated traffic support.
+fn answer_bank_request(link: &Arc<Link>, txn: Transaction) {
     let bank = &*link.bank;
     if txn.kind() != Some(TxnKind::NetworkManagement) {
         // TODO(bank-originated): route inbound payments from banks.
         tracing::warn!(bank = %bank.name, mti = %txn.mti, "unsolicited request from bank ignored");
         return;
     }
-    let answer = txn.response(ResponseCode::APPROVED);
+    let Some(auth) = bank.auth.clone() else {
+        write_answer(link, &txn.response(ResponseCode::APPROVED));
+        return;
+    };
+    let Ok(permit) = link.bank_checks.clone().try_acquire_owned() else {
+        tracing::warn!(bank = %bank.name, "too many network management requests from the bank: dropped");
+        return;
+    };
+    let link = link.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let code = match auth.check(&txn).await {
+            Ok(()) => ResponseCode::APPROVED,
+            Err(e) if e.is_forgery() => ResponseCode::SECURITY_VIOLATION,
+            Err(_) => ResponseCode::SYSTEM_MALFUNCTION,
+        };
+        match auth.seal(&txn.response(code)).await {
+            Ok(answer) => write_answer(&link, &answer),
+            Err(e) => {
+                tracing::warn!(bank = %link.bank.name, error = %e, "cannot MAC network management answer")
+            }
+        }
+    });
+}
+
+fn write_answer(link: &Link, answer: &Transaction) {
+    let bank = &*link.bank;
     let mut frame = BytesMut::with_capacity(128);
     let Ok(mark) = bank.framer.begin(&bank.frame_header, &mut frame) else {
         return;
     };
-    if bank.codec.codec.encode(&answer, &mut frame).is_err()
+    if bank.codec.codec.encode(answer, &mut frame).is_err()
         || bank.framer.finish(mark, &mut frame).is_err()
     {
         tracing::warn!(bank = %bank.name, "cannot encode network management answer");

@@ -1,10 +1,13 @@
 //! The pool of links to one bank: `min` kept open by supervisors that
 //! reconnect with exponential backoff and jitter, more opened under load up
-//! to `max`, least-loaded selection. With `auth`, every request is MACed or
-//! signed before it goes to a link and every answer (late ones included)
-//! verified before anyone sees it ([`super::auth`]).
+//! to `max` (when the least-loaded link is three quarters full),
+//! least-loaded selection. A link above `min` with nothing in flight for
+//! `pool.idle_close_ms` is taken out of selection, then closed and signed
+//! off; at shutdown every link is ([`BankPool::close`]). With `auth`, every
+//! request is MACed or signed before it goes to a link and every answer
+//! (late ones included) verified before anyone sees it ([`super::auth`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::auth::BankAuth;
-use super::link::{run_link, Link, LinkEnd};
+use super::link::{run_link, CloseReason, Link, LinkEnd, LINK_CLOSING, SIGN_OFF_TIMEOUT};
 use super::{BankCodec, MatchBy, OutboundIds, SendError};
 use crate::config::{BankConfig, CodecName};
 use crate::metrics as m;
@@ -34,6 +37,22 @@ const MAX_KEY_ATTEMPTS: usize = 3;
 /// Late answers of one bank being verified at once; more are dropped (the
 /// reversal they would settle goes on by itself).
 const MAX_LATE_CHECKS: usize = 256;
+/// Links a request tries when the one picked is closing at that instant.
+const MAX_LINK_ATTEMPTS: usize = 3;
+/// How often idle links are looked for, at most and at least.
+const IDLE_CHECK_MAX: Duration = Duration::from_secs(1);
+const IDLE_CHECK_MIN: Duration = Duration::from_millis(10);
+/// Beyond the drain deadline and the sign-off wait, how long a closing pool
+/// waits for its supervisors before aborting them.
+const CLOSE_MARGIN: Duration = Duration::from_millis(500);
+
+/// A slot with no supervisor.
+const SLOT_FREE: u8 = 0;
+/// A supervisor keeps the slot's link up.
+const SLOT_ACTIVE: u8 = 1;
+/// The slot's link is being closed for idleness; the supervisor frees the
+/// slot when it ends.
+const SLOT_RETIRING: u8 = 2;
 
 /// What every link of a bank shares.
 #[derive(Debug)]
@@ -50,6 +69,9 @@ pub(crate) struct BankShared {
     pub(crate) request_timeout: Duration,
     pub(crate) echo_interval: Duration,
     pub(crate) connect_timeout: Duration,
+    /// MACs of this bank's network management messages (the pool's own
+    /// [`BankAuth`]), when it has `auth`.
+    pub(crate) auth: Option<Arc<BankAuth>>,
     endpoints: Vec<String>,
     tls: Option<BankTls>,
     reversal_advice: bool,
@@ -83,14 +105,31 @@ impl std::fmt::Debug for BankTls {
 #[derive(Debug)]
 pub struct BankPool {
     shared: Arc<BankShared>,
-    slots: Vec<RwLock<Option<Arc<Link>>>>,
+    slots: Vec<Slot>,
     min: usize,
-    started: AtomicUsize,
     connects: AtomicU64,
     shutdown: watch::Receiver<bool>,
     supervisors: Mutex<Vec<JoinHandle<()>>>,
     /// MACs/signatures of this bank's messages, when it has `auth`.
     auth: Option<Arc<BankAuth>>,
+    /// `pool.idle_close_ms`, unless 0 (never).
+    idle_close: Option<Duration>,
+    /// Serializes idle closes, so two never take the pool below `min`.
+    shrinking: Mutex<()>,
+    /// Looks for idle links.
+    reaper: Mutex<Option<JoinHandle<()>>>,
+    /// Links being closed for idleness (out of their slots), so a shutdown
+    /// can bring their deadline in. At most `max` alive at once.
+    retiring: Mutex<Vec<std::sync::Weak<Link>>>,
+    /// [`BankPool::close`] was called: nothing is picked or opened.
+    closing: AtomicBool,
+}
+
+/// One place for a link: its supervisor's state and the link when up.
+#[derive(Debug)]
+struct Slot {
+    link: RwLock<Option<Arc<Link>>>,
+    state: AtomicU8,
 }
 
 /// One slot of a pool in `/links`.
@@ -208,6 +247,7 @@ impl BankPool {
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             echo_interval: Duration::from_millis(cfg.echo_interval_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            auth: auth.clone(),
             endpoints: cfg.endpoints.clone(),
             tls,
             late: std::sync::OnceLock::new(),
@@ -216,13 +256,23 @@ impl BankPool {
         metrics::gauge!(m::POOL_LINKS, "bank" => cfg.name.clone()).set(0.0);
         Ok(Arc::new(BankPool {
             shared,
-            slots: (0..cfg.pool.max).map(|_| RwLock::new(None)).collect(),
+            slots: (0..cfg.pool.max)
+                .map(|_| Slot {
+                    link: RwLock::new(None),
+                    state: AtomicU8::new(SLOT_FREE),
+                })
+                .collect(),
             min: cfg.pool.min,
-            started: AtomicUsize::new(0),
             connects: AtomicU64::new(0),
             shutdown,
             supervisors: Mutex::new(Vec::new()),
             auth,
+            idle_close: (cfg.pool.idle_close_ms > 0)
+                .then(|| Duration::from_millis(cfg.pool.idle_close_ms)),
+            shrinking: Mutex::new(()),
+            reaper: Mutex::new(None),
+            retiring: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
         }))
     }
 
@@ -246,15 +296,25 @@ impl BankPool {
         self.shared.request_timeout
     }
 
-    /// Start the supervisors of the `min` links.
+    /// Start the supervisors of the `min` links (and the task that closes
+    /// idle links above `min`).
     pub fn start(self: &Arc<Self>) {
         for _ in 0..self.min {
             self.grow();
         }
+        if let (Some(idle), true) = (self.idle_close, self.slots.len() > self.min) {
+            let task = tokio::spawn(reap_idle(self.clone(), idle));
+            *self.reaper.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
     }
 
-    /// Stop every supervisor and link.
+    /// Stop every supervisor and link at once (no sign-off; see
+    /// [`BankPool::close`]).
     pub fn stop(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        if let Some(t) = self.reaper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
         for h in self
             .supervisors
             .lock()
@@ -265,6 +325,41 @@ impl BankPool {
         }
     }
 
+    /// Close every link gracefully (the switch is stopping, after its
+    /// drain): nothing new is picked; requests in flight get until
+    /// `drain_until`; then each ISO 8583 link signs off and waits up to
+    /// [`SIGN_OFF_TIMEOUT`] for the 0810. Supervisors still running after
+    /// that (and a margin) are aborted, so this is bounded.
+    pub async fn close(&self, drain_until: Instant) {
+        self.closing.store(true, Ordering::SeqCst);
+        if let Some(t) = self.reaper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+        for slot in 0..self.slots.len() {
+            if let Some(link) = self.set_slot(slot, None) {
+                link.close(CloseReason::Shutdown, drain_until);
+            }
+        }
+        let retiring =
+            std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
+        for link in retiring.iter().filter_map(std::sync::Weak::upgrade) {
+            link.close(CloseReason::Shutdown, drain_until);
+        }
+        let handles: Vec<_> = self
+            .supervisors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        let limit = drain_until.max(Instant::now()) + SIGN_OFF_TIMEOUT + CLOSE_MARGIN;
+        for mut h in handles {
+            if tokio::time::timeout_at(limit, &mut h).await.is_err() {
+                tracing::warn!(bank = %self.shared.name, "bank link did not close in time: aborted");
+                h.abort();
+            }
+        }
+    }
+
     /// Whether at least one link is up.
     pub fn is_ready(&self) -> bool {
         self.live_links().next().is_some()
@@ -272,10 +367,11 @@ impl BankPool {
 
     /// Status for `/links`.
     pub fn status(&self) -> PoolStatus {
-        let started = self.started.load(Ordering::Relaxed).min(self.slots.len());
-        let links: Vec<LinkStatus> = (0..started)
+        let links: Vec<LinkStatus> = (0..self.slots.len())
+            .filter(|&slot| self.slots[slot].state.load(Ordering::Relaxed) != SLOT_FREE)
             .map(|slot| {
                 let link = self.slots[slot]
+                    .link
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
@@ -325,11 +421,19 @@ impl BankPool {
         txn: &Transaction,
         deadline: Instant,
     ) -> Result<Transaction, SendError> {
-        let result = match (self.pick(), &self.auth) {
-            (Some(link), None) => link.request(txn, deadline).await,
-            (Some(link), Some(auth)) => authenticated(&link, auth, txn, deadline).await,
-            (None, _) => Err(SendError::NotSent("no link up")),
-        };
+        let mut result = Err(SendError::NotSent("no link up"));
+        // A link the idle reaper takes away between the pick and the send
+        // refuses the request before anything leaves: try another.
+        for _ in 0..MAX_LINK_ATTEMPTS {
+            result = match (self.pick(), &self.auth) {
+                (Some(link), None) => link.request(txn, deadline).await,
+                (Some(link), Some(auth)) => authenticated(&link, auth, txn, deadline).await,
+                (None, _) => Err(SendError::NotSent("no link up")),
+            };
+            if result != Err(SendError::NotSent(LINK_CLOSING)) {
+                break;
+            }
+        }
         if let Err(e) = &result {
             metrics::counter!(m::SEND_FAILURES, "bank" => self.shared.name.clone(), "kind" => e.kind())
                 .increment(1);
@@ -425,12 +529,15 @@ impl BankPool {
     fn live_links(&self) -> impl Iterator<Item = Arc<Link>> + '_ {
         self.slots
             .iter()
-            .filter_map(|s| s.read().unwrap_or_else(|p| p.into_inner()).clone())
+            .filter_map(|s| s.link.read().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     /// The least-loaded live link; opens one more link (up to `max`) when
     /// the best is three quarters full or none is up.
     fn pick(self: &Arc<Self>) -> Option<Arc<Link>> {
+        if self.closing.load(Ordering::Relaxed) {
+            return None;
+        }
         let best = self.live_links().min_by_key(|l| l.in_flight());
         let busy = best
             .as_ref()
@@ -443,22 +550,72 @@ impl BankPool {
 
     /// Start one more link supervisor, if a slot is free.
     fn grow(self: &Arc<Self>) {
-        let slot = self.started.fetch_add(1, Ordering::Relaxed);
-        if slot >= self.slots.len() {
-            self.started.store(self.slots.len(), Ordering::Relaxed);
+        if self.closing.load(Ordering::Relaxed) {
             return;
         }
+        let Some(slot) = self.slots.iter().position(|s| {
+            s.state
+                .compare_exchange(SLOT_FREE, SLOT_ACTIVE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        }) else {
+            return;
+        };
         let handle = tokio::spawn(supervise(self.clone(), slot));
-        self.supervisors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(handle);
+        let mut supervisors = self.supervisors.lock().unwrap_or_else(|p| p.into_inner());
+        // Supervisors of closed idle links are done: keep the list bounded.
+        supervisors.retain(|h| !h.is_finished());
+        supervisors.push(handle);
     }
 
-    fn set_slot(&self, slot: usize, link: Option<Arc<Link>>) {
+    /// Close links above `min` that have had nothing in flight for `idle`:
+    /// out of selection first, then closed (and signed off) once empty.
+    fn retire_idle(&self, idle: Duration) {
+        let _one_at_a_time = self.shrinking.lock().unwrap_or_else(|p| p.into_inner());
+        let mut active = self
+            .slots
+            .iter()
+            .filter(|s| s.state.load(Ordering::Acquire) == SLOT_ACTIVE)
+            .count();
+        // Highest slots first, so the low ones stay the long-lived links.
+        for (i, slot) in self.slots.iter().enumerate().rev() {
+            if active <= self.min || self.closing.load(Ordering::Relaxed) {
+                return;
+            }
+            if slot.state.load(Ordering::Acquire) != SLOT_ACTIVE {
+                continue;
+            }
+            let quiet = slot
+                .link
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .and_then(|l| l.quiet_for());
+            if quiet.is_none_or(|q| q < idle) {
+                continue;
+            }
+            slot.state.store(SLOT_RETIRING, Ordering::Release);
+            active -= 1;
+            if let Some(link) = self.set_slot(i, None) {
+                tracing::info!(bank = %self.shared.name, slot = i, idle_ms = idle.as_millis() as u64, "closing idle bank link");
+                link.close(
+                    CloseReason::Idle,
+                    Instant::now() + self.shared.request_timeout,
+                );
+                let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+                retiring.retain(|l| l.strong_count() > 0);
+                retiring.push(Arc::downgrade(&link));
+            }
+        }
+    }
+
+    /// Put `link` in `slot` (or empty it); returns what was there.
+    fn set_slot(&self, slot: usize, link: Option<Arc<Link>>) -> Option<Arc<Link>> {
         let up = link.is_some();
         let old = std::mem::replace(
-            &mut *self.slots[slot].write().unwrap_or_else(|p| p.into_inner()),
+            &mut *self.slots[slot]
+                .link
+                .write()
+                .unwrap_or_else(|p| p.into_inner()),
             link,
         );
         let gauge = metrics::gauge!(m::POOL_LINKS, "bank" => self.shared.name.clone());
@@ -466,6 +623,25 @@ impl BankPool {
             (false, true) => gauge.increment(1.0),
             (true, false) => gauge.decrement(1.0),
             _ => {}
+        }
+        old
+    }
+}
+
+/// Look for idle links to close until the pool stops (aborted then).
+async fn reap_idle(pool: Arc<BankPool>, idle: Duration) {
+    let every = (idle / 4).clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
+    let mut shutdown = pool.shutdown.clone();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => pool.retire_idle(idle),
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
         }
     }
 }
@@ -540,13 +716,15 @@ impl LateAnswers for VerifiedLate {
     }
 }
 
-/// Keep slot `slot` connected until shutdown.
+/// Keep slot `slot` connected until shutdown, or until its link is closed
+/// for idleness (then the slot is free again).
 async fn supervise(pool: Arc<BankPool>, slot: usize) {
     let bank = pool.shared.clone();
     let mut shutdown = pool.shutdown.clone();
     let mut backoff = Backoff::new(slot as u64);
     let mut attempt = slot;
-    while !*shutdown.borrow() {
+    let state = &pool.slots[slot].state;
+    while !*shutdown.borrow() && state.load(Ordering::Acquire) == SLOT_ACTIVE {
         let endpoint = bank.endpoints[attempt % bank.endpoints.len()].clone();
         attempt = attempt.wrapping_add(1);
         pool.connects.fetch_add(1, Ordering::Relaxed);
@@ -554,6 +732,13 @@ async fn supervise(pool: Arc<BankPool>, slot: usize) {
         let on_ready = |link: Arc<Link>| {
             tracing::info!(bank = %bank.name, slot, endpoint = %link.endpoint, "bank link up");
             pool2.set_slot(slot, Some(link));
+            // Checked after the link is in its slot: either this sees the
+            // pool closing, or the close finds the link there.
+            if pool2.closing.load(Ordering::SeqCst) {
+                if let Some(link) = pool2.set_slot(slot, None) {
+                    link.close(CloseReason::Shutdown, Instant::now());
+                }
+            }
         };
         let end = match tokio::time::timeout(bank.connect_timeout, dial(&bank, &endpoint)).await {
             Ok(Ok(Stream::Tls(s))) => {
@@ -572,13 +757,19 @@ async fn supervise(pool: Arc<BankPool>, slot: usize) {
             }
         };
         let was_up = pool.slots[slot]
+            .link
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .is_some();
         pool.set_slot(slot, None);
+        if let Some(LinkEnd::Retired(reason)) = end {
+            tracing::info!(bank = %bank.name, slot, endpoint = %endpoint, reason = reason.label(), "bank link closed");
+            break;
+        }
         let result = match end {
             None => "connect_failed",
             Some(LinkEnd::SignOnFailed) => "sign_on_failed",
+            Some(LinkEnd::AuthFailed) => "auth_failed",
             Some(_) => "ended",
         };
         metrics::counter!(m::RECONNECTS, "bank" => bank.name.clone(), "result" => result)
@@ -595,6 +786,7 @@ async fn supervise(pool: Arc<BankPool>, slot: usize) {
             _ = shutdown.changed() => {}
         }
     }
+    state.store(SLOT_FREE, Ordering::Release);
 }
 
 enum Stream {

@@ -798,6 +798,10 @@ pub struct PoolConfig {
     /// Links opened at most (extra ones open under load).
     #[serde(default = "default_pool_max")]
     pub max: usize,
+    /// A link with no request in flight for this long is closed (signed
+    /// off) while more than `min` are open; 0 = never.
+    #[serde(default = "default_pool_idle_close_ms")]
+    pub idle_close_ms: u64,
 }
 
 impl Default for PoolConfig {
@@ -805,6 +809,7 @@ impl Default for PoolConfig {
         PoolConfig {
             min: one(),
             max: default_pool_max(),
+            idle_close_ms: default_pool_idle_close_ms(),
         }
     }
 }
@@ -842,6 +847,9 @@ fn one() -> usize {
 }
 fn default_pool_max() -> usize {
     4
+}
+fn default_pool_idle_close_ms() -> u64 {
+    60_000
 }
 fn default_max_connections() -> usize {
     1_024

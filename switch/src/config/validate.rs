@@ -364,6 +364,12 @@ fn bank(c: &mut Collector, p: &str, b: &BankConfig) {
         c.err(format!("{p}.pool.min"), "greater than pool.max");
     }
     c.range(
+        format!("{p}.pool.idle_close_ms"),
+        b.pool.idle_close_ms,
+        0,
+        24 * 3_600_000,
+    );
+    c.range(
         format!("{p}.request_timeout_ms"),
         b.request_timeout_ms,
         1,
@@ -578,6 +584,42 @@ mod tests {
         assert!(!is_host_port("bank:0"));
         assert!(!is_host_port("bank:99999"));
         assert!(!is_host_port("ba nk:1"));
+    }
+
+    #[test]
+    fn pool_idle_close_defaults_to_a_minute_and_is_bounded() {
+        let text = |pool: &str| {
+            format!(
+                r#"
+            [upstream]
+            bind = "127.0.0.1:0"
+            tls = false
+            [admin]
+            bind = "127.0.0.1:0"
+            [[banks]]
+            code = "004"
+            name = "b004"
+            codec = "iso8583:canonical"
+            endpoints = ["127.0.0.1:1"]
+            danger_plaintext = true
+            pool = {pool}
+            "#
+            )
+        };
+        let cfg = Config::from_toml_str(&text("{ min = 1, max = 2 }")).unwrap();
+        assert_eq!(cfg.banks[0].pool.idle_close_ms, 60_000);
+        cfg.validate().unwrap();
+        let never = Config::from_toml_str(&text("{ max = 2, idle_close_ms = 0 }")).unwrap();
+        never.validate().unwrap();
+        let errs = Config::from_toml_str(&text("{ max = 2, idle_close_ms = 86400001 }"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errs.contains("banks[0].pool.idle_close_ms: 86400001 is outside 0..=86400000"),
+            "{errs}"
+        );
     }
 
     #[test]
