@@ -25,6 +25,7 @@ pub mod app;
 pub mod bank;
 pub mod clock;
 pub mod config;
+mod conn;
 pub mod journal;
 pub mod keystore;
 pub mod metrics;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fps_codecs::model::{Mti, NetworkCode, ResponseCode, Transaction, TxnKind};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -25,8 +25,6 @@ use super::pool::BankShared;
 use super::{MatchKey, SendError};
 use crate::metrics as m;
 
-/// Most bytes the writer gathers from queued frames into one write.
-const MAX_WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Read buffer size to start with.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// Longest wait for the 0810 of a sign-off before the link closes anyway.
@@ -618,16 +616,6 @@ async fn write_loop<S: AsyncWrite>(
     mut rx: mpsc::Receiver<BytesMut>,
     mut wr: WriteHalf<S>,
 ) -> LinkEnd {
-    while let Some(mut batch) = rx.recv().await {
-        while batch.len() < MAX_WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
-        if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
-            return LinkEnd::Closed;
-        }
-    }
+    crate::conn::write_coalesced(&mut rx, &mut wr).await;
     LinkEnd::Closed
 }

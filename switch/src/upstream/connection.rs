@@ -13,24 +13,16 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use fps_codecs::model::{ResponseCode, Transaction};
 use fps_routing::idempotency::ClientScope;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::{salvage, ConnSettings};
+use crate::conn::{linger, read_more, write_loop, Close, Read};
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
-
-/// Most bytes the writer gathers from queued answers into one write.
-const MAX_WRITE_BATCH_BYTES: usize = 64 * 1024;
-/// After closing on a bad stream, how long input is still read and
-/// discarded, so the kernel does not answer unread bytes with a reset that
-/// could destroy answers already sent (a "lingering close").
-const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
-/// Most bytes discarded while lingering.
-const LINGER_MAX_BYTES: usize = 64 * 1024;
 
 /// Run the TLS handshake (if any), then serve the connection.
 pub(super) async fn accept(
@@ -70,31 +62,6 @@ pub(super) async fn accept(
         Err(_) => {
             metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "handshake_timeout").increment(1);
             tracing::warn!(%peer, "upstream TLS handshake timed out");
-        }
-    }
-}
-
-/// Why the reader stopped.
-#[derive(Debug, Clone, Copy)]
-enum Close {
-    PeerClosed,
-    ReadError,
-    Idle,
-    BadFrame,
-    Undecodable,
-    Shutdown,
-}
-
-impl Close {
-    /// The `reason` label of `fps_switch_upstream_connections_closed_total`.
-    fn label(self) -> &'static str {
-        match self {
-            Close::PeerClosed => "peer_closed",
-            Close::ReadError => "read_error",
-            Close::Idle => "idle",
-            Close::BadFrame => "bad_frame",
-            Close::Undecodable => "undecodable",
-            Close::Shutdown => "shutdown",
         }
     }
 }
@@ -214,20 +181,15 @@ async fn serve<S>(
             break Close::Shutdown;
         }
         let idle_at = quiet_since + settings.idle_timeout;
-        let read = tokio::select! {
-            r = tokio::time::timeout_at(idle_at, rd.read_buf(&mut buf)) => r,
-            _ = shutdown.changed() => break Close::Shutdown,
-        };
-        match read {
-            Ok(Ok(0)) => break Close::PeerClosed,
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => break Close::ReadError,
-            Err(_) if in_flight.available_permits() == settings.max_in_flight => break Close::Idle,
+        let idle = || in_flight.available_permits() == settings.max_in_flight;
+        match read_more(&mut rd, &mut buf, idle_at, idle, &mut shutdown).await {
+            Ok(Read::Data) => {}
             // Requests are still being answered: not idle, wait again.
-            Err(_) => quiet_since = Instant::now(),
+            Ok(Read::Busy) => quiet_since = Instant::now(),
+            Err(close) => break close,
         }
     };
-    if !buf.is_empty() && matches!(close, Close::PeerClosed | Close::ReadError | Close::Idle) {
+    if !buf.is_empty() && close.may_truncate() {
         // A frame was begun and never finished.
         metrics::counter!(m::FRAME_ERRORS, "side" => "upstream", "reason" => "truncated")
             .increment(1);
@@ -237,27 +199,11 @@ async fn serve<S>(
     // In-flight requests still answer; the writer ends when the last one has.
     drop(tx);
     let _ = writer.await;
-    if matches!(close, Close::BadFrame | Close::Undecodable) {
+    if close.needs_linger() {
         linger(&mut rd).await;
     }
     gauge.decrement(1.0);
     tracing::info!(%peer, reason = close.label(), requests, "upstream connection closed");
-}
-
-/// Read and drop what the peer still sends, for a bounded time and size,
-/// after our side of the stream was shut down (see [`LINGER`]).
-async fn linger<R: AsyncRead + Unpin>(rd: &mut R) {
-    let mut sink = [0u8; 4096];
-    let mut left = LINGER_MAX_BYTES;
-    let _ = tokio::time::timeout(LINGER, async {
-        while left > 0 {
-            match rd.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    })
-    .await;
 }
 
 async fn handle(
@@ -304,19 +250,4 @@ fn encode(answer: &Transaction, settings: &ConnSettings, out: &mut BytesMut) -> 
         return false;
     };
     settings.codec.encode(answer, out).is_ok() && settings.framer.finish(mark, out).is_ok()
-}
-
-async fn write_loop<S: AsyncWrite>(mut rx: mpsc::Receiver<BytesMut>, mut wr: WriteHalf<S>) {
-    while let Some(mut batch) = rx.recv().await {
-        while batch.len() < MAX_WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
-        if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = wr.shutdown().await;
 }

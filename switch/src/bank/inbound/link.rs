@@ -14,7 +14,7 @@ use fps_codecs::model::{
     IdempotencyKey, InstitutionId, MessageId, NetworkCode, ResponseCode, Rrn, Stan, TerminalId,
     Transaction, TxnKind,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -23,16 +23,10 @@ use tokio_rustls::TlsAcceptor;
 use super::identity::{identify, CertIdentity};
 use super::{InboundBank, LinkSettings};
 use crate::bank::MatchBy;
+use crate::conn::{linger, read_more, write_loop, Close, Read};
 use crate::metrics as m;
 use crate::pipeline::{class_label, Pipeline};
 
-/// Most bytes the writer gathers from queued answers into one write.
-const MAX_WRITE_BATCH_BYTES: usize = 64 * 1024;
-/// After closing on a bad stream, how long input is still read and
-/// discarded (a "lingering close", as upstream).
-const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
-/// Most bytes discarded while lingering.
-const LINGER_MAX_BYTES: usize = 64 * 1024;
 /// `side` label of frame errors on inbound links.
 const SIDE: &str = "bank_inbound";
 
@@ -98,30 +92,6 @@ pub(super) async fn accept(
 
 async fn close_quietly<S: AsyncWrite + Unpin>(mut s: S) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), s.shutdown()).await;
-}
-
-/// Why the reader stopped.
-#[derive(Debug, Clone, Copy)]
-enum Close {
-    PeerClosed,
-    ReadError,
-    Idle,
-    BadFrame,
-    Undecodable,
-    Shutdown,
-}
-
-impl Close {
-    fn label(self) -> &'static str {
-        match self {
-            Close::PeerClosed => "peer_closed",
-            Close::ReadError => "read_error",
-            Close::Idle => "idle",
-            Close::BadFrame => "bad_frame",
-            Close::Undecodable => "undecodable",
-            Close::Shutdown => "shutdown",
-        }
-    }
 }
 
 async fn serve<S>(
@@ -218,19 +188,15 @@ async fn serve<S>(
             break Close::Shutdown;
         }
         let idle_at = quiet_since + settings.idle_timeout;
-        let read = tokio::select! {
-            r = tokio::time::timeout_at(idle_at, rd.read_buf(&mut buf)) => r,
-            _ = shutdown.changed() => break Close::Shutdown,
-        };
-        match read {
-            Ok(Ok(0)) => break Close::PeerClosed,
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => break Close::ReadError,
-            Err(_) if in_flight.available_permits() == settings.max_in_flight => break Close::Idle,
-            Err(_) => quiet_since = Instant::now(),
+        let idle = || in_flight.available_permits() == settings.max_in_flight;
+        match read_more(&mut rd, &mut buf, idle_at, idle, &mut shutdown).await {
+            Ok(Read::Data) => {}
+            // Requests are still being answered: not idle, wait again.
+            Ok(Read::Busy) => quiet_since = Instant::now(),
+            Err(close) => break close,
         }
     };
-    if !buf.is_empty() && matches!(close, Close::PeerClosed | Close::ReadError | Close::Idle) {
+    if !buf.is_empty() && close.may_truncate() {
         metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "truncated").increment(1);
         tracing::warn!(%peer, bank = %bank.name, reason = close.label(), pending_bytes = buf.len(), "bank inbound link ended inside a frame");
     }
@@ -239,7 +205,7 @@ async fn serve<S>(
     // In-flight requests still answer; the writer ends when the last one has.
     drop(tx);
     let _ = writer.await;
-    if matches!(close, Close::BadFrame | Close::Undecodable) {
+    if close.needs_linger() {
         linger(&mut rd).await;
     }
     gauge.decrement(1.0);
@@ -453,34 +419,4 @@ fn encode(bank: &InboundBank, header: &[u8], answer: &Transaction, out: &mut Byt
         return false;
     };
     bank.codec.codec.encode(answer, out).is_ok() && bank.framer.finish(mark, out).is_ok()
-}
-
-/// Read and drop what the peer still sends, for a bounded time and size.
-async fn linger<R: AsyncRead + Unpin>(rd: &mut R) {
-    let mut sink = [0u8; 4096];
-    let mut left = LINGER_MAX_BYTES;
-    let _ = tokio::time::timeout(LINGER, async {
-        while left > 0 {
-            match rd.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    })
-    .await;
-}
-
-async fn write_loop<S: AsyncWrite>(mut rx: mpsc::Receiver<BytesMut>, mut wr: WriteHalf<S>) {
-    while let Some(mut batch) = rx.recv().await {
-        while batch.len() < MAX_WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
-        if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = wr.shutdown().await;
 }
