@@ -1,16 +1,94 @@
 //! Pieces every framed connection of the switch shares: the upstream
 //! listener's connections, the links banks open to the switch and the
-//! switch's own bank links. Why a connection ended ([`Close`]), the read
-//! that also watches for idleness and shutdown ([`read_more`]), the writer
-//! task that coalesces queued frames into few writes ([`write_coalesced`])
-//! and the lingering close after a bad stream ([`linger`]).
+//! switch's own bank links. The bounded accept loop of a listener
+//! ([`accept_loop`]) and the wait for its connections to finish
+//! ([`Drain`]), why a connection ended ([`Close`]), the read that also
+//! watches for idleness and shutdown ([`read_more`]), the writer task that
+//! coalesces queued frames into few writes ([`write_coalesced`]) and the
+//! lingering close after a bad stream ([`linger`]).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+/// A listener's side, for its logs and its refusal counter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Side {
+    /// What one connection is called in logs (`upstream connection`).
+    pub what: &'static str,
+    /// Counter of refused connections, labelled `reason`.
+    pub refused_metric: &'static str,
+}
+
+/// Accept connections until `shutdown` turns true, at most
+/// `max_connections` at once: each accepted one gets a permit of
+/// `connections` (held until it closes) and goes to `serve`; one past the
+/// bound is closed at once and counted (`reason="max_connections"`).
+/// Returns the [`Drain`] that waits for the open ones.
+pub(crate) async fn accept_loop(
+    listener: &TcpListener,
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+    shutdown: &mut watch::Receiver<bool>,
+    side: Side,
+    mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+) -> Drain {
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                tracing::warn!(error = %e, side = side.what, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics::counter!(side.refused_metric, "reason" => "max_connections").increment(1);
+            tracing::warn!(%peer, side = side.what, max = max_connections, "connection refused: max_connections reached");
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        serve(tcp, peer, permit);
+    }
+    tracing::info!(side = side.what, "listener stopped accepting");
+    Drain {
+        connections,
+        max_connections,
+    }
+}
+
+/// Waits for a listener's connections to finish their in-flight requests.
+#[derive(Debug)]
+pub struct Drain {
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+impl Drain {
+    /// Wait until every connection has closed or `deadline` passes.
+    /// Returns whether everything drained.
+    pub async fn wait(self, deadline: Duration) -> bool {
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        tokio::time::timeout(deadline, self.connections.acquire_many(all))
+            .await
+            .is_ok()
+    }
+}
 
 /// Most bytes the writer gathers from queued frames into one write.
 pub(crate) const MAX_WRITE_BATCH_BYTES: usize = 64 * 1024;

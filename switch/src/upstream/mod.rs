@@ -15,6 +15,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::UpstreamConfig;
+pub use crate::conn::Drain;
+use crate::conn::{accept_loop, Side};
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
 
@@ -112,61 +114,30 @@ impl Upstream {
         pipeline: Arc<Pipeline>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Drain {
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            let accepted = tokio::select! {
-                a = self.listener.accept() => a,
-                _ = shutdown.changed() => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off a little instead of spinning.
-                    tracing::warn!(error = %e, "upstream accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                metrics::counter!(m::UPSTREAM_REFUSED, "reason" => "max_connections").increment(1);
-                tracing::warn!(%peer, max = self.max_connections, "upstream connection refused: max_connections reached");
-                drop(tcp);
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let tls = self.tls.clone();
-            let settings = self.settings.clone();
-            let pipeline = pipeline.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                connection::accept(tcp, peer, tls, settings, pipeline, shutdown).await;
-            });
-        }
-        tracing::info!("upstream listener stopped accepting");
-        Drain {
-            connections: self.connections,
-            max_connections: self.max_connections,
-        }
-    }
-}
-
-/// Waits for upstream connections to finish their in-flight requests.
-#[derive(Debug)]
-pub struct Drain {
-    connections: Arc<Semaphore>,
-    max_connections: usize,
-}
-
-impl Drain {
-    /// Wait until every connection has closed or `deadline` passes.
-    /// Returns whether everything drained.
-    pub async fn wait(self, deadline: Duration) -> bool {
-        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        tokio::time::timeout(deadline, self.connections.acquire_many(all))
-            .await
-            .is_ok()
+        let side = Side {
+            what: "upstream connection",
+            refused_metric: m::UPSTREAM_REFUSED,
+        };
+        let listener = self.listener;
+        let (tls, settings) = (self.tls, self.settings);
+        let shutdown_rx = shutdown.clone();
+        accept_loop(
+            &listener,
+            self.connections,
+            self.max_connections,
+            &mut shutdown,
+            side,
+            |tcp, peer, permit| {
+                let tls = tls.clone();
+                let settings = settings.clone();
+                let pipeline = pipeline.clone();
+                let shutdown = shutdown_rx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    connection::accept(tcp, peer, tls, settings, pipeline, shutdown).await;
+                });
+            },
+        )
+        .await
     }
 }

@@ -35,6 +35,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{BankAuth, BankCodec};
 use crate::config::{BankConfig, CodecName, Config};
+pub use crate::conn::Drain;
+use crate::conn::{accept_loop, Side};
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
 
@@ -175,63 +177,32 @@ impl BankInbound {
         pipeline: Arc<Pipeline>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Drain {
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            let accepted = tokio::select! {
-                a = self.listener.accept() => a,
-                _ = shutdown.changed() => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "bank inbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                metrics::counter!(m::BANK_INBOUND_REFUSED, "reason" => "max_connections")
-                    .increment(1);
-                tracing::warn!(%peer, max = self.max_connections, "bank inbound link refused: max_connections reached");
-                drop(tcp);
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = self.acceptor.clone();
-            let banks = self.banks.clone();
-            let settings = self.settings.clone();
-            let pipeline = pipeline.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                link::accept(tcp, peer, acceptor, banks, settings, pipeline, shutdown).await;
-            });
-        }
-        tracing::info!("bank inbound listener stopped accepting");
-        Drain {
-            connections: self.connections,
-            max_connections: self.max_connections,
-        }
-    }
-}
-
-/// Waits for inbound links to finish their in-flight requests.
-#[derive(Debug)]
-pub struct Drain {
-    connections: Arc<Semaphore>,
-    max_connections: usize,
-}
-
-impl Drain {
-    /// Wait until every link has closed or `deadline` passes. Returns
-    /// whether everything drained.
-    pub async fn wait(self, deadline: Duration) -> bool {
-        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        tokio::time::timeout(deadline, self.connections.acquire_many(all))
-            .await
-            .is_ok()
+        let side = Side {
+            what: "bank inbound link",
+            refused_metric: m::BANK_INBOUND_REFUSED,
+        };
+        let listener = self.listener;
+        let (acceptor, banks, settings) = (self.acceptor, self.banks, self.settings);
+        let shutdown_rx = shutdown.clone();
+        accept_loop(
+            &listener,
+            self.connections,
+            self.max_connections,
+            &mut shutdown,
+            side,
+            |tcp, peer, permit| {
+                let acceptor = acceptor.clone();
+                let banks = banks.clone();
+                let settings = settings.clone();
+                let pipeline = pipeline.clone();
+                let shutdown = shutdown_rx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    link::accept(tcp, peer, acceptor, banks, settings, pipeline, shutdown).await;
+                });
+            },
+        )
+        .await
     }
 }
 
