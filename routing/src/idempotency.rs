@@ -205,9 +205,14 @@ impl Fingerprint {
             txn.creditor_account.as_ref().map(|v| v.expose().as_bytes()),
         );
         input.field(7, txn.receiving_bank.as_ref().map(|v| &v.as_bytes()[..]));
-        let mut proxy = [0u8; ProxyId::MAX_WIRE_LEN];
-        let proxy_len = txn.proxy.as_ref().map(|p| p.write_wire(&mut proxy));
-        input.field(8, proxy_len.map(|n| &proxy[..n]));
+        match &txn.proxy {
+            Some(p) => {
+                let mut proxy = [0u8; ProxyId::MAX_WIRE_LEN];
+                let n = p.write_wire(&mut proxy);
+                input.field(8, Some(&proxy[..n]));
+            }
+            None => input.field(8, None),
+        }
         Fingerprint(fold_hash(input.bytes()))
     }
 }

@@ -28,16 +28,17 @@ pub(crate) struct Side {
 
 /// Accept connections until `shutdown` turns true, at most
 /// `max_connections` at once: each accepted one gets a permit of
-/// `connections` (held until it closes) and goes to `serve`; one past the
-/// bound is closed at once and counted (`reason="max_connections"`).
-/// Returns the [`Drain`] that waits for the open ones.
+/// `connections` (held until it closes) and goes to `serve` with its own
+/// receiver of `shutdown`; one past the bound is closed at once and counted
+/// (`reason="max_connections"`). Returns the [`Drain`] that waits for the
+/// open ones.
 pub(crate) async fn accept_loop(
     listener: &TcpListener,
     connections: Arc<Semaphore>,
     max_connections: usize,
-    shutdown: &mut watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
     side: Side,
-    mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+    mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit, watch::Receiver<bool>),
 ) -> Drain {
     loop {
         if *shutdown.borrow() {
@@ -63,7 +64,7 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        serve(tcp, peer, permit);
+        serve(tcp, peer, permit, shutdown.clone());
     }
     tracing::info!(side = side.what, "listener stopped accepting");
     Drain {

@@ -109,29 +109,22 @@ impl Upstream {
 
     /// Accept connections until `shutdown` turns true; then stop accepting
     /// and return a handle that waits for the open connections to drain.
-    pub async fn serve(
-        self,
-        pipeline: Arc<Pipeline>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Drain {
+    pub async fn serve(self, pipeline: Arc<Pipeline>, shutdown: watch::Receiver<bool>) -> Drain {
         let side = Side {
             what: "upstream connection",
             refused_metric: m::UPSTREAM_REFUSED,
         };
-        let listener = self.listener;
         let (tls, settings) = (self.tls, self.settings);
-        let shutdown_rx = shutdown.clone();
         accept_loop(
-            &listener,
+            &self.listener,
             self.connections,
             self.max_connections,
-            &mut shutdown,
+            shutdown,
             side,
-            |tcp, peer, permit| {
+            |tcp, peer, permit, shutdown| {
                 let tls = tls.clone();
                 let settings = settings.clone();
                 let pipeline = pipeline.clone();
-                let shutdown = shutdown_rx.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     connection::accept(tcp, peer, tls, settings, pipeline, shutdown).await;

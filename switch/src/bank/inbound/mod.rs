@@ -172,30 +172,23 @@ impl BankInbound {
 
     /// Accept links until `shutdown` turns true; then stop accepting and
     /// return a handle that waits for the open links to drain.
-    pub async fn serve(
-        self,
-        pipeline: Arc<Pipeline>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Drain {
+    pub async fn serve(self, pipeline: Arc<Pipeline>, shutdown: watch::Receiver<bool>) -> Drain {
         let side = Side {
             what: "bank inbound link",
             refused_metric: m::BANK_INBOUND_REFUSED,
         };
-        let listener = self.listener;
         let (acceptor, banks, settings) = (self.acceptor, self.banks, self.settings);
-        let shutdown_rx = shutdown.clone();
         accept_loop(
-            &listener,
+            &self.listener,
             self.connections,
             self.max_connections,
-            &mut shutdown,
+            shutdown,
             side,
-            |tcp, peer, permit| {
+            |tcp, peer, permit, shutdown| {
                 let acceptor = acceptor.clone();
                 let banks = banks.clone();
                 let settings = settings.clone();
                 let pipeline = pipeline.clone();
-                let shutdown = shutdown_rx.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     link::accept(tcp, peer, acceptor, banks, settings, pipeline, shutdown).await;
