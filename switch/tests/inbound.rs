@@ -20,39 +20,14 @@ use fps_codecs::model::*;
 use fps_codecs::MessageCodec;
 use fps_hsm::software::SoftKey;
 use fps_hsm::{HsmError, Pin};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+use support::inbound::{
+    bank_client_certs, bank_payment, code, config, metrics, start, Bank, Token,
 };
-use support::{credit_transfer, http_get, metric_sum, BankPeer, Behaviour, Gateway, Pki};
+use support::{metric_sum, BankPeer, Behaviour, Gateway, Pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------- PKI
-
-/// Bank client certificates under their own CA (`inbound-ca.crt`), written
-/// next to the support PKI's files so `Pki::client` can present them.
-/// `stems`: (file stem, CN and DNS SAN).
-fn bank_client_certs(pki: &Pki, stems: &[(&str, &str)]) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(DnType::CommonName, "fps test bank client ca");
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = p.self_signed(&key).unwrap();
-    std::fs::write(pki.path("inbound-ca.crt"), ca.pem()).unwrap();
-    let issuer = Issuer::new(p, key);
-    for (stem, name) in stems {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![(*name).to_owned()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, *name);
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = p.signed_by(&key, &issuer).unwrap();
-        std::fs::write(pki.path(&format!("{stem}.crt")), cert.pem()).unwrap();
-        std::fs::write(pki.path(&format!("{stem}.key")), key.serialize_pem()).unwrap();
-    }
-}
 
 /// SHA-256 of a PEM certificate file, as hex.
 fn pin_of(path: &std::path::Path) -> String {
@@ -64,168 +39,10 @@ fn pin_of(path: &std::path::Path) -> String {
         .collect()
 }
 
-// ---------------------------------------------------------------- config
+// ---------------------------------------------------------------- helpers
 
-struct Bank<'a> {
-    code: &'a str,
-    name: &'a str,
-    addr: SocketAddr,
-    /// The `inbound = { ... }` table, or empty for none.
-    inbound: &'a str,
-    /// The `auth = { ... }` table, or empty for none.
-    auth: &'a str,
-}
-
-fn config(pki: &Pki, banks: &[Bank<'_>], hsm: Option<&Token>) -> String {
-    let p = |n: &str| pki.path(n).display().to_string();
-    let mut s = format!(
-        r#"
-[log]
-filter = "warn"
-
-[switch]
-participant_code = "950"
-
-[upstream]
-bind = "127.0.0.1:0"
-tls = false
-
-[admin]
-bind = "127.0.0.1:0"
-
-[shutdown]
-drain_timeout_ms = 2000
-
-[bank_inbound]
-bind = "127.0.0.1:0"
-cert = "{}"
-key = "{}"
-client_ca = "{}"
-handshake_timeout_ms = 2000
-max_in_flight_per_connection = 64
-"#,
-        p("switch.crt"),
-        p("switch.key"),
-        p("inbound-ca.crt"),
-    );
-    if let Some(t) = hsm {
-        s += &format!(
-            r#"
-[hsm]
-backend = "pkcs11"
-module_path = "{}"
-token_label = "{}"
-pin_env = "FPS_HSM_PIN"
-"#,
-            t.module.display(),
-            t.label
-        );
-    }
-    for b in banks {
-        s += &format!(
-            r#"
-[[banks]]
-code = "{}"
-name = "{}"
-codec = "iso8583:canonical"
-endpoints = ["{}"]
-request_timeout_ms = 3000
-connect_timeout_ms = 2000
-pool = {{ min = 1, max = 1 }}
-{}
-{}
-[banks.tls]
-cert = "{}"
-key = "{}"
-ca = "{}"
-server_name = "bank.test"
-"#,
-            b.code,
-            b.name,
-            b.addr,
-            if b.inbound.is_empty() {
-                String::new()
-            } else {
-                format!("inbound = {}", b.inbound)
-            },
-            if b.auth.is_empty() {
-                String::new()
-            } else {
-                format!("auth = {}", b.auth)
-            },
-            p("switch-client.crt"),
-            p("switch-client.key"),
-            p("ca.crt"),
-        );
-    }
-    s
-}
-
-/// A switch running in this test, with its inbound listener's address.
-struct Started {
-    admin: SocketAddr,
-    inbound: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<bool>>,
-}
-
-impl Started {
-    async fn stop(mut self) -> bool {
-        let _ = self.stop.take().unwrap().send(());
-        self.done.take().unwrap().await.unwrap()
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-/// Build and run a switch; returns once every bank pool has a link up.
-async fn start(toml: &str) -> Started {
-    let cfg = fps_switch::Config::from_toml_str(toml).expect("test config parses");
-    cfg.validate().expect("test config is valid");
-    let switch = fps_switch::Switch::build(&cfg)
-        .await
-        .expect("switch builds");
-    let admin = switch.admin_addr();
-    let inbound = switch.bank_inbound_addr().expect("[bank_inbound] is bound");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(switch.run(async {
-        let _ = stopped.await;
-    }));
-    for _ in 0..200 {
-        if http_get(admin, "/readyz").await.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Started {
-        admin,
-        inbound,
-        stop: Some(stop),
-        done: Some(done),
-    }
-}
-
-async fn metrics(admin: SocketAddr) -> String {
-    http_get(admin, "/metrics").await.1
-}
-
-fn code(t: &Transaction) -> &str {
-    t.response_code.as_ref().map_or("none", |c| c.as_str())
-}
-
-/// A 0200 from bank `from` (F32 its code) to bank `to`.
-fn bank_payment(stan: u32, from: &str, to: &str) -> Transaction {
-    let mut t = credit_transfer(stan, to);
-    t.acquirer = Some(InstitutionId::parse(from.as_bytes()).unwrap());
-    t.terminal_id = Some(TerminalId::parse(format!("BANK0{from}").as_bytes()).unwrap());
-    t
-}
+/// The codec of every bank here.
+const CANONICAL: &str = "iso8583:canonical";
 
 async fn closed_by_switch(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
     let mut b = [0u8; 64];
@@ -247,12 +64,6 @@ const MODULE_CANDIDATES: [&str; 4] = [
 /// Test key material: fixed bytes, test only, never a real key.
 const HMAC_SECRET: [u8; 32] = [0x5a; 32];
 const MAC_HMAC: &str = r#"{ mac = { label = "t-inbound-hmac", mechanism = "hmac_sha256" } }"#;
-
-#[derive(Debug, Clone)]
-struct Token {
-    module: PathBuf,
-    label: String,
-}
 
 /// The development token with the test key in it, or `None` (skipped)
 /// with the reason printed; a failure under `FPS_REQUIRE_HSM=1`.
@@ -402,6 +213,7 @@ async fn a_bank_payment_is_routed_and_answered_on_the_same_link() {
             Bank {
                 code: "003",
                 name: "rt003",
+                codec: CANONICAL,
                 addr: origin.addr,
                 inbound: r#"{ identity = "Bank003.Inbound.test" }"#,
                 auth: "",
@@ -409,6 +221,7 @@ async fn a_bank_payment_is_routed_and_answered_on_the_same_link() {
             Bank {
                 code: "004",
                 name: "rt004",
+                codec: CANONICAL,
                 addr: dest.addr,
                 inbound: "",
                 auth: "",
@@ -512,6 +325,7 @@ async fn several_in_flight_are_answered_out_of_order() {
             Bank {
                 code: "003",
                 name: "ooo003",
+                codec: CANONICAL,
                 addr: origin.addr,
                 inbound: r#"{ identity = "bank003.inbound.test" }"#,
                 auth: "",
@@ -519,6 +333,7 @@ async fn several_in_flight_are_answered_out_of_order() {
             Bank {
                 code: "004",
                 name: "ooo004",
+                codec: CANONICAL,
                 addr: dest.addr,
                 inbound: "",
                 auth: "",
@@ -594,6 +409,7 @@ async fn certificates_that_name_no_accepted_bank_are_refused_and_counted() {
             Bank {
                 code: "003",
                 name: "ref003",
+                codec: CANONICAL,
                 addr: origin.addr,
                 inbound: &pinned,
                 auth: "",
@@ -601,6 +417,7 @@ async fn certificates_that_name_no_accepted_bank_are_refused_and_counted() {
             Bank {
                 code: "004",
                 name: "ref004",
+                codec: CANONICAL,
                 addr: dest.addr,
                 inbound: r#"{ identity = "bank004.inbound.test", enabled = false }"#,
                 auth: "",
@@ -701,6 +518,7 @@ async fn a_bad_mac_is_answered_63_and_never_routed() {
             Bank {
                 code: "003",
                 name: "mac003",
+                codec: CANONICAL,
                 addr: origin_addr,
                 inbound: r#"{ identity = "bank003.inbound.test" }"#,
                 auth: MAC_HMAC,
@@ -708,6 +526,7 @@ async fn a_bad_mac_is_answered_63_and_never_routed() {
             Bank {
                 code: "004",
                 name: "mac004",
+                codec: CANONICAL,
                 addr: dest.addr,
                 inbound: "",
                 auth: "",
@@ -776,6 +595,7 @@ async fn bad_frames_get_a_format_error_or_close_the_link() {
         &[Bank {
             code: "003",
             name: "bad003",
+            codec: CANONICAL,
             addr: origin.addr,
             inbound: r#"{ identity = "bank003.inbound.test" }"#,
             auth: "",

@@ -63,8 +63,9 @@ macro_rules! text_newtype {
             }
         }
         impl fmt::Display for $name {
+            // `pad` honours width, fill and alignment (`{:0>4}`).
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.0.as_str())
+                f.pad(self.0.as_str())
             }
         }
     };
@@ -238,7 +239,7 @@ macro_rules! digits_newtype {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                f.pad(self.as_str())
             }
         }
     };
@@ -657,7 +658,7 @@ impl fmt::Debug for ResponseCode {
 
 impl fmt::Display for ResponseCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -1102,6 +1103,14 @@ mod tests {
         assert!(!format!("{name:?}{name}").contains("Chan"));
         // Short values hide everything rather than most of themselves.
         assert_eq!(format!("{}", Account::parse(b"1234").unwrap()), "****");
+    }
+
+    #[test]
+    fn plain_values_honour_width_and_fill() {
+        let bank = BankCode::parse(b"003").unwrap();
+        assert_eq!(format!("BANK{bank:0>4}"), "BANK0003");
+        assert_eq!(format!("[{bank:<5}]"), "[003  ]");
+        assert_eq!(format!("{:>3}", ResponseCode::APPROVED), " 00");
     }
 
     #[test]

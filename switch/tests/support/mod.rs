@@ -1,8 +1,12 @@
 //! Test support: an in-process PKI (rcgen), a TLS bank peer speaking a
 //! dialect through the codecs crate, a gateway client speaking the
-//! canonical protocol, and a switch started on 127.0.0.1:0.
+//! canonical protocol (or, as a bank on its inbound link, any dialect),
+//! and a switch started on 127.0.0.1:0. [`inbound`] has what tests of
+//! inbound bank links share.
 
 #![allow(dead_code, missing_debug_implementations)]
+
+pub mod inbound;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -168,8 +172,11 @@ fn framer() -> Framer {
     Framer::new(FrameConfig::default()).unwrap()
 }
 
-async fn read_frame(s: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> Option<BytesMut> {
-    let f = framer();
+async fn read_frame(
+    s: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    f: &Framer,
+) -> Option<BytesMut> {
     loop {
         if let Some(frame) = f.decode(buf).ok()? {
             return Some(frame.message);
@@ -181,12 +188,27 @@ async fn read_frame(s: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut) -> Opt
 }
 
 fn frame(codec: &dyn MessageCodec, txn: &Transaction) -> BytesMut {
-    let f = framer();
+    frame_payload(&framer(), |out| codec.encode(txn, out).unwrap())
+}
+
+/// One frame around what `write` appends (no fixed header).
+fn frame_payload(f: &Framer, write: impl FnOnce(&mut BytesMut)) -> BytesMut {
     let mut out = BytesMut::new();
     let mark = f.begin(&[], &mut out).unwrap();
-    codec.encode(txn, &mut out).unwrap();
+    write(&mut out);
     f.finish(mark, &mut out).unwrap();
     out
+}
+
+/// The codec a config names: `iso8583:<dialect>`, `iso20022` or `json`.
+pub fn codec_named(name: &str) -> Arc<dyn MessageCodec> {
+    match name {
+        "iso20022" => Arc::new(fps_codecs::iso20022::Iso20022Codec::default()),
+        "json" => Arc::new(fps_codecs::json::JsonCodec::new()),
+        other => Arc::new(
+            Iso8583Codec::builtin(other.strip_prefix("iso8583:").expect("a codec name")).unwrap(),
+        ),
+    }
 }
 
 // ---------------------------------------------------------------- bank peer
@@ -258,13 +280,7 @@ impl BankPeer {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = pki.bank_server();
-        let codec: Arc<dyn MessageCodec> = match codec {
-            "iso20022" => Arc::new(fps_codecs::iso20022::Iso20022Codec::default()),
-            "json" => Arc::new(fps_codecs::json::JsonCodec::new()),
-            other => {
-                Arc::new(Iso8583Codec::builtin(other.strip_prefix("iso8583:").unwrap()).unwrap())
-            }
-        };
+        let codec = codec_named(codec);
         let count = Arc::new(AtomicUsize::new(0));
         let reversals = Arc::new(std::sync::Mutex::new(Vec::new()));
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -355,7 +371,8 @@ async fn serve_bank(
     });
     let mut buf = BytesMut::new();
     let mut seed: u64 = 0x1234_5678;
-    while let Some(msg) = read_frame(&mut rd, &mut buf).await {
+    let framer = framer();
+    while let Some(msg) = read_frame(&mut rd, &mut buf, &framer).await {
         let req = codec.decode(&msg).expect("the switch sends valid messages");
         let (answer, delay) = if req.mti.class() == 8 {
             (Some(req.response(ResponseCode::APPROVED)), 0)
@@ -409,11 +426,14 @@ async fn serve_bank(
 
 // ---------------------------------------------------------------- gateway
 
-/// An upstream gateway connection speaking the canonical protocol.
+/// An upstream gateway connection speaking the canonical protocol; or,
+/// from [`Gateway::connect_tls_speaking`], a bank's own end of an inbound
+/// link speaking its dialect.
 pub struct Gateway {
     stream: Box<dyn Stream>,
     buf: BytesMut,
-    codec: Iso8583Codec,
+    codec: Arc<dyn MessageCodec>,
+    framer: Framer,
 }
 
 impl Gateway {
@@ -431,6 +451,22 @@ impl Gateway {
         Ok(Gateway::wrap(Box::new(tls)))
     }
 
+    /// Connect with mTLS presenting `identity`, speaking `codec` (as named
+    /// in config: `iso8583:<dialect>`, `iso20022`, `json`) in frames of
+    /// `framing`: a bank on its inbound link.
+    pub async fn connect_tls_speaking(
+        addr: SocketAddr,
+        pki: &Pki,
+        identity: &str,
+        codec: &str,
+        framing: FrameConfig,
+    ) -> std::io::Result<Gateway> {
+        let mut g = Gateway::connect_tls(addr, pki, Some(identity)).await?;
+        g.codec = codec_named(codec);
+        g.framer = Framer::new(framing).unwrap();
+        Ok(g)
+    }
+
     /// Connect without TLS (listener with `tls = false`).
     pub async fn connect_plain(addr: SocketAddr) -> std::io::Result<Gateway> {
         Ok(Gateway::wrap(Box::new(TcpStream::connect(addr).await?)))
@@ -440,14 +476,22 @@ impl Gateway {
         Gateway {
             stream,
             buf: BytesMut::new(),
-            codec: Iso8583Codec::builtin("canonical").unwrap(),
+            codec: codec_named("iso8583:canonical"),
+            framer: framer(),
         }
     }
 
     pub async fn send(&mut self, txn: &Transaction) {
-        let f = frame(&self.codec, txn);
+        let f = frame_payload(&self.framer, |out| self.codec.encode(txn, out).unwrap());
         self.stream.write_all(&f).await.unwrap();
         self.stream.flush().await.unwrap();
+    }
+
+    /// Send `message` (already encoded, e.g. a captured wire message) in
+    /// one frame of this connection's framing.
+    pub async fn send_message(&mut self, message: &[u8]) -> std::io::Result<()> {
+        let f = frame_payload(&self.framer, |out| out.extend_from_slice(message));
+        self.send_raw(&f).await
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -457,17 +501,23 @@ impl Gateway {
 
     /// The next answer, or `None` on EOF/error/timeout (10 s).
     pub async fn recv(&mut self) -> Option<Transaction> {
-        let msg = tokio::time::timeout(
-            Duration::from_secs(10),
-            read_frame(&mut self.stream, &mut self.buf),
-        )
-        .await
-        .ok()??;
+        let msg = self.recv_message().await?;
         Some(
             self.codec
                 .decode(&msg)
-                .expect("the switch sends valid canonical messages"),
+                .expect("the switch sends valid messages in this dialect"),
         )
+    }
+
+    /// The next answer's message bytes (frame removed), undecoded, or
+    /// `None` on EOF/error/timeout (10 s).
+    pub async fn recv_message(&mut self) -> Option<BytesMut> {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            read_frame(&mut self.stream, &mut self.buf, &self.framer),
+        )
+        .await
+        .ok()?
     }
 
     /// Whether the switch closed the connection (within 5 s).

@@ -302,7 +302,10 @@ fn normalise(bank: &InboundBank, req: &Transaction) -> (Transaction, Filled) {
         }
     }
     if t.terminal_id.is_none() {
-        t.terminal_id = TerminalId::parse(format!("BANK{:0>4}", bank.code).as_bytes()).ok();
+        // Padded as a `str`: `BankCode`'s `Display` ignores width and fill
+        // (a 7-character id would not parse, leaving F41 missing: `30`).
+        let code = bank.code.as_str();
+        t.terminal_id = TerminalId::parse(format!("BANK{code:0>4}").as_bytes()).ok();
         filled.terminal = true;
     }
     if t.acquirer.is_none() {
