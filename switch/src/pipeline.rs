@@ -13,7 +13,7 @@ use fps_routing::idempotency::{ClientScope, Outcome};
 use fps_routing::{Attempt, LinkId, LinkOutcome, RetryDecision, SendFailure};
 use tokio::time::Instant;
 
-use crate::bank::{BankPool, SendError};
+use crate::bank::{BankPool, Framed, SendError};
 use crate::metrics as m;
 use crate::routing::Routing;
 use crate::safety::recent::{Recent, RecentTxn};
@@ -216,7 +216,7 @@ impl Pipeline {
             let mut sent = to_bank(req, self.participant, pool.code());
             pool.prepare(&mut sent);
             let result = match self.journal_sent(claimed, pool, &sent).await {
-                Ok(()) => pool.send_prepared(&sent, deadline).await,
+                Ok(framed) => pool.send_prepared(&sent, framed, deadline).await,
                 Err(code) => {
                     lease.settle(LinkOutcome::NotAttempted);
                     return Forwarded::NotSent {
@@ -296,28 +296,25 @@ impl Pipeline {
         }
     }
 
-    /// Journal an attempt as sent, durably; the code to answer if not.
+    /// Frame an attempt for the bank (encoded once: the journal keeps its
+    /// message, the link sends the frame) and journal it as sent, durably;
+    /// the code to answer if not.
     async fn journal_sent(
         &self,
         claimed: &Claimed,
         pool: &BankPool,
         sent: &Transaction,
-    ) -> Result<(), ResponseCode> {
-        let mut wire = BytesMut::with_capacity(512);
-        if let Err(e) = pool.encode_wire(sent, &mut wire) {
-            // Codec errors name the field and a static reason, never a value.
-            tracing::info!(bank = %pool.name(), error = %e, "cannot encode for the bank");
-            return Err(ResponseCode::FORMAT_ERROR);
-        }
+    ) -> Result<Framed, ResponseCode> {
+        let framed = pool.frame(sent).map_err(|_| ResponseCode::FORMAT_ERROR)?;
         let stan = sent.stan.map_or(0, |s| s.value());
         let rrn = sent
             .rrn
             .and_then(|r| r.as_str().parse::<u64>().ok())
             .unwrap_or(0);
         self.safety
-            .sent(claimed, pool.name(), stan, rrn, &wire)
+            .sent(claimed, pool.name(), stan, rrn, framed.message())
             .await
-            .map(|_| ())
+            .map(|_| framed)
             .map_err(|_| ResponseCode::SYSTEM_MALFUNCTION)
     }
 

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::pool::BankShared;
+use super::pool::{BankShared, Framed};
 use super::{MatchKey, SendError};
 use crate::metrics as m;
 
@@ -155,23 +155,23 @@ impl Link {
         txn: &Transaction,
         deadline: Instant,
     ) -> Result<Transaction, SendError> {
+        let mut framed = self.bank.frame(txn)?;
+        self.request_framed(txn, &mut framed, deadline).await
+    }
+
+    /// [`Link::request`] with `txn` already framed for this bank (see
+    /// [`BankShared::frame`]). The frame is taken only once the link has
+    /// accepted the request: one refused as [`LINK_CLOSING`] leaves it to
+    /// the caller for the next link.
+    pub(crate) async fn request_framed(
+        &self,
+        txn: &Transaction,
+        framed: &mut Framed,
+        deadline: Instant,
+    ) -> Result<Transaction, SendError> {
         let bank = &*self.bank;
         let key = MatchKey::of_request(bank.codec.match_by, txn)
             .ok_or(SendError::Rejected("request has no match key fields"))?;
-        let mut frame = BytesMut::with_capacity(512);
-        let mark = bank
-            .framer
-            .begin(&bank.frame_header, &mut frame)
-            .map_err(|_| SendError::Rejected("frame header"))?;
-        bank.codec.codec.encode(txn, &mut frame).map_err(|e| {
-            // Codec errors name the field and a static reason, never a value.
-            tracing::info!(bank = %bank.name, error = %e, "cannot encode for the bank");
-            SendError::Rejected("the bank's codec cannot carry this transaction")
-        })?;
-        bank.framer
-            .finish(mark, &mut frame)
-            .map_err(|_| SendError::Rejected("message over the link's max_frame_bytes"))?;
-
         let (tx, rx) = oneshot::channel();
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let payment = txn.mti.class() != Mti::NETWORK.class();
@@ -205,6 +205,7 @@ impl Link {
 
         // The channel holds max_in_flight frames, and at most that many are
         // registered, so this only waits if the writer is stuck.
+        let frame = std::mem::take(&mut framed.frame);
         match tokio::time::timeout_at(deadline, self.writer.send(frame)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(SendError::NotSent("link closed")),

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use fps_codecs::framing::Framer;
 use fps_codecs::model::{BankCode, EndToEndId, Transaction};
 use rustls_pki_types::ServerName;
@@ -78,6 +79,42 @@ pub(crate) struct BankShared {
     /// Where answers nobody waits for go (the reversal machinery); set
     /// once at build time, before the links start.
     pub(crate) late: std::sync::OnceLock<Arc<dyn LateAnswers>>,
+}
+
+/// A request in a bank's framing, encoded once for both the journal (its
+/// message) and the link (the whole frame).
+#[derive(Debug)]
+pub struct Framed {
+    pub(crate) frame: BytesMut,
+    body_at: usize,
+}
+
+impl Framed {
+    /// The message in the bank's codec, without length prefix or header.
+    pub fn message(&self) -> &[u8] {
+        &self.frame[self.body_at..]
+    }
+}
+
+impl BankShared {
+    /// `txn` framed for this bank's links. Codec errors are logged by
+    /// field and reason, never a value.
+    pub(crate) fn frame(&self, txn: &Transaction) -> Result<Framed, SendError> {
+        let mut frame = BytesMut::with_capacity(512);
+        let mark = self
+            .framer
+            .begin(&self.frame_header, &mut frame)
+            .map_err(|_| SendError::Rejected("frame header"))?;
+        let body_at = frame.len();
+        self.codec.codec.encode(txn, &mut frame).map_err(|e| {
+            tracing::info!(bank = %self.name, error = %e, "cannot encode for the bank");
+            SendError::Rejected("the bank's codec cannot carry this transaction")
+        })?;
+        self.framer
+            .finish(mark, &mut frame)
+            .map_err(|_| SendError::Rejected("message over the link's max_frame_bytes"))?;
+        Ok(Framed { frame, body_at })
+    }
 }
 
 /// Takes bank answers that arrived after their request's deadline
@@ -406,7 +443,10 @@ impl BankPool {
         let mut result = Err(SendError::NotSent("match key already in flight"));
         for _ in 0..MAX_KEY_ATTEMPTS {
             self.prepare(&mut txn);
-            result = self.send_prepared(&txn, deadline).await;
+            result = match self.frame(&txn) {
+                Ok(framed) => self.send_prepared(&txn, framed, deadline).await,
+                Err(e) => Err(e),
+            };
             if result != Err(SendError::NotSent("match key already in flight")) {
                 break;
             }
@@ -415,10 +455,13 @@ impl BankPool {
     }
 
     /// Send a transaction that [`BankPool::prepare`] gave its outbound ids
-    /// (and that the caller journaled) on the least-loaded link.
+    /// (and that the caller journaled) on the least-loaded link; `framed`
+    /// is [`BankPool::frame`] of it. A bank with `auth` frames the sealed
+    /// message instead.
     pub async fn send_prepared(
         self: &Arc<Self>,
         txn: &Transaction,
+        mut framed: Framed,
         deadline: Instant,
     ) -> Result<Transaction, SendError> {
         let mut result = Err(SendError::NotSent("no link up"));
@@ -426,7 +469,7 @@ impl BankPool {
         // refuses the request before anything leaves: try another.
         for _ in 0..MAX_LINK_ATTEMPTS {
             result = match (self.pick(), &self.auth) {
-                (Some(link), None) => link.request(txn, deadline).await,
+                (Some(link), None) => link.request_framed(txn, &mut framed, deadline).await,
                 (Some(link), Some(auth)) => authenticated(&link, auth, txn, deadline).await,
                 (None, _) => Err(SendError::NotSent("no link up")),
             };
@@ -445,6 +488,12 @@ impl BankPool {
     /// message id for this bank.
     pub fn prepare(&self, txn: &mut Transaction) {
         self.assign_ids(txn);
+    }
+
+    /// `txn` framed for this bank's links, its message also what the
+    /// journal keeps. Refused (nothing sent) when the codec cannot carry it.
+    pub fn frame(&self, txn: &Transaction) -> Result<Framed, SendError> {
+        self.shared.frame(txn)
     }
 
     /// The transaction in this bank's codec (for the journal).

@@ -156,6 +156,16 @@ impl Journal for FileJournal {
                 max: MAX_RECORD_BYTES,
             });
         }
+        self.append_owned(record.to_vec())
+    }
+
+    fn append_owned(&self, record: Vec<u8>) -> Result<Durable, JournalError> {
+        if record.len() > MAX_RECORD_BYTES {
+            return Err(JournalError::TooLarge {
+                bytes: record.len(),
+                max: MAX_RECORD_BYTES,
+            });
+        }
         let Some(tx) = &self.tx else {
             return Err(JournalError::Closed);
         };
@@ -164,7 +174,7 @@ impl Journal for FileJournal {
         }
         let (done, rx) = oneshot::channel();
         let pending = Pending {
-            payload: record.to_vec(),
+            payload: record,
             done: Some(done),
         };
         match tx.try_send(pending) {

@@ -214,6 +214,11 @@ pub trait Journal: Send + Sync + fmt::Debug {
     /// Queue one record. Err at once (never blocks, never waits) when the
     /// queue is full, the record is too large, or the journal is closed.
     fn append(&self, record: &[u8]) -> Result<Durable, JournalError>;
+    /// [`Journal::append`] of a record the caller no longer needs: a
+    /// journal that queues records takes it without a copy.
+    fn append_owned(&self, record: Vec<u8>) -> Result<Durable, JournalError> {
+        self.append(&record)
+    }
     /// false while the last write or fsync failed and has not yet
     /// succeeded since.
     fn healthy(&self) -> bool;
@@ -229,6 +234,10 @@ pub trait Journal: Send + Sync + fmt::Debug {
 impl<J: Journal + ?Sized> Journal for std::sync::Arc<J> {
     fn append(&self, record: &[u8]) -> Result<Durable, JournalError> {
         (**self).append(record)
+    }
+
+    fn append_owned(&self, record: Vec<u8>) -> Result<Durable, JournalError> {
+        (**self).append_owned(record)
     }
 
     fn healthy(&self) -> bool {

@@ -279,7 +279,7 @@ impl Safety {
         // and a failure changes nothing (recovery ignores a transaction
         // that was never sent).
         if rec.encode(&mut buf).is_ok() {
-            let _ = self.journal.append(&buf);
+            let _ = self.journal.append_owned(buf);
         }
         let tokens = self.lock_index().abandon(claimed.ticket);
         self.wake(tokens, |_| Wake::Reclaim);
@@ -331,14 +331,14 @@ impl Safety {
 
     /// Journal a record and wait until it is durable.
     pub(crate) async fn write(&self, rec: &Record<'_>) -> Result<Lsn, JournalError> {
-        let mut buf = Vec::with_capacity(128);
+        let mut buf = Vec::with_capacity(rec.size_hint());
         if rec.encode(&mut buf).is_err() {
             return Err(JournalError::TooLarge {
                 bytes: buf.len(),
                 max: u16::MAX as usize,
             });
         }
-        let durable = self.journal.append(&buf);
+        let durable = self.journal.append_owned(buf);
         match durable {
             Ok(d) => d.await,
             Err(e) => Err(e),
@@ -354,13 +354,13 @@ impl Safety {
         let mut request = BytesMut::with_capacity(256);
         let appended = match self.canonical.encode(req, &mut request) {
             Ok(()) => {
-                let mut buf = Vec::with_capacity(request.len() + 64);
                 let rec = Record::Received {
                     txn,
                     scope: scope.as_str(),
                     request: &request,
                 };
-                rec.encode(&mut buf).is_ok() && self.journal.append(&buf).is_ok()
+                let mut buf = Vec::with_capacity(rec.size_hint());
+                rec.encode(&mut buf).is_ok() && self.journal.append_owned(buf).is_ok()
             }
             // A request the canonical codec cannot re-encode was decoded by
             // it, so this does not happen; refuse safely if it does.

@@ -25,6 +25,8 @@ use fps_routing::idempotency::Outcome;
 
 /// Version byte of this encoding.
 pub const RECORD_VERSION: u8 = 1;
+/// Kind byte of a `Final` record.
+const KIND_FINAL: u8 = 3;
 
 /// The switch's own id of one upstream transaction (unique per journal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,7 +139,7 @@ impl Record<'_> {
         let (kind, txn) = match self {
             Record::Received { txn, .. } => (1, *txn),
             Record::Sent { txn, .. } => (2, *txn),
-            Record::Final { txn, .. } => (3, *txn),
+            Record::Final { txn, .. } => (KIND_FINAL, *txn),
             Record::Reversing { txn, .. } => (4, *txn),
             Record::ReversalClosed { txn, .. } => (5, *txn),
             Record::Parked { txn } => (6, *txn),
@@ -200,6 +202,29 @@ impl Record<'_> {
         Ok(())
     }
 
+    /// Bytes the encoding takes, give or take a few (to size its buffer).
+    pub fn size_hint(&self) -> usize {
+        const FIXED: usize = 64;
+        FIXED
+            + match self {
+                Record::Received { scope, request, .. } => scope.len() + request.len(),
+                Record::Sent { bank, wire, .. } | Record::Reversing { bank, wire, .. } => {
+                    bank.len() + wire.len()
+                }
+                Record::Final { .. } => 64,
+                Record::IdsReserved { bank, .. } => bank.len(),
+                Record::ReversalClosed { .. } | Record::Parked { .. } | Record::Released { .. } => {
+                    0
+                }
+            }
+    }
+
+    /// Whether `payload` is (the encoding of) a `Final` record, from its
+    /// version and kind bytes alone.
+    pub fn is_final(payload: &[u8]) -> bool {
+        payload.get(..2) == Some(&[RECORD_VERSION, KIND_FINAL])
+    }
+
     /// Decode one payload.
     pub fn decode(payload: &[u8]) -> Result<Record<'_>, RecordError> {
         let mut r = Reader(payload);
@@ -222,7 +247,7 @@ impl Record<'_> {
                 rrn: r.u64()?,
                 wire: r.u32_len()?,
             },
-            3 => {
+            KIND_FINAL => {
                 let code = ResponseCode::parse(r.take(2)?)
                     .map_err(|_| RecordError("bad response code"))?;
                 let mut outcome = Outcome::new(code);
@@ -373,6 +398,15 @@ mod tests {
         let mut out = Vec::new();
         rec.encode(&mut out).unwrap();
         assert_eq!(Record::decode(&out).unwrap(), rec);
+        // The kind test agrees with the decoder, and the buffer size hint
+        // holds the whole record (no regrowth while encoding).
+        assert_eq!(Record::is_final(&out), matches!(rec, Record::Final { .. }));
+        assert!(
+            out.len() <= rec.size_hint(),
+            "{} > {}",
+            out.len(),
+            rec.size_hint()
+        );
         // Every strict prefix is refused, never a panic.
         for cut in 0..out.len() {
             assert!(Record::decode(&out[..cut]).is_err(), "prefix {cut}");

@@ -399,11 +399,16 @@ impl<J: Journal> KeyedJournal<J> {
 
 impl<J: Journal> Journal for KeyedJournal<J> {
     fn append(&self, record: &[u8]) -> Result<Durable, JournalError> {
-        if !matches!(Record::decode(record), Ok(Record::Final { .. })) {
-            return self.inner.append(record);
+        self.append_owned(record.to_vec())
+    }
+
+    fn append_owned(&self, record: Vec<u8>) -> Result<Durable, JournalError> {
+        // The kind byte is enough: records come from `Record::encode`.
+        if !Record::is_final(&record) {
+            return self.inner.append_owned(record);
         }
         let ticket = self.keystore.announce_final();
-        match self.inner.append(record) {
+        match self.inner.append_owned(record) {
             Ok(durable) => Ok(durable.watched(Box::new(FinalWatch(ticket)))),
             Err(e) => {
                 // Refused at once: nothing was queued.
