@@ -133,11 +133,11 @@ impl Pipeline {
             tracing::info!(mti = %req.mti, stan = ?req.stan.map(|s| s.value()), field, code = %code, "request refused: value not allowed");
             return (NONE, req.response(code));
         }
-        let claimed = match self.safety.admit(scope, req).await {
+        let mut claimed = match self.safety.admit(scope, req).await {
             Admission::Answer(a) => return (LOCAL, a),
             Admission::Process(c) => c,
         };
-        match self.forward(req, &claimed).await {
+        match self.forward(req, scope, &mut claimed).await {
             Forwarded::Answered { bank, sent, answer } => {
                 let pool = &self.pools[bank];
                 let final_code = answer.response_code.filter(|c| *c != ResponseCode::PENDING);
@@ -187,7 +187,12 @@ impl Pipeline {
     /// Route, then send to the chosen bank, failing over while nothing has
     /// left the switch. Each attempt is journaled as sent (durably) before
     /// its bytes go to the bank.
-    async fn forward(&self, req: &Transaction, claimed: &Claimed) -> Forwarded {
+    async fn forward(
+        &self,
+        req: &Transaction,
+        scope: &ClientScope,
+        claimed: &mut Claimed,
+    ) -> Forwarded {
         let routed = match self.routing.route(req) {
             Ok(r) => r,
             Err(e) => {
@@ -215,7 +220,7 @@ impl Pipeline {
             let pool = self.pool(lease.link());
             let mut sent = to_bank(req, self.participant, pool.code());
             pool.prepare(&mut sent);
-            let result = match self.journal_sent(claimed, pool, &sent).await {
+            let result = match self.journal_sent(claimed, scope, pool, &sent).await {
                 Ok(framed) => pool.send_prepared(&sent, framed, deadline).await,
                 Err(code) => {
                     lease.settle(LinkOutcome::NotAttempted);
@@ -301,7 +306,8 @@ impl Pipeline {
     /// the code to answer if not.
     async fn journal_sent(
         &self,
-        claimed: &Claimed,
+        claimed: &mut Claimed,
+        scope: &ClientScope,
         pool: &BankPool,
         sent: &Transaction,
     ) -> Result<Framed, ResponseCode> {
@@ -312,7 +318,7 @@ impl Pipeline {
             .and_then(|r| r.as_str().parse::<u64>().ok())
             .unwrap_or(0);
         self.safety
-            .sent(claimed, pool.name(), stan, rrn, framed.message())
+            .sent(claimed, scope, pool.name(), stan, rrn, framed.message())
             .await
             .map(|_| framed)
             .map_err(|_| ResponseCode::SYSTEM_MALFUNCTION)

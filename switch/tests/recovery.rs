@@ -273,8 +273,9 @@ async fn outbound_ids_of_reversals_are_not_reused_after_kill_9() {
 
 /// A crash in the middle of writing a record leaves a torn tail. With the
 /// switch down, the last segment is cut inside its last record (the
-/// `Released` of a request that never reached a bank). The switch starts,
-/// cuts the tail, keeps everything before it, and serves.
+/// `Final` of an approved transfer). The switch starts, cuts the tail,
+/// keeps everything before it, reverses the transfer whose final record
+/// was lost, and serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_journal_tail_is_cut_at_start_and_the_switch_serves() {
     let pki = Pki::new();
@@ -285,24 +286,26 @@ async fn a_torn_journal_tail_is_cut_at_start_and_the_switch_serves() {
     let mut gw = sw.gateway().await;
     let a = gw.request(&keyed("torn-a", 1)).await;
     assert_eq!(a.response_code, Some(ResponseCode::APPROVED));
-    // No bank 999: received, then released (nothing reached a bank).
-    let mut unrouted = keyed("torn-b", 2);
+    let b = gw.request(&keyed("torn-b", 2)).await;
+    assert_eq!(b.response_code, Some(ResponseCode::APPROVED));
+    // No bank 999: nothing reached a bank, so nothing is journaled.
+    let mut unrouted = keyed("torn-x", 3);
     unrouted.receiving_bank = Some(BankCode::parse(b"999").unwrap());
-    let b = gw.request(&unrouted).await;
-    assert_eq!(b.response_code, Some(ResponseCode::UNKNOWN_ACCOUNT));
-    // The release is journaled without being awaited: wait for it. Six
-    // records: the outbound-id reservation at start, then received, sent,
-    // final (torn-a) and received, released (torn-b).
+    let x = gw.request(&unrouted).await;
+    assert_eq!(x.response_code, Some(ResponseCode::UNKNOWN_ACCOUNT));
+    // Five records: the outbound-id reservation at start, then dispatched
+    // and final of torn-a and of torn-b.
     let segments = setup.journal_dir.join("segments");
-    wait_for("6 journal records", || {
-        journal_records(&segments).is_ok_and(|r| r.len() == 6)
+    wait_for("5 journal records", || {
+        journal_records(&segments).is_ok_and(|r| r.len() == 5)
     })
     .await;
     sw.kill9();
 
+    // Tear torn-b's final record, as a crash while writing it would.
     let (path, records) = last_segment(&segments);
     let last = records.last().unwrap();
-    assert_eq!(last.lsn, 6);
+    assert_eq!(last.lsn, 5);
     let cut = last.offset + (last.end - last.offset) / 2;
     fs::OpenOptions::new()
         .write(true)
@@ -314,20 +317,29 @@ async fn a_torn_journal_tail_is_cut_at_start_and_the_switch_serves() {
 
     let sw = setup.start();
     let records = journal_records(&segments).expect("the torn tail was cut");
-    // Five kept, plus the new start's own reservation (lsn 6 again).
-    assert!(records.len() >= 5, "{} records", records.len());
-    assert_eq!(records[4].lsn, 5);
+    // Four kept, then what the new start writes from lsn 5 on.
+    assert!(records.len() >= 4, "{} records", records.len());
+    assert_eq!(records[3].lsn, 4);
     let mut gw = sw.gateway().await;
-    let retry = gw.request(&keyed("torn-a", 3)).await;
+    // torn-a's final survived: its retry gets the original answer.
+    let retry = gw.request(&keyed("torn-a", 4)).await;
     assert_eq!(retry.response_code, Some(ResponseCode::APPROVED));
     assert_eq!(retry.auth_id, a.auth_id);
-    assert_eq!(bank.financial_requests.load(Ordering::Relaxed), 1);
-    let c = gw.request(&keyed("torn-c", 4)).await;
-    assert_eq!(c.response_code, Some(ResponseCode::APPROVED));
+    // torn-b's did not: its outcome is unknown to the switch, so it is
+    // reversed at the bank and a retry is told 68, never resent.
+    wait_for("torn-b reversed at the bank", || {
+        !bank.reversals.lock().unwrap().is_empty()
+    })
+    .await;
+    let retry = gw.request(&keyed("torn-b", 5)).await;
+    assert_eq!(retry.response_code, Some(ResponseCode::LATE));
     assert_eq!(bank.financial_requests.load(Ordering::Relaxed), 2);
-    // Writing went on from the cut: lsn 6 is given again, no gap.
+    let c = gw.request(&keyed("torn-c", 6)).await;
+    assert_eq!(c.response_code, Some(ResponseCode::APPROVED));
+    assert_eq!(bank.financial_requests.load(Ordering::Relaxed), 3);
+    // Writing went on from the cut: lsn 5 is given again, no gap.
     wait_for("the new records", || {
-        journal_records(&segments).is_ok_and(|r| r.len() >= 9)
+        journal_records(&segments).is_ok_and(|r| r.len() >= 8)
     })
     .await;
     let records = journal_records(&segments).unwrap();

@@ -8,9 +8,9 @@
 //! ([`crate::keystore`]) and the bank pools.
 //!
 //! Order of effects for one credit transfer:
-//! `claim` → journal `Received` → (per attempt) journal `Sent`, durable,
-//! then the write to the bank → journal `Final`, durable → answer upstream
-//! and wake duplicates. At the deadline with no answer: journal
+//! `claim` → journal `Dispatched` (receipt and first attempt in one
+//! record; a fail-over attempt: `Sent`), durable, then the write to the
+//! bank → journal `Final`, durable → answer upstream and wake duplicates. At the deadline with no answer: journal
 //! `Reversing`, durable → `Final(68)` → queue the reversal.
 
 pub mod recent;
@@ -63,6 +63,11 @@ pub enum Admission {
 pub struct Claimed {
     ticket: Ticket,
     txn: TxnId,
+    /// The request in the canonical encoding, journaled with the first
+    /// attempt.
+    request: BytesMut,
+    /// An attempt was journaled (or its append was tried).
+    dispatched: bool,
 }
 
 impl Claimed {
@@ -128,8 +133,8 @@ impl Safety {
         self.journal.healthy()
     }
 
-    /// Claim `req`'s idempotency key in `scope` and journal its receipt, or
-    /// decide its answer (original outcome for a duplicate, 94 for the same
+    /// Claim `req`'s idempotency key in `scope` (its receipt is journaled
+    /// with its first attempt, [`Safety::sent`]), or decide its answer (original outcome for a duplicate, 94 for the same
     /// key with other content, 96 when the journal cannot write).
     pub async fn admit(&self, scope: &ClientScope, req: &Transaction) -> Admission {
         for _ in 0..MAX_RECLAIMS {
@@ -152,7 +157,7 @@ impl Safety {
                 Err(e) => return Admission::Answer(req.response(e.response_code())),
                 Ok((Claim::New(ticket), _)) => {
                     count("new");
-                    return self.received(ticket, scope, req);
+                    return self.received(ticket, req);
                 }
                 Ok((Claim::Duplicate(outcome), _)) => {
                     count("duplicate");
@@ -192,22 +197,41 @@ impl Safety {
         Admission::Answer(req.response(ResponseCode::SYSTEM_MALFUNCTION))
     }
 
-    /// Journal that `claimed` is about to be written to `bank` with these
-    /// outbound ids; durable when this returns `Ok`.
+    /// Journal that `claimed` (from the client `scope`) is about to be
+    /// written to `bank` with these outbound ids; durable when this returns
+    /// `Ok`. The first attempt's record also carries the request.
     pub async fn sent(
         &self,
-        claimed: &Claimed,
+        claimed: &mut Claimed,
+        scope: &ClientScope,
         bank: &str,
         stan: u32,
         rrn: u64,
         wire: &[u8],
     ) -> Result<Lsn, JournalError> {
-        let rec = Record::Sent {
-            txn: claimed.txn,
-            bank,
-            stan,
-            rrn,
-            wire,
+        let txn = claimed.txn;
+        let first = !claimed.dispatched;
+        // Even a failed append may have reached the disk: from here on the
+        // transaction is released explicitly if nothing is sent.
+        claimed.dispatched = true;
+        let rec = if first {
+            Record::Dispatched {
+                txn,
+                scope: scope.as_str(),
+                request: &claimed.request,
+                bank,
+                stan,
+                rrn,
+                wire,
+            }
+        } else {
+            Record::Sent {
+                txn,
+                bank,
+                stan,
+                rrn,
+                wire,
+            }
         };
         self.write(&rec).await
     }
@@ -273,12 +297,12 @@ impl Safety {
     /// Nothing reached a bank: release the key (a retry may go through) and
     /// let waiting duplicates claim again.
     pub fn abandon(&self, claimed: Claimed) {
-        let mut buf = Vec::with_capacity(16);
         let rec = Record::Released { txn: claimed.txn };
-        // Only spares recovery from tracking the transaction: not awaited,
-        // and a failure changes nothing (recovery ignores a transaction
-        // that was never sent).
-        if rec.encode(&mut buf).is_ok() {
+        let mut buf = Vec::with_capacity(rec.size_hint());
+        // Only spares recovery from tracking (and reversing) a transaction
+        // journaled as dispatched: not awaited, and a failure leaves
+        // recovery to reverse what never reached the bank (harmless).
+        if claimed.dispatched && rec.encode(&mut buf).is_ok() {
             let _ = self.journal.append_owned(buf);
         }
         let tokens = self.lock_index().abandon(claimed.ticket);
@@ -349,25 +373,21 @@ impl Safety {
         })
     }
 
-    fn received(&self, ticket: Ticket, scope: &ClientScope, req: &Transaction) -> Admission {
+    /// A new request: its transaction id and canonical bytes (journaled
+    /// with its first attempt), or 96 when the journal cannot take it.
+    fn received(&self, ticket: Ticket, req: &Transaction) -> Admission {
         let txn = TxnId(self.next_txn.fetch_add(1, Ordering::Relaxed));
         let mut request = BytesMut::with_capacity(256);
-        let appended = match self.canonical.encode(req, &mut request) {
-            Ok(()) => {
-                let rec = Record::Received {
-                    txn,
-                    scope: scope.as_str(),
-                    request: &request,
-                };
-                let mut buf = Vec::with_capacity(rec.size_hint());
-                rec.encode(&mut buf).is_ok() && self.journal.append_owned(buf).is_ok()
-            }
-            // A request the canonical codec cannot re-encode was decoded by
-            // it, so this does not happen; refuse safely if it does.
-            Err(_) => false,
+        // A request the canonical codec cannot re-encode was decoded by it,
+        // so that does not happen; refuse safely if it does.
+        let ready = self.canonical.encode(req, &mut request).is_ok() && self.journal.healthy();
+        let claimed = Claimed {
+            ticket,
+            txn,
+            request,
+            dispatched: false,
         };
-        let claimed = Claimed { ticket, txn };
-        if appended {
+        if ready {
             return Admission::Process(claimed);
         }
         metrics::counter!(m::JOURNAL_REFUSED).increment(1);
@@ -396,12 +416,11 @@ impl Safety {
                 ));
             }
         };
-        let scope = lookup.scope().clone();
         let decided = self
             .lock_index()
             .resolve_lookup(lookup, stored, self.clock.now());
         match decided {
-            Lookup::New(ticket) => Some(self.received(ticket, &scope, req)),
+            Lookup::New(ticket) => Some(self.received(ticket, req)),
             Lookup::Duplicate { outcome, waiters } => {
                 self.wake(waiters, |_| Wake::Outcome(outcome.clone()));
                 Some(Admission::Answer(outcome.answer_for(req)))

@@ -14,6 +14,11 @@
 //! | 6 | `Parked` | — |
 //! | 7 | `Released` | — (nothing reached a bank; the key was released) |
 //! | 8 | `IdsReserved` | bank name, last STAN (u32) and RRN (u64) reserved; transaction id 0 |
+//! | 9 | `Dispatched` | a transaction's first attempt: the body of `Received` then the body of `Sent` |
+//!
+//! A transaction's first attempt is one `Dispatched` record (receipt and
+//! send in one durable write); `Received` followed by `Sent` is what older
+//! switches wrote for it, and still replays.
 //!
 //! Bank messages are stored in the bank's own codec because that is the
 //! exact message the bank saw: a reversal after a restart is built from the
@@ -53,7 +58,26 @@ pub enum Record<'a> {
         /// The request, canonical ISO 8583 (no framing).
         request: &'a [u8],
     },
-    /// About to be written to a bank (durable before the write).
+    /// `Received` and `Sent` of a transaction's first attempt in one
+    /// record (durable before the write).
+    Dispatched {
+        /// Transaction.
+        txn: TxnId,
+        /// Client certificate identity.
+        scope: &'a str,
+        /// The request, canonical ISO 8583 (no framing).
+        request: &'a [u8],
+        /// Bank name (config).
+        bank: &'a str,
+        /// Outbound F11.
+        stan: u32,
+        /// Outbound F37 as a number.
+        rrn: u64,
+        /// The message in the bank's codec (no framing).
+        wire: &'a [u8],
+    },
+    /// About to be written to a bank (durable before the write); a later
+    /// attempt (fail-over) of a dispatched transaction.
     Sent {
         /// Transaction.
         txn: TxnId,
@@ -123,6 +147,7 @@ impl Record<'_> {
     pub fn txn(&self) -> TxnId {
         match self {
             Record::Received { txn, .. }
+            | Record::Dispatched { txn, .. }
             | Record::Sent { txn, .. }
             | Record::Final { txn, .. }
             | Record::Reversing { txn, .. }
@@ -145,6 +170,7 @@ impl Record<'_> {
             Record::Parked { txn } => (6, *txn),
             Record::Released { txn } => (7, *txn),
             Record::IdsReserved { .. } => (8, TxnId(0)),
+            Record::Dispatched { txn, .. } => (9, *txn),
         };
         out.push(kind);
         out.extend_from_slice(&txn.0.to_le_bytes());
@@ -152,6 +178,22 @@ impl Record<'_> {
             Record::Received { scope, request, .. } => {
                 put_u8_len(out, scope.as_bytes(), "scope")?;
                 put_u16_len(out, request, "request")?;
+            }
+            Record::Dispatched {
+                scope,
+                request,
+                bank,
+                stan,
+                rrn,
+                wire,
+                ..
+            } => {
+                put_u8_len(out, scope.as_bytes(), "scope")?;
+                put_u16_len(out, request, "request")?;
+                put_u8_len(out, bank.as_bytes(), "bank")?;
+                out.extend_from_slice(&stan.to_le_bytes());
+                out.extend_from_slice(&rrn.to_le_bytes());
+                put_u32_len(out, wire)?;
             }
             Record::Sent {
                 bank,
@@ -208,6 +250,13 @@ impl Record<'_> {
         FIXED
             + match self {
                 Record::Received { scope, request, .. } => scope.len() + request.len(),
+                Record::Dispatched {
+                    scope,
+                    request,
+                    bank,
+                    wire,
+                    ..
+                } => scope.len() + request.len() + bank.len() + wire.len(),
                 Record::Sent { bank, wire, .. } | Record::Reversing { bank, wire, .. } => {
                     bank.len() + wire.len()
                 }
@@ -292,6 +341,16 @@ impl Record<'_> {
                 bank: bank_name(r.u8_len()?)?,
                 stan: r.u32()?,
                 rrn: r.u64()?,
+            },
+            9 => Record::Dispatched {
+                txn,
+                scope: std::str::from_utf8(r.u8_len()?)
+                    .map_err(|_| RecordError("scope not UTF-8"))?,
+                request: r.u16_len()?,
+                bank: bank_name(r.u8_len()?)?,
+                stan: r.u32()?,
+                rrn: r.u64()?,
+                wire: r.u32_len()?,
             },
             _ => return Err(RecordError("unknown record kind")),
         };
@@ -427,6 +486,15 @@ mod tests {
             stan: 123456,
             rrn: 999_999_999_999,
             wire: &[0, 1, 2, 255],
+        });
+        round_trip(Record::Dispatched {
+            txn,
+            scope: "CN=gateway",
+            request: b"0200...",
+            bank: "bank004",
+            stan: 654321,
+            rrn: 1,
+            wire: &[7; 300],
         });
         let mut outcome = Outcome::new(ResponseCode::APPROVED);
         outcome.auth_id = Some(AuthId::parse(b"A1B2C3").unwrap());

@@ -173,21 +173,32 @@ impl<'a> Replay<'a> {
                     },
                 );
             }
-            Record::Sent {
+            Record::Dispatched {
+                scope,
+                request,
                 bank,
                 stan,
                 rrn,
                 wire,
                 ..
             } => {
-                let Some(i) = self.bank(bank) else {
-                    return;
-                };
-                self.out.last_ids[i] = Some((stan, rrn));
-                if let Some(o) = self.open.get_mut(&txn) {
-                    o.sent = Some((i, wire.to_vec()));
-                }
+                self.open.insert(
+                    txn,
+                    Open {
+                        scope: scope.to_owned(),
+                        request: request.to_vec(),
+                        sent: None,
+                    },
+                );
+                self.sent(txn, bank, stan, rrn, wire);
             }
+            Record::Sent {
+                bank,
+                stan,
+                rrn,
+                wire,
+                ..
+            } => self.sent(txn, bank, stan, rrn, wire),
             Record::Final { outcome, .. } => {
                 if let Some(o) = self.open.remove(&txn) {
                     self.catch_up(lsn, unix_ms, &o, &outcome);
@@ -260,6 +271,17 @@ impl<'a> Replay<'a> {
         self.out.unknown.sort_by_key(|p| p.txn);
         self.out.reversing.sort_by_key(|p| p.txn);
         self.out
+    }
+
+    /// An attempt of `txn` went to `bank` with these ids and bytes.
+    fn sent(&mut self, txn: TxnId, bank: &str, stan: u32, rrn: u64, wire: &[u8]) {
+        let Some(i) = self.bank(bank) else {
+            return;
+        };
+        self.out.last_ids[i] = Some((stan, rrn));
+        if let Some(o) = self.open.get_mut(&txn) {
+            o.sent = Some((i, wire.to_vec()));
+        }
     }
 
     fn bank(&mut self, name: &str) -> Option<usize> {
@@ -741,6 +763,76 @@ mod tests {
         let canonical = Iso8583Codec::builtin("canonical").unwrap();
         let outcome = Outcome::new(ResponseCode::APPROVED);
         key_record(&canonical, "gw", &keyed(b"other").1, outcome, 0, 1).unwrap()
+    }
+
+    /// What this switch writes: one `Dispatched` per transaction, `Sent`
+    /// for a fail-over, `Released` when nothing reached a bank.
+    #[test]
+    fn dispatched_records_fold_like_received_and_sent() {
+        let banks = vec!["bank003".to_owned(), "bank004".to_owned()];
+        let mut index = IdempotencyIndex::new(100, Duration::from_secs(3600));
+        let (a, ra) = keyed(b"key-a");
+        let (b, rb) = keyed(b"key-b");
+        let (c, rc) = keyed(b"key-c");
+        let dispatched = |txn, request, bank, stan, wire| {
+            enc(Record::Dispatched {
+                txn: TxnId(txn),
+                scope: "gw",
+                request,
+                bank,
+                stan,
+                rrn: 700 + u64::from(stan),
+                wire,
+            })
+        };
+        let records = [
+            // 1: answered after a fail-over from bank003 to bank004.
+            dispatched(1, &ra[..], "bank003", 1, &b"a1"[..]),
+            enc(Record::Sent {
+                txn: TxnId(1),
+                bank: "bank004",
+                stan: 2,
+                rrn: 702,
+                wire: b"a2",
+            }),
+            final_record(1, ResponseCode::APPROVED),
+            // 2: dispatched, then the crash: outcome unknown.
+            dispatched(2, &rb[..], "bank004", 3, &b"b1"[..]),
+            // 3: dispatched, nothing reached a bank: released.
+            dispatched(3, &rc[..], "bank003", 4, &b"c1"[..]),
+            enc(Record::Released { txn: TxnId(3) }),
+        ];
+        let mut replay = Replay::new(&banks, &mut index, Millis(0));
+        for (i, r) in records.iter().enumerate() {
+            replay.record(i as u64 + 1, 0, r);
+        }
+        let rec = replay.finish();
+        assert_eq!(rec.bad_records, 0);
+        assert_eq!(rec.next_txn, 4);
+        assert_eq!(rec.keys_restored, 1);
+        assert_eq!(rec.last_ids, vec![Some((4, 704)), Some((3, 703))]);
+        assert_eq!(rec.unknown.len(), 1);
+        assert_eq!(rec.unknown[0].txn, TxnId(2));
+        assert_eq!(rec.unknown[0].bank, 1);
+        assert_eq!(rec.unknown[0].wire, b"b1");
+        // The unknown one keeps its key, to be completed with 68.
+        assert!(rec.unknown[0]
+            .key
+            .as_ref()
+            .is_some_and(|(scope, req)| scope == "gw" && req == &rb));
+        let scope = ClientScope::new("gw").unwrap();
+        match index.claim(&scope, &a, Millis(1)).unwrap() {
+            Claim::Duplicate(o) => assert_eq!(o.response_code, ResponseCode::APPROVED),
+            other => panic!("expected the original outcome, got {other:?}"),
+        }
+        assert!(matches!(
+            index.claim(&scope, &b, Millis(1)).unwrap(),
+            Claim::New(_)
+        ));
+        assert!(matches!(
+            index.claim(&scope, &c, Millis(1)).unwrap(),
+            Claim::New(_)
+        ));
     }
 
     #[test]
