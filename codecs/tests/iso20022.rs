@@ -657,11 +657,11 @@ fn check_schema_paths(msg: MessageType, t: &Transaction, xml: &[u8]) {
             assert_eq!(amt.text().map(str::to_owned), amount_text(t));
             assert_eq!(
                 text_at(tx, &["Dbtr", "Nm"]),
-                t.debtor_name.map(|n| n.expose().to_owned())
+                t.debtor_name.as_ref().map(|n| n.expose().to_owned())
             );
             assert_eq!(
                 text_at(tx, &["Cdtr", "Nm"]),
-                t.creditor_name.map(|n| n.expose().to_owned())
+                t.creditor_name.as_ref().map(|n| n.expose().to_owned())
             );
             assert_eq!(
                 text_at(tx, &["DbtrAcct", "Id", "Othr", "Id"]),
@@ -681,9 +681,9 @@ fn check_schema_paths(msg: MessageType, t: &Transaction, xml: &[u8]) {
             );
             assert_eq!(
                 text_at(tx, &["CdtrAcct", "Prxy", "Id"]),
-                t.proxy.map(|p| p.expose().to_owned())
+                t.proxy.as_ref().map(|p| p.expose().to_owned())
             );
-            if let Some(p) = t.proxy {
+            if let Some(p) = &t.proxy {
                 let code = text_at(tx, &["CdtrAcct", "Prxy", "Tp", "Cd"]).unwrap();
                 let expected = match p.kind() {
                     ProxyKind::Mobile => "MOBN",

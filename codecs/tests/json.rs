@@ -436,7 +436,7 @@ fn the_largest_document_fits_the_limit() {
     let mut t = expected("credit_transfer");
     let quotes = "\"".repeat(PartyName::MAX_LEN);
     t.debtor_name = Some(PartyName::parse(&quotes).unwrap());
-    t.creditor_name = t.debtor_name;
+    t.creditor_name = t.debtor_name.clone();
     let local = "\"".repeat(126);
     let email = format!("{local}@{local}");
     t.proxy = Some(ProxyId::new(ProxyKind::Email, email.as_bytes()).unwrap());

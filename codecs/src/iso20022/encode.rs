@@ -114,7 +114,7 @@ fn pacs008(w: &mut Writer<'_>, t: &Transaction, at: &CreationDateTime) -> Result
     w.date("IntrBkSttlmDt", t);
     w.leaf("ChrgBr", "SLEV");
     w.open("Dbtr");
-    if let Some(n) = t.debtor_name {
+    if let Some(n) = &t.debtor_name {
         w.leaf("Nm", xml_text(n.expose(), "CdtTrfTxInf/Dbtr/Nm")?);
     }
     w.close("Dbtr");
@@ -126,7 +126,7 @@ fn pacs008(w: &mut Writer<'_>, t: &Transaction, at: &CreationDateTime) -> Result
     w.agent("DbtrAgt", &debtor_agent);
     w.agent("CdtrAgt", &creditor_agent);
     w.open("Cdtr");
-    if let Some(n) = t.creditor_name {
+    if let Some(n) = &t.creditor_name {
         w.leaf("Nm", xml_text(n.expose(), "CdtTrfTxInf/Cdtr/Nm")?);
     }
     w.close("Cdtr");
@@ -136,7 +136,7 @@ fn pacs008(w: &mut Writer<'_>, t: &Transaction, at: &CreationDateTime) -> Result
         w.leaf("Id", a.expose());
         w.raw("</Othr></Id>");
     }
-    if let Some(p) = t.proxy {
+    if let Some(p) = &t.proxy {
         let codes = &w.config.proxy_codes;
         let code = match p.kind() {
             ProxyKind::Mobile => codes.mobile,

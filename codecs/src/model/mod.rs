@@ -246,6 +246,20 @@ impl Transaction {
 mod tests {
     use super::*;
 
+    /// A transaction is moved and cloned several times per request: its
+    /// rare long fields (proxy id, party names) live on the heap so that it
+    /// stays small. This guards against one creeping back inline.
+    #[test]
+    fn a_transaction_stays_small() {
+        assert!(
+            std::mem::size_of::<Transaction>() <= 800,
+            "{} bytes",
+            std::mem::size_of::<Transaction>()
+        );
+        assert!(std::mem::size_of::<ProxyId>() <= 24);
+        assert!(std::mem::size_of::<PartyName>() <= 16);
+    }
+
     #[test]
     fn kinds_follow_mti_class_and_function() {
         assert_eq!(

@@ -128,9 +128,11 @@ text_newtype!(
 );
 
 /// A party's name (debtor or creditor), up to 140 characters of UTF-8.
-/// Personal data: masked in `Debug`/`Display`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PartyName(ArrayString<140>);
+/// Personal data: masked in `Debug`/`Display`. Held on the heap: names are
+/// rare on the hot path and 140 inline bytes would weigh on every
+/// transaction that moves.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PartyName(Box<str>);
 
 impl PartyName {
     /// Largest number of bytes a name may hold.
@@ -145,14 +147,15 @@ impl PartyName {
         if value.chars().any(char::is_control) {
             return Err(ValueError::new(WHAT, "control character"));
         }
-        ArrayString::from(value)
-            .map(PartyName)
-            .map_err(|_| ValueError::new(WHAT, "too long"))
+        if value.len() > Self::MAX_LEN {
+            return Err(ValueError::new(WHAT, "too long"));
+        }
+        Ok(PartyName(value.into()))
     }
 
     /// The clear name, for the wire only: never log it.
     pub fn expose(&self) -> &str {
-        self.0.as_str()
+        &self.0
     }
 }
 
@@ -773,10 +776,12 @@ impl ProxyKind {
 
 /// FPS proxy id (F120): `KIND:value`, e.g. `MOBN:+852-91234567`.
 /// Personal data: masked to kind and last 2 characters in `Debug`/`Display`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The value is held on the heap: 254 inline bytes would weigh on every
+/// transaction that moves, with or without a proxy.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProxyId {
     kind: ProxyKind,
-    value: ArrayString<254>,
+    value: Box<str>,
 }
 
 impl ProxyId {
@@ -825,7 +830,10 @@ impl ProxyId {
             return Err(ValueError::new(WHAT, "value does not fit its kind"));
         }
         let text = inline_text::<254>(WHAT, value, 1, CharClass::Ans)?;
-        Ok(ProxyId { kind, value: text })
+        Ok(ProxyId {
+            kind,
+            value: text.as_str().into(),
+        })
     }
 
     /// The kind of proxy.
@@ -835,7 +843,7 @@ impl ProxyId {
 
     /// The clear value without the kind prefix: never log it.
     pub fn expose(&self) -> &str {
-        self.value.as_str()
+        &self.value
     }
 
     /// Write the wire form `KIND:value` into `out`, returning its length.
@@ -856,7 +864,7 @@ impl fmt::Display for ProxyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kind.prefix())?;
         f.write_str(":")?;
-        write_masked_tail(f, self.value.as_str(), 2)
+        write_masked_tail(f, &self.value, 2)
     }
 }
 

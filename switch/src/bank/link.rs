@@ -201,7 +201,7 @@ impl Link {
             token,
             payment,
         };
-        metrics::gauge!(m::BANK_IN_FLIGHT, "bank" => bank.name.clone()).increment(1.0);
+        bank.in_flight_gauge.increment(1.0);
 
         // The channel holds max_in_flight frames, and at most that many are
         // registered, so this only waits if the writer is stuck.
@@ -214,8 +214,7 @@ impl Link {
         let started = Instant::now();
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(answer)) => {
-                metrics::histogram!(m::BANK_RTT_SECONDS, "bank" => bank.name.clone())
-                    .record(started.elapsed().as_secs_f64());
+                bank.rtt.record(started.elapsed().as_secs_f64());
                 Ok(answer)
             }
             Ok(Err(_)) => Err(SendError::OutcomeUnknown(
@@ -362,7 +361,7 @@ impl Drop for PendingGuard<'_> {
         if self.link.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.link.drained.notify_waiters();
         }
-        metrics::gauge!(m::BANK_IN_FLIGHT, "bank" => self.link.bank.name.clone()).decrement(1.0);
+        self.link.bank.in_flight_gauge.decrement(1.0);
     }
 }
 

@@ -79,6 +79,10 @@ pub(crate) struct BankShared {
     /// Where answers nobody waits for go (the reversal machinery); set
     /// once at build time, before the links start.
     pub(crate) late: std::sync::OnceLock<Arc<dyn LateAnswers>>,
+    /// This bank's per-request series, registered once (a lookup with a
+    /// label allocation per request otherwise).
+    pub(crate) in_flight_gauge: metrics::Gauge,
+    pub(crate) rtt: metrics::Histogram,
 }
 
 /// A request in a bank's framing, encoded once for both the journal (its
@@ -288,6 +292,8 @@ impl BankPool {
             endpoints: cfg.endpoints.clone(),
             tls,
             late: std::sync::OnceLock::new(),
+            in_flight_gauge: metrics::gauge!(m::BANK_IN_FLIGHT, "bank" => cfg.name.clone()),
+            rtt: metrics::histogram!(m::BANK_RTT_SECONDS, "bank" => cfg.name.clone()),
             reversal_advice: cfg.reversal_advice,
         });
         metrics::gauge!(m::POOL_LINKS, "bank" => cfg.name.clone()).set(0.0);

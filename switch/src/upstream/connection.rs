@@ -214,12 +214,11 @@ async fn handle(
     settings: Arc<ConnSettings>,
     pipeline: Arc<Pipeline>,
 ) {
-    let gauge = metrics::gauge!(m::UPSTREAM_IN_FLIGHT);
-    gauge.increment(1.0);
+    settings.in_flight.increment(1.0);
     if let Some(answer) = pipeline.handle(req, &scope).await {
         send(&answer, &settings, &tx).await;
     }
-    gauge.decrement(1.0);
+    settings.in_flight.decrement(1.0);
     drop(permit);
 }
 

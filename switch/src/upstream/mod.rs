@@ -28,6 +28,8 @@ pub(crate) struct ConnSettings {
     pub(crate) max_in_flight: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    /// Requests in flight over every connection (registered once).
+    pub(crate) in_flight: metrics::Gauge,
 }
 
 /// Why the upstream listener cannot start.
@@ -96,6 +98,7 @@ impl Upstream {
                 max_in_flight: cfg.max_in_flight_per_connection,
                 handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
                 idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+                in_flight: metrics::gauge!(m::UPSTREAM_IN_FLIGHT),
             }),
             connections: Arc::new(Semaphore::new(cfg.max_connections)),
             max_connections: cfg.max_connections,
