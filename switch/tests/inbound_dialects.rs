@@ -584,10 +584,12 @@ async fn json_bank_gets_a_matched_result_with_the_destination_outcome() {
     assert!(switch.stop().await, "drained");
 }
 
-/// A message that does not decode on an ISO 20022 or JSON link cannot be
-/// answered (these dialects have no salvage: only canonical ISO 8583 gets
-/// a `30`), so the link is closed and counted (`undecodable`, frame error
-/// `decode`); a request already in flight on it is still answered first.
+/// A JSON request that does not decode but is a JSON object naming its
+/// `type` and `request_id` is answered `30`, matched, and the link goes
+/// on. A message that cannot be matched to anything (ISO 20022 that does
+/// not decode, JSON cut short) cannot be answered, so the link is closed
+/// and counted (`undecodable`, frame error `decode`); a request already in
+/// flight on it is still answered first.
 /// A length prefix over the limit closes the link as `bad_frame`. A
 /// response message (pacs.002, `*_result`) is dropped and counted, and
 /// the link goes on. Other links, of the same bank or another, are
@@ -713,9 +715,36 @@ async fn undecodable_iso20022_and_json_close_only_their_own_link() {
         ("JB-OK-1", "approved"),
         "{j}"
     );
+    // Well-formed JSON that does not decode (a negative amount) but names
+    // its type and request_id: answered 30, matched, and the link stays.
     let broken = json_transfer("JB-BROKEN", "012", 600).replace("\"minor\":600", "\"minor\":-600");
     assert!(broken.contains("-600"));
     json.send_message(broken.as_bytes()).await.unwrap();
+    let j = recv_json(&mut json).await;
+    assert_eq!(
+        (
+            member(&j, "type"),
+            member(&j, "request_id"),
+            member(&j, "status"),
+            member(&j, "code")
+        ),
+        ("credit_transfer_result", "JB-BROKEN", "declined", "30"),
+        "{j}"
+    );
+    json.send_message(json_transfer("JB-OK-3", "012", 650).as_bytes())
+        .await
+        .unwrap();
+    let j = recv_json(&mut json).await;
+    assert_eq!(
+        (member(&j, "request_id"), member(&j, "status")),
+        ("JB-OK-3", "approved"),
+        "{j}"
+    );
+    // JSON cut short cannot be matched to anything: the link is closed.
+    let cut = json_transfer("JB-CUT", "012", 660);
+    json.send_message(&cut.as_bytes()[..cut.len() - 2])
+        .await
+        .unwrap();
     assert!(json.is_closed().await, "the JSON link is closed");
     assert_eq!(closed_as("jb003", "undecodable").await, 1.0);
 
@@ -728,7 +757,7 @@ async fn undecodable_iso20022_and_json_close_only_their_own_link() {
     assert!(json_oversize.is_closed().await);
     assert_eq!(closed_as("jb003", "bad_frame").await, 1.0);
 
-    assert!(frame_errors("decode").await - decode_errors >= 3.0);
+    assert!(frame_errors("decode").await - decode_errors >= 4.0);
     assert!(frame_errors("unexpected_response").await - responses >= 2.0);
     assert!(frame_errors("framing").await - framing_errors >= 1.0);
 
@@ -759,8 +788,8 @@ async fn undecodable_iso20022_and_json_close_only_their_own_link() {
     // Neither bad message reached a bank.
     assert_eq!(
         financial(&dest),
-        4,
-        "XB-AFTER-RESPONSE, JB-OK-1, XB-OTHER-LINK, JB-OK-2"
+        5,
+        "XB-AFTER-RESPONSE, JB-OK-1, JB-OK-3, XB-OTHER-LINK, JB-OK-2"
     );
     // Once the closed links' owners hang up (or the switch's bounded
     // lingering ends), one link per bank is left open.

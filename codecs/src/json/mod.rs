@@ -184,7 +184,7 @@ pub use schema::{PENDING_RESPONSE_CODE, RETURN_PROCESSING_CODE};
 
 use bytes::BytesMut;
 
-use crate::model::{AuthInput, SignatureValue, Transaction};
+use crate::model::{AuthInput, MessageId, SignatureValue, Transaction};
 use crate::{AuthSlot, CodecError, Location, MessageCodec};
 
 /// Largest document accepted, in bytes. The largest document the encoder can
@@ -200,6 +200,29 @@ impl JsonCodec {
     /// The codec.
     pub fn new() -> Self {
         JsonCodec
+    }
+}
+
+impl JsonCodec {
+    /// The skeleton of a request that did not decode but is a well-formed
+    /// JSON object with a readable request `type` and `request_id`: its
+    /// MTI, processing code and message id, enough to answer it with a
+    /// format error matched to it. `None` for anything else (not JSON, a
+    /// result, no usable `request_id`): such a message cannot be answered.
+    pub fn salvage_request(&self, payload: &[u8]) -> Option<Transaction> {
+        if payload.len() > MAX_MESSAGE_BYTES {
+            return None;
+        }
+        let doc: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let ty = schema::MsgType::parse(doc.get("type")?.as_str()?).ok()?;
+        if ty.is_result() {
+            return None;
+        }
+        let id = MessageId::parse(doc.get("request_id")?.as_str()?.as_bytes()).ok()?;
+        let mut req = Transaction::new(ty.mti());
+        req.processing_code = ty.processing_code();
+        req.message_id = Some(id);
+        Some(req)
     }
 }
 
@@ -318,6 +341,38 @@ impl MessageCodec for JsonCodec {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_request_that_does_not_decode_is_salvaged_by_type_and_id() {
+        let codec = super::JsonCodec::new();
+        // Three decimals for HKD: refused by the decoder, yet answerable.
+        let bad = br#"{"type":"credit_transfer","request_id":"R-1","amount":{"minor":1.005,"currency":"HKD"}}"#;
+        assert!(crate::MessageCodec::decode(&codec, bad).is_err());
+        let req = codec.salvage_request(bad).unwrap();
+        assert_eq!(req.mti, crate::model::Mti::CREDIT_TRANSFER);
+        assert_eq!(
+            req.processing_code,
+            Some(crate::model::ProcessingCode::CREDIT_TRANSFER)
+        );
+        assert_eq!(req.message_id.unwrap().as_str(), "R-1");
+        let cancel = br#"{"type":"cancel","request_id":"C-1","x":1}"#;
+        assert_eq!(
+            codec.salvage_request(cancel).unwrap().mti,
+            crate::model::Mti::REVERSAL
+        );
+        // Nothing to answer: not JSON, a result, no or a bad request_id.
+        for hopeless in [
+            &br#"{"type":"credit_transfer","request_id":"R-1""#[..],
+            br#"{"type":"credit_transfer_result","request_id":"R-1"}"#,
+            br#"{"type":"credit_transfer"}"#,
+            br#"{"type":"credit_transfer","request_id":""}"#,
+            br#"{"type":"wire","request_id":"R-1"}"#,
+            br#"[1,2]"#,
+            b"\xff",
+        ] {
+            assert!(codec.salvage_request(hopeless).is_none());
+        }
+    }
+
     use super::*;
     use crate::model::{Mti, ResponseCode};
 

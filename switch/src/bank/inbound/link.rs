@@ -163,9 +163,10 @@ async fn serve<S>(
                 Err(e) => {
                     metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "decode")
                         .increment(1);
-                    let salvaged = bank.salvage.as_ref().and_then(|c| {
-                        crate::upstream::salvage::format_error_answer(c, &frame.message)
-                    });
+                    let salvaged = bank
+                        .salvage
+                        .as_ref()
+                        .and_then(|s| s.format_error_answer(&frame.message));
                     match salvaged {
                         Some(answer) => {
                             metrics::counter!(m::BANK_INBOUND_REQUESTS, "bank" => bank.name.clone(), "class" => class_label(answer.mti.class()))

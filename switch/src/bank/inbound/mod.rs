@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use fps_codecs::framing::Framer;
 use fps_codecs::iso8583::Iso8583Codec;
-use fps_codecs::model::BankCode;
+use fps_codecs::json::JsonCodec;
+use fps_codecs::model::{BankCode, ResponseCode, Transaction};
 use fps_routing::idempotency::ClientScope;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -59,6 +60,28 @@ pub enum InboundError {
     },
 }
 
+/// Answering `30` to a bank request that does not decode, where enough of
+/// it can be read to match the answer to it.
+#[derive(Debug)]
+pub(crate) enum Salvage {
+    /// Canonical ISO 8583 whose layout is sound (as upstream does).
+    Canonical(Iso8583Codec),
+    /// A JSON object with a readable request `type` and `request_id`.
+    Json(JsonCodec),
+}
+
+impl Salvage {
+    /// The format-error answer to `message`, when it can be matched.
+    pub(crate) fn format_error_answer(&self, message: &[u8]) -> Option<Transaction> {
+        match self {
+            Salvage::Canonical(c) => crate::upstream::salvage::format_error_answer(c, message),
+            Salvage::Json(j) => j
+                .salvage_request(message)
+                .map(|req| req.response(ResponseCode::FORMAT_ERROR)),
+        }
+    }
+}
+
 /// One bank that may open links: how it is recognised and spoken to.
 #[derive(Debug)]
 pub(crate) struct InboundBank {
@@ -69,9 +92,8 @@ pub(crate) struct InboundBank {
     pub(crate) identity: Option<String>,
     pub(crate) sha256: Option<[u8; 32]>,
     pub(crate) codec: BankCodec,
-    /// The canonical dialect, to answer `30` to a message that does not
-    /// decode but whose layout is sound (as upstream does).
-    pub(crate) salvage: Option<Iso8583Codec>,
+    /// How a request that does not decode may still be answered `30`.
+    pub(crate) salvage: Option<Salvage>,
     pub(crate) framer: Framer,
     pub(crate) auth: Option<Arc<BankAuth>>,
     /// Idempotency keys of this bank's requests live under this scope.
@@ -219,7 +241,10 @@ fn inbound_bank(
     let mut codec =
         BankCodec::build(&codec_name).map_err(|e| invalid(at("codec"), e.to_string()))?;
     let salvage = match &codec_name {
-        CodecName::Iso8583(d) if d == "canonical" => Iso8583Codec::builtin(d),
+        CodecName::Iso8583(d) if d == "canonical" => {
+            Iso8583Codec::builtin(d).map(Salvage::Canonical)
+        }
+        CodecName::Json => Some(Salvage::Json(JsonCodec::new())),
         _ => None,
     };
     let auth = match &b.auth {
