@@ -60,9 +60,9 @@
 //! `max_batch_records` (and [`MAX_BATCH_BYTES`]), assigns lsns, writes the
 //! batch with one positional write, syncs per [`FsyncMode`], and completes
 //! the batch's [`Durable`]s in lsn order. Under load (the previous batch
-//! held 16 records or more), a synced batch of fewer than 64 records waits
-//! up to 200 us for more first: fewer fsyncs for the same records; a quiet
-//! journal never waits. A caller that must learn how a
+//! held 16 records or more) with `fsync = "batch"`, a batch of fewer than
+//! 64 records waits up to 200 us for more first: fewer fsyncs for the same
+//! records; a quiet journal never waits. A caller that must learn how a
 //! record's append ended even if its owner never awaits it attaches a
 //! [`DurableWatch`] ([`Durable::watched`]); [`FileJournal::durable_lsn`]
 //! says how far the journal is durable.

@@ -216,12 +216,13 @@ impl Writer {
     }
 
     /// Take what is queued behind `first`. Under load (the last batch held
-    /// at least [`BUSY_BATCH_RECORDS`]) and when records are synced, a batch
+    /// at least [`BUSY_BATCH_RECORDS`]) and with `fsync = "batch"`, a batch
     /// short of [`GROUP_COMMIT_TARGET`] waits up to [`GROUP_COMMIT_LINGER`]
     /// for more: one sync then covers more records, which costs each of
-    /// them less CPU than it adds latency. A quiet journal never waits.
+    /// them less CPU than it adds latency. A quiet journal never waits, nor
+    /// does one that syncs every record (`always`) or none (`never`).
     fn collect_batch(&mut self, first: Pending) {
-        let linger_until = (self.fsync != FsyncMode::Never
+        let linger_until = (self.fsync == FsyncMode::Batch
             && self.last_batch_records >= BUSY_BATCH_RECORDS)
             .then(|| Instant::now() + GROUP_COMMIT_LINGER);
         let mut bytes = first.payload.len() + RECORD_HEADER_BYTES;
