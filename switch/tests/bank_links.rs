@@ -268,6 +268,78 @@ fn counter(name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_sum(&metrics_text(), name, labels)
 }
 
+/// `/links` lists a link being closed for idleness (out of its slot,
+/// signing off) under `closing` until it is gone. The bank never answers
+/// the sign-off, so the closing link lingers for the sign-off timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_being_closed_are_listed_until_gone() {
+    let pki = Pki::new();
+    let bank = Bank::start(&pki, 1_000, false).await;
+    let sw = Running::start(&switch_toml(
+        &pki,
+        "closing003",
+        bank.addr,
+        "{ min = 1, max = 2, idle_close_ms = 200 }",
+        "max_in_flight = 8",
+    ))
+    .await;
+    wait_links_up(sw.admin, 1).await;
+    let mut gw = Gateway::connect_tls(sw.upstream, &pki, Some("gateway"))
+        .await
+        .unwrap();
+    for stan in 1..=7 {
+        send_paced(&mut gw, stan).await;
+    }
+    wait_links_up(sw.admin, 2).await;
+    for _ in 1..=7 {
+        assert_eq!(
+            gw.recv().await.unwrap().response_code,
+            Some(ResponseCode::APPROVED)
+        );
+    }
+    let closing = |body: &str| -> usize {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        v[0]["closing"].as_array().map_or(0, Vec::len)
+    };
+    // Bounded: 400 polls of 10 ms; the link stays listed for about the
+    // 1 s sign-off timeout.
+    let mut seen = None;
+    for _ in 0..400 {
+        let body = http_get(sw.admin, "/links").await.1;
+        if closing(&body) == 1 {
+            seen = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let body = seen.expect("a closing link in /links");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v[0]["up"], 1, "{body}");
+    // No payment is left on it; the one request in flight, if any, is
+    // its unanswered sign-off.
+    assert!(
+        v[0]["closing"][0]["in_flight"].as_u64() <= Some(1),
+        "{body}"
+    );
+    assert!(
+        v[0]["closing"][0]["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.contains("127.0.0.1")),
+        "{body}"
+    );
+    // Once the sign-off wait ends the link is gone, and so is its entry.
+    for _ in 0..400 {
+        if closing(&http_get(sw.admin, "/links").await.1) == 0 && bank.open() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(closing(&http_get(sw.admin, "/links").await.1), 0);
+    assert_eq!(bank.open(), 1);
+    assert_eq!(links_up(sw.admin).await, 1);
+    assert!(sw.stop().await);
+}
+
 /// Send one request and give the switch time to put it on a link, so the
 /// next one's pick sees it in flight (the growth rule looks at in-flight
 /// counts).

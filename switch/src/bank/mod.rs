@@ -24,7 +24,9 @@ use crate::config::CodecName;
 pub use auth::{AuthError, BankAuth};
 pub use ids::OutboundIds;
 pub use inbound::{BankInbound, InboundError};
-pub use pool::{BankPool, Framed, LateAnswers, LinkStatus, PoolBuildError, PoolStatus};
+pub use pool::{
+    BankPool, ClosingLinkStatus, Framed, LateAnswers, LinkStatus, PoolBuildError, PoolStatus,
+};
 
 /// Why a request to a bank has no answer. Says whether anything may have
 /// reached the bank, which decides what is safe to do next (STYLE.md).

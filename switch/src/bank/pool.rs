@@ -203,6 +203,18 @@ pub struct PoolStatus {
     pub connects: u64,
     /// Every started slot.
     pub links: Vec<LinkStatus>,
+    /// Links out of their slots, finishing their requests and signing off
+    /// before they close (idle above `min`).
+    pub closing: Vec<ClosingLinkStatus>,
+}
+
+/// A link being closed, in `/links`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClosingLinkStatus {
+    /// The endpoint it is connected to.
+    pub endpoint: String,
+    /// Requests still in flight on it.
+    pub in_flight: usize,
 }
 
 /// Why a pool cannot be built.
@@ -426,6 +438,17 @@ impl BankPool {
                 }
             })
             .collect();
+        let closing = self
+            .retiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|l| ClosingLinkStatus {
+                endpoint: l.endpoint.clone(),
+                in_flight: l.in_flight(),
+            })
+            .collect();
         PoolStatus {
             bank: self.shared.name.clone(),
             code: self.shared.code.to_string(),
@@ -434,6 +457,7 @@ impl BankPool {
             max: self.slots.len(),
             connects: self.connects.load(Ordering::Relaxed),
             links,
+            closing,
         }
     }
 
