@@ -275,28 +275,7 @@ fn counter(name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn links_being_closed_are_listed_until_gone() {
     let pki = Pki::new();
     let bank = Bank::start(&pki, 1_000, false).await;
-    let sw = Running::start(&switch_toml(
-        &pki,
-        "closing003",
-        bank.addr,
-        "{ min = 1, max = 2, idle_close_ms = 200 }",
-        "max_in_flight = 8",
-    ))
-    .await;
-    wait_links_up(sw.admin, 1).await;
-    let mut gw = Gateway::connect_tls(sw.upstream, &pki, Some("gateway"))
-        .await
-        .unwrap();
-    for stan in 1..=7 {
-        send_paced(&mut gw, stan).await;
-    }
-    wait_links_up(sw.admin, 2).await;
-    for _ in 1..=7 {
-        assert_eq!(
-            gw.recv().await.unwrap().response_code,
-            Some(ResponseCode::APPROVED)
-        );
-    }
+    let (sw, _gw) = grown_to_two_links(&pki, &bank, "closing003", 200).await;
     let closing = |body: &str| -> usize {
         let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
         v[0]["closing"].as_array().map_or(0, Vec::len)
@@ -338,6 +317,40 @@ async fn links_being_closed_are_listed_until_gone() {
     assert_eq!(bank.open(), 1);
     assert_eq!(links_up(sw.admin).await, 1);
     assert!(sw.stop().await);
+}
+
+/// A switch whose pool for `bank` (`min = 1, max = 2`, this
+/// `idle_close_ms`, 8 in flight per link) was grown to two links by 7
+/// requests in flight at once (each answered 00), and its gateway.
+async fn grown_to_two_links(
+    pki: &Pki,
+    bank: &Bank,
+    name: &'static str,
+    idle_close_ms: u64,
+) -> (Running, Gateway) {
+    let sw = Running::start(&switch_toml(
+        pki,
+        name,
+        bank.addr,
+        &format!("{{ min = 1, max = 2, idle_close_ms = {idle_close_ms} }}"),
+        "max_in_flight = 8",
+    ))
+    .await;
+    wait_links_up(sw.admin, 1).await;
+    let mut gw = Gateway::connect_tls(sw.upstream, pki, Some("gateway"))
+        .await
+        .unwrap();
+    for stan in 1..=7 {
+        send_paced(&mut gw, stan).await;
+    }
+    wait_links_up(sw.admin, 2).await;
+    for _ in 1..=7 {
+        assert_eq!(
+            gw.recv().await.unwrap().response_code,
+            Some(ResponseCode::APPROVED)
+        );
+    }
+    (sw, gw)
 }
 
 /// Send one request and give the switch time to put it on a link, so the
@@ -572,28 +585,7 @@ async fn the_pool_grows_under_load_and_shrinks_back_to_min_when_idle() {
 async fn idle_close_zero_keeps_extra_links() {
     let pki = Pki::new();
     let bank = Bank::start(&pki, 1_000, true).await;
-    let sw = Running::start(&switch_toml(
-        &pki,
-        "sticky003",
-        bank.addr,
-        "{ min = 1, max = 2, idle_close_ms = 0 }",
-        "max_in_flight = 8",
-    ))
-    .await;
-    wait_links_up(sw.admin, 1).await;
-    let mut gw = Gateway::connect_tls(sw.upstream, &pki, Some("gateway"))
-        .await
-        .unwrap();
-    for stan in 1..=7 {
-        send_paced(&mut gw, stan).await;
-    }
-    wait_links_up(sw.admin, 2).await;
-    for _ in 1..=7 {
-        assert_eq!(
-            gw.recv().await.unwrap().response_code,
-            Some(ResponseCode::APPROVED)
-        );
-    }
+    let (sw, _gw) = grown_to_two_links(&pki, &bank, "sticky003", 0).await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(links_up(sw.admin).await, 2);
     assert_eq!(bank.open(), 2);

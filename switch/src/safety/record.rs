@@ -175,10 +175,7 @@ impl Record<'_> {
         out.push(kind);
         out.extend_from_slice(&txn.0.to_le_bytes());
         match self {
-            Record::Received { scope, request, .. } => {
-                put_u8_len(out, scope.as_bytes(), "scope")?;
-                put_u16_len(out, request, "request")?;
-            }
+            Record::Received { scope, request, .. } => put_received(out, scope, request)?,
             Record::Dispatched {
                 scope,
                 request,
@@ -188,12 +185,8 @@ impl Record<'_> {
                 wire,
                 ..
             } => {
-                put_u8_len(out, scope.as_bytes(), "scope")?;
-                put_u16_len(out, request, "request")?;
-                put_u8_len(out, bank.as_bytes(), "bank")?;
-                out.extend_from_slice(&stan.to_le_bytes());
-                out.extend_from_slice(&rrn.to_le_bytes());
-                put_u32_len(out, wire)?;
+                put_received(out, scope, request)?;
+                put_sent(out, bank, *stan, *rrn, wire)?;
             }
             Record::Sent {
                 bank,
@@ -201,12 +194,7 @@ impl Record<'_> {
                 rrn,
                 wire,
                 ..
-            } => {
-                put_u8_len(out, bank.as_bytes(), "bank")?;
-                out.extend_from_slice(&stan.to_le_bytes());
-                out.extend_from_slice(&rrn.to_le_bytes());
-                put_u32_len(out, wire)?;
-            }
+            } => put_sent(out, bank, *stan, *rrn, wire)?,
             Record::Final { outcome, .. } => {
                 out.extend_from_slice(outcome.response_code.as_bytes());
                 put_opt(out, outcome.auth_id.as_ref().map(|v| v.as_str().as_bytes()));
@@ -363,6 +351,26 @@ impl Record<'_> {
 
 fn bank_name(b: &[u8]) -> Result<&str, RecordError> {
     std::str::from_utf8(b).map_err(|_| RecordError("bank name not UTF-8"))
+}
+
+/// The body of `Received` (and the first half of `Dispatched`).
+fn put_received(out: &mut Vec<u8>, scope: &str, request: &[u8]) -> Result<(), RecordError> {
+    put_u8_len(out, scope.as_bytes(), "scope")?;
+    put_u16_len(out, request, "request")
+}
+
+/// The body of `Sent` (and the second half of `Dispatched`).
+fn put_sent(
+    out: &mut Vec<u8>,
+    bank: &str,
+    stan: u32,
+    rrn: u64,
+    wire: &[u8],
+) -> Result<(), RecordError> {
+    put_u8_len(out, bank.as_bytes(), "bank")?;
+    out.extend_from_slice(&stan.to_le_bytes());
+    out.extend_from_slice(&rrn.to_le_bytes());
+    put_u32_len(out, wire)
 }
 
 fn put_u8_len(out: &mut Vec<u8>, v: &[u8], what: &'static str) -> Result<(), RecordError> {

@@ -163,16 +163,7 @@ impl<'a> Replay<'a> {
         let txn = rec.txn();
         self.out.next_txn = self.out.next_txn.max(txn.0 + 1);
         match rec {
-            Record::Received { scope, request, .. } => {
-                self.open.insert(
-                    txn,
-                    Open {
-                        scope: scope.to_owned(),
-                        request: request.to_vec(),
-                        sent: None,
-                    },
-                );
-            }
+            Record::Received { scope, request, .. } => self.received(txn, scope, request),
             Record::Dispatched {
                 scope,
                 request,
@@ -182,14 +173,7 @@ impl<'a> Replay<'a> {
                 wire,
                 ..
             } => {
-                self.open.insert(
-                    txn,
-                    Open {
-                        scope: scope.to_owned(),
-                        request: request.to_vec(),
-                        sent: None,
-                    },
-                );
+                self.received(txn, scope, request);
                 self.sent(txn, bank, stan, rrn, wire);
             }
             Record::Sent {
@@ -271,6 +255,16 @@ impl<'a> Replay<'a> {
         self.out.unknown.sort_by_key(|p| p.txn);
         self.out.reversing.sort_by_key(|p| p.txn);
         self.out
+    }
+
+    /// `txn` came from client `scope` as `request` (canonical bytes).
+    fn received(&mut self, txn: TxnId, scope: &str, request: &[u8]) {
+        let open = Open {
+            scope: scope.to_owned(),
+            request: request.to_vec(),
+            sent: None,
+        };
+        self.open.insert(txn, open);
     }
 
     /// An attempt of `txn` went to `bank` with these ids and bytes.
