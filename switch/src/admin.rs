@@ -102,6 +102,10 @@ async fn serve_one(
     let path = target.split(|b| *b == b'?').next().unwrap_or_default();
     match path {
         b"/metrics" => {
+            let tasks = tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks();
+            metrics::gauge!(crate::metrics::RUNTIME_TASKS).set(tasks as f64);
             let body = metrics.render();
             respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
         }

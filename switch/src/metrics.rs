@@ -131,3 +131,7 @@ pub const BANK_INBOUND_REQUESTS: &str = "fps_switch_bank_inbound_requests_total"
 pub const BANK_INBOUND_ANSWERS: &str = "fps_switch_bank_inbound_answers_total";
 /// Requests in flight from banks' inbound links, by `bank`.
 pub const BANK_INBOUND_IN_FLIGHT: &str = "fps_switch_bank_inbound_in_flight";
+/// Tasks alive in the switch's runtime (connections, requests in flight,
+/// link readers and writers, background loops), read at each scrape: after
+/// load it returns to its idle level, so a leak of tasks shows here.
+pub const RUNTIME_TASKS: &str = "fps_switch_runtime_tasks";

@@ -237,6 +237,7 @@ async fn a_thousand_requests_in_flight_on_one_connection_are_all_matched() {
     ))
     .await;
     sw.wait_ready().await;
+    let idle_tasks = runtime_tasks(sw.admin).await;
     let mut gw = Gateway::connect_tls(sw.upstream, &pki, Some("gateway"))
         .await
         .unwrap();
@@ -263,7 +264,24 @@ async fn a_thousand_requests_in_flight_on_one_connection_are_all_matched() {
     assert_eq!(seen.len(), N as usize);
     assert!(out_of_order > 0, "answers should come back out of order");
     assert_eq!(peer.financial_requests.load(Ordering::Relaxed), N as usize);
+    // Every task the connection and its requests started ends with it.
+    drop(gw);
+    let mut tasks = runtime_tasks(sw.admin).await;
+    for _ in 0..200 {
+        if tasks <= idle_tasks {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        tasks = runtime_tasks(sw.admin).await;
+    }
+    assert_eq!(tasks, idle_tasks, "runtime tasks back to their idle level");
     assert!(sw.stop().await);
+}
+
+/// `fps_switch_runtime_tasks` from a scrape of `/metrics`.
+async fn runtime_tasks(admin: std::net::SocketAddr) -> f64 {
+    let text = http_get(admin, "/metrics").await.1;
+    metric(&text, "fps_switch_runtime_tasks ").expect("fps_switch_runtime_tasks on /metrics")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
