@@ -586,8 +586,9 @@ async fn json_bank_gets_a_matched_result_with_the_destination_outcome() {
 
 /// A JSON request that does not decode but is a JSON object naming its
 /// `type` and `request_id` is answered `30`, matched, and the link goes
-/// on. A message that cannot be matched to anything (ISO 20022 that does
-/// not decode, JSON cut short) cannot be answered, so the link is closed
+/// on (the ISO 20022 counterpart has a test of its own below). A message
+/// that cannot be matched to anything (XML or JSON cut short, a MsgId too
+/// long to name in an answer) cannot be answered, so the link is closed
 /// and counted (`undecodable`, frame error `decode`); a request already in
 /// flight on it is still answered first.
 /// A length prefix over the limit closes the link as `bad_frame`. A
@@ -684,11 +685,10 @@ async fn undecodable_iso20022_and_json_close_only_their_own_link() {
     assert_eq!(closed_as("xb004", "undecodable").await, 1.0);
     assert_eq!(financial(&slow), 1);
 
-    // Well-formed XML with a value the dialect refuses (three decimals
-    // for HKD) on the other link: that one closes too.
+    // Well-formed XML that does not decode, with a MsgId too long for
+    // any answer to name it, on the other link: that one closes too.
     let mut xml_bad_value = xml_link(&switch, &pki).await;
-    let bad = pacs008("XB-BAD-AMOUNT", "012", 400).replace(">4.00<", ">4.001<");
-    assert!(bad.contains(">4.001<"));
+    let bad = pacs008(&"X".repeat(MessageId::MAX_LEN + 1), "012", 400);
     xml_bad_value.send_message(bad.as_bytes()).await.unwrap();
     assert!(xml_bad_value.is_closed().await);
     assert_eq!(closed_as("xb004", "undecodable").await, 2.0);
@@ -805,6 +805,129 @@ async fn undecodable_iso20022_and_json_close_only_their_own_link() {
         assert_eq!(open, 1.0, "{bank}: open links");
     }
     drop((xml_other, json_again));
+    assert!(switch.stop().await, "drained");
+}
+
+/// A pacs.008 that does not decode but is well-formed XML with a
+/// readable `MsgId` and end-to-end id (a non-numeric amount, an unknown
+/// currency, a mandatory element missing) is answered on the same link
+/// with a pacs.002 `RJCT` + `FF01` (format error, `30`) naming it in
+/// `OrgnlMsgId` and echoing its ids, under a MsgId of the switch's own.
+/// It reaches no bank, the link stays open, and the next request on it is
+/// answered as usual.
+#[tokio::test]
+async fn undecodable_iso20022_request_is_answered_30_and_the_link_stays_open() {
+    let pki = pki_with_banks();
+    let own = BankPeer::start(&pki, "iso20022", Behaviour::Approve { max_delay_ms: 0 }).await;
+    let dest = BankPeer::start(&pki, CANONICAL, Behaviour::Approve { max_delay_ms: 0 }).await;
+    let switch = start(&config(
+        &pki,
+        &[
+            Bank {
+                inbound: XML_INBOUND,
+                ..Bank::outbound("004", "xs004", "iso20022", own.addr)
+            },
+            Bank::outbound("012", "xs012", CANONICAL, dest.addr),
+        ],
+        None,
+    ))
+    .await;
+    let decode_errors = metric_now(
+        &switch,
+        "fps_switch_frame_errors_total",
+        &[("side", "bank_inbound"), ("reason", "decode")],
+    )
+    .await;
+    let mut link = xml_link(&switch, &pki).await;
+
+    let broken = [
+        (
+            "XS-AMOUNT",
+            pacs008("XS-AMOUNT", "012", 100).replace(">1.00<", ">1.0x<"),
+        ),
+        (
+            "XS-CURRENCY",
+            pacs008("XS-CURRENCY", "012", 200).replace("Ccy=\"HKD\"", "Ccy=\"HKX\""),
+        ),
+        (
+            "XS-NO-NBOFTXS",
+            pacs008("XS-NO-NBOFTXS", "012", 300).replace("<NbOfTxs>1</NbOfTxs>", ""),
+        ),
+    ];
+    for (msg_id, doc) in &broken {
+        assert!(
+            Iso20022Codec::default()
+                .decode_message(doc.as_bytes())
+                .is_err(),
+            "{msg_id} must not decode"
+        );
+        link.send_message(doc.as_bytes()).await.unwrap();
+        let (a, text) = recv_pacs002(&mut link).await;
+        assert_eq!(orgnl_msg_id(&a), *msg_id, "{text}");
+        assert_eq!(
+            (status(&a), reason(&a), code(&a.transaction)),
+            ("RJCT", Some("FF01"), "30"),
+            "{text}"
+        );
+        assert!(text.contains("<TxSts>RJCT</TxSts>"), "{text}");
+        let t = &a.transaction;
+        assert_eq!(
+            t.end_to_end_id.map(|e| e.as_str().to_owned()),
+            Some(e2e_of(msg_id)),
+            "{text}"
+        );
+        assert_eq!(
+            t.uetr.map(|u| u.to_string()),
+            Some(uetr_of(msg_id)),
+            "{text}"
+        );
+        let answer_id = t.message_id.expect("the pacs.002 has its own MsgId");
+        assert_ne!(answer_id.as_str(), *msg_id, "{text}");
+        // Nothing read from a message that does not decode is echoed but
+        // its ids.
+        assert_eq!(t.amount, None, "{text}");
+    }
+
+    // The link is still open: the next payment on it goes through.
+    link.send_message(pacs008("XS-GOOD", "012", 400).as_bytes())
+        .await
+        .unwrap();
+    let (a, text) = recv_pacs002(&mut link).await;
+    assert_eq!(
+        (orgnl_msg_id(&a), status(&a), code(&a.transaction)),
+        ("XS-GOOD", "ACSC", "00"),
+        "{text}"
+    );
+    assert_eq!(a.transaction.amount.map(|m| m.minor()), Some(400));
+    assert_eq!(financial(&dest), 1, "only XS-GOOD reached bank 012");
+
+    let m = metrics(switch.admin).await;
+    let answers = |code: &str| {
+        metric_sum(
+            &m,
+            "fps_switch_bank_inbound_answers_total",
+            &[("bank", "xs004"), ("code", code)],
+        )
+    };
+    assert_eq!((answers("30"), answers("00")), (3.0, 1.0), "{m}");
+    assert_eq!(
+        metric_sum(
+            &m,
+            "fps_switch_bank_inbound_links_closed_total",
+            &[("bank", "xs004")]
+        ),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        metric_sum(
+            &m,
+            "fps_switch_frame_errors_total",
+            &[("side", "bank_inbound"), ("reason", "decode")]
+        ) - decode_errors
+            >= 3.0
+    );
+    drop(link);
     assert!(switch.stop().await, "drained");
 }
 

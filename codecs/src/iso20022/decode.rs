@@ -27,13 +27,13 @@ use super::values::{minor_digits, parse_amount, CreationDateTime, MessageVersion
 use super::{Decoded, Iso20022Config, MessageType, MAX_DEPTH, NAMESPACE_PREFIX, SIGNATURE_ELEMENT};
 
 /// Envelope elements (e.g. `Envelope`, `DataPDU/Body`) allowed around `Document`.
-const MAX_ENVELOPE_DEPTH: usize = 4;
+pub(super) const MAX_ENVELOPE_DEPTH: usize = 4;
 
 /// Longest element text looked at; every canonical value is far shorter.
-const MAX_VALUE_BYTES: usize = 1024;
+pub(super) const MAX_VALUE_BYTES: usize = 1024;
 
 /// Longest namespace URI of a message this codec knows.
-const MAX_NAMESPACE_LEN: usize = 64;
+pub(super) const MAX_NAMESPACE_LEN: usize = 64;
 
 /// Where the reader is in the document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,21 +429,13 @@ impl<'i, 'c> Parser<'i, 'c> {
             at: Location::Element(self.here()),
             reason,
         };
-        let ch = if r.is_char_ref() {
-            match r.resolve_char_ref() {
-                Ok(Some(c)) if !c.is_control() || matches!(c, '\t' | '\n' | '\r') => c,
-                _ => return Err(bad("bad character reference")),
-            }
-        } else {
-            match &*r {
-                "amp" => '&',
-                "lt" => '<',
-                "gt" => '>',
-                "quot" => '"',
-                "apos" => '\'',
-                _ => return Err(bad("unknown entity")),
-            }
-        };
+        let ch = resolve_reference(&r).ok_or_else(|| {
+            bad(if r.is_char_ref() {
+                "bad character reference"
+            } else {
+                "unknown entity"
+            })
+        })?;
         if self.leaf.is_none() {
             return Ok(());
         }
@@ -724,8 +716,29 @@ fn skip(
         })
 }
 
+/// The character of a reference in text: a character reference to a
+/// non-control character (tab, CR and LF allowed), or one of XML's five
+/// predefined entities. `None` for anything else (no DTD, so no other
+/// entity exists).
+pub(super) fn resolve_reference(r: &BytesRef<'_>) -> Option<char> {
+    if r.is_char_ref() {
+        return match r.resolve_char_ref() {
+            Ok(Some(c)) if !c.is_control() || matches!(c, '\t' | '\n' | '\r') => Some(c),
+            _ => None,
+        };
+    }
+    match &**r {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        _ => None,
+    }
+}
+
 /// The message type and version of a `Document` namespace.
-fn identify(
+pub(super) fn identify(
     config: &Iso20022Config,
     ns: &ResolveResult<'_>,
 ) -> Result<(MessageType, MessageVersion), CodecError> {

@@ -89,6 +89,14 @@
 //! an exponent, more significant decimals than the currency has, or more than
 //! 12 digits of minor units is an error.
 //!
+//! # Salvage
+//!
+//! [`Iso20022Codec::salvage_request`] reads, from a request that does not
+//! decode but is well-formed XML, just its kind and the ids its answer is
+//! matched by (message id, end-to-end id, transaction id, UETR), so that a
+//! bank's link can answer it with a format error (`30`: pacs.002 `RJCT` +
+//! `FF01`) instead of being closed. pacs.028 is never salvaged.
+//!
 //! # Creation time (`CreDtTm`)
 //!
 //! Codecs have no clock. [`Iso20022Codec::encode_at`] takes the creation time
@@ -108,6 +116,7 @@ use crate::{AuthSlot, MessageCodec};
 mod decode;
 mod encode;
 mod paths;
+mod salvage;
 pub mod status;
 mod values;
 

@@ -169,6 +169,7 @@ async fn serve<S>(
                         .and_then(|s| s.format_error_answer(&frame.message));
                     match salvaged {
                         Some(answer) => {
+                            let answer = salvaged_answer(&bank, answer);
                             metrics::counter!(m::BANK_INBOUND_REQUESTS, "bank" => bank.name.clone(), "class" => class_label(answer.mti.class()))
                                 .increment(1);
                             // Codec errors name a field and a static reason, never a value.
@@ -357,6 +358,20 @@ fn own_ids(bank: &InboundBank, mut answer: Transaction) -> Transaction {
         answer.settlement_date = Some(crate::clock::settlement_date_today());
     }
     answer
+}
+
+/// A salvaged `30` made sendable as [`answer`]'s are: an ISO 20022 answer
+/// needs a message id of the switch's own ([`own_ids`]) and a creation
+/// time (`CreDtTm`, from F7 and the settlement date), which a salvaged
+/// request does not carry. ISO 8583 and JSON answers go as salvaged.
+fn salvaged_answer(bank: &InboundBank, mut answer: Transaction) -> Transaction {
+    if bank.codec.match_by != MatchBy::OriginalMessageId {
+        return answer;
+    }
+    if answer.transmitted_at.is_none() {
+        answer.transmitted_at = Some(crate::clock::transmission_now());
+    }
+    own_ids(bank, answer)
 }
 
 /// `answer` with the bank's MAC or signature (when it has `auth`). An

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fps_codecs::framing::Framer;
+use fps_codecs::iso20022::Iso20022Codec;
 use fps_codecs::iso8583::Iso8583Codec;
 use fps_codecs::json::JsonCodec;
 use fps_codecs::model::{BankCode, ResponseCode, Transaction};
@@ -68,6 +69,8 @@ pub(crate) enum Salvage {
     Canonical(Iso8583Codec),
     /// A JSON object with a readable request `type` and `request_id`.
     Json(JsonCodec),
+    /// Well-formed ISO 20022 XML of a request with readable ids.
+    Iso20022(Iso20022Codec),
 }
 
 impl Salvage {
@@ -76,6 +79,9 @@ impl Salvage {
         match self {
             Salvage::Canonical(c) => crate::upstream::salvage::format_error_answer(c, message),
             Salvage::Json(j) => j
+                .salvage_request(message)
+                .map(|req| req.response(ResponseCode::FORMAT_ERROR)),
+            Salvage::Iso20022(x) => x
                 .salvage_request(message)
                 .map(|req| req.response(ResponseCode::FORMAT_ERROR)),
         }
@@ -245,6 +251,8 @@ fn inbound_bank(
             Iso8583Codec::builtin(d).map(Salvage::Canonical)
         }
         CodecName::Json => Some(Salvage::Json(JsonCodec::new())),
+        // The configuration `BankCodec::build` gives the bank's codec.
+        CodecName::Iso20022 => Some(Salvage::Iso20022(Iso20022Codec::default())),
         _ => None,
     };
     let auth = match &b.auth {
