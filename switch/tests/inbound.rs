@@ -23,7 +23,7 @@ use fps_hsm::{HsmError, Pin};
 use support::inbound::{
     bank_client_certs, bank_payment, code, config, metrics, start, Bank, Token,
 };
-use support::{metric_sum, BankPeer, Behaviour, Gateway, Pki};
+use support::{inbound_answers, metric_sum, BankPeer, Behaviour, Gateway, Pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -289,14 +289,7 @@ async fn a_bank_payment_is_routed_and_answered_on_the_same_link() {
         ),
         3.0
     );
-    assert_eq!(
-        metric_sum(
-            &m,
-            "fps_switch_bank_inbound_answers_total",
-            &[("bank", "rt003"), ("code", "00")]
-        ),
-        4.0
-    );
+    assert_eq!(inbound_answers(&m, "rt003", "00"), 4.0);
     drop(bank);
     assert!(switch.stop().await, "drained");
 }
@@ -558,15 +551,7 @@ async fn a_bad_mac_is_answered_63_and_never_routed() {
         1
     );
     let m = metrics(switch.admin).await;
-    assert_eq!(
-        metric_sum(
-            &m,
-            "fps_switch_bank_inbound_answers_total",
-            &[("bank", "mac003"), ("code", "63")]
-        ),
-        1.0,
-        "{m}"
-    );
+    assert_eq!(inbound_answers(&m, "mac003", "63"), 1.0, "{m}");
     assert_eq!(
         metric_sum(
             &m,

@@ -23,7 +23,7 @@ use fps_codecs::iso20022::{Decoded, Iso20022Codec, MessageType};
 use fps_codecs::model::*;
 use serde_json::{json, Value};
 use support::inbound::{bank_client_certs, code, config, metrics, start, Bank, Started};
-use support::{http_get, metric_sum, BankPeer, Behaviour, Gateway, Pki};
+use support::{http_get, inbound_answers, metric_sum, BankPeer, Behaviour, Gateway, Pki};
 
 /// The captured pacs.008 (bank 004 pays an account at bank 012), replayed
 /// as is and used as the template of every ISO 20022 request here.
@@ -413,13 +413,7 @@ async fn iso20022_bank_gets_a_matched_pacs002_with_the_destination_outcome() {
     assert_eq!(financial(&own), 0, "nothing goes back to the sender");
 
     let m = metrics(switch.admin).await;
-    let answers = |code: &str| {
-        metric_sum(
-            &m,
-            "fps_switch_bank_inbound_answers_total",
-            &[("bank", "xa004"), ("code", code)],
-        )
-    };
+    let answers = |code: &str| inbound_answers(&m, "xa004", code);
     assert_eq!(
         (answers("00"), answers("51"), answers("14"), answers("05")),
         (2.0, 1.0, 1.0, 1.0),
@@ -572,13 +566,7 @@ async fn json_bank_gets_a_matched_result_with_the_destination_outcome() {
     assert_eq!(financial(&own), 0);
 
     let m = metrics(switch.admin).await;
-    let answers = |code: &str| {
-        metric_sum(
-            &m,
-            "fps_switch_bank_inbound_answers_total",
-            &[("bank", "ja003"), ("code", code)],
-        )
-    };
+    let answers = |code: &str| inbound_answers(&m, "ja003", code);
     assert_eq!((answers("00"), answers("51")), (3.0, 2.0), "{m}");
     drop(link);
     assert!(switch.stop().await, "drained");
@@ -902,13 +890,7 @@ async fn undecodable_iso20022_request_is_answered_30_and_the_link_stays_open() {
     assert_eq!(financial(&dest), 1, "only XS-GOOD reached bank 012");
 
     let m = metrics(switch.admin).await;
-    let answers = |code: &str| {
-        metric_sum(
-            &m,
-            "fps_switch_bank_inbound_answers_total",
-            &[("bank", "xs004"), ("code", code)],
-        )
-    };
+    let answers = |code: &str| inbound_answers(&m, "xs004", code);
     assert_eq!((answers("30"), answers("00")), (3.0, 1.0), "{m}");
     assert_eq!(
         metric_sum(

@@ -37,7 +37,7 @@ pub(super) const MAX_NAMESPACE_LEN: usize = 64;
 
 /// Where the reader is in the document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     /// Before `Document`, possibly inside an envelope.
     Envelope,
     /// Inside `Document`, before the message element.

@@ -25,7 +25,7 @@ use quick_xml::NsReader;
 use crate::model::{BankCode, EndToEndId, MessageId, Mti, ProcessingCode, Transaction, Uetr};
 
 use super::decode::{
-    identify, resolve_reference, MAX_ENVELOPE_DEPTH, MAX_NAMESPACE_LEN, MAX_VALUE_BYTES,
+    identify, resolve_reference, Phase, MAX_ENVELOPE_DEPTH, MAX_NAMESPACE_LEN, MAX_VALUE_BYTES,
 };
 use super::paths::{self, Field, Tag};
 use super::{Iso20022Codec, Iso20022Config, MessageType, MAX_DEPTH, SIGNATURE_ELEMENT};
@@ -73,16 +73,6 @@ fn kept(msg: MessageType, field: Field) -> bool {
         Field::SendingBank | Field::ReceivingBank => msg == MessageType::Camt056,
         _ => false,
     }
-}
-
-/// Where the reader is (the decoder's phases).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Envelope,
-    Document,
-    Message,
-    DocumentEnd,
-    After,
 }
 
 fn salvage(config: &Iso20022Config, payload: &[u8]) -> Option<Transaction> {

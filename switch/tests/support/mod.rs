@@ -729,6 +729,16 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// Answers the switch wrote on `bank`'s inbound links with response code
+/// `code`, from a `/metrics` text.
+pub fn inbound_answers(text: &str, bank: &str, code: &str) -> f64 {
+    metric_sum(
+        text,
+        "fps_switch_bank_inbound_answers_total",
+        &[("bank", bank), ("code", code)],
+    )
+}
+
 /// The sum of every sample of `name` in a `/metrics` text whose labels
 /// include `labels` (all of them, when `labels` is empty).
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
