@@ -92,6 +92,13 @@ pub struct RequestRecord {
     pub final_code: Option<String>,
     /// Times sent.
     pub sends: u32,
+    /// The debtor account sent (F102), so a run's logs can be scanned for
+    /// it (`scripts/scan-logs`); empty in records of older runs.
+    #[serde(default)]
+    pub debtor: String,
+    /// The creditor account sent (F103), likewise.
+    #[serde(default)]
+    pub creditor: String,
 }
 
 /// What a run ends with.
@@ -153,6 +160,11 @@ impl std::fmt::Display for ChaosReport {
 }
 
 /// Codes that mean "nothing happened, try again".
+/// An account's digits for the records (empty when absent).
+fn account(a: Option<&Account>) -> String {
+    a.map_or_else(String::new, |a| a.expose().to_owned())
+}
+
 fn retryable(code: ResponseCode) -> bool {
     code == ResponseCode::BANK_UNAVAILABLE || code == ResponseCode::SYSTEM_MALFUNCTION
 }
@@ -436,6 +448,8 @@ pub async fn run(plan: ChaosPlan) -> anyhow::Result<(ChaosReport, Vec<RequestRec
             answers: r.answers.iter().map(|c| c.as_str().to_owned()).collect(),
             final_code: final_code.map(|c| c.as_str().to_owned()),
             sends: r.sends,
+            debtor: account(r.template.debtor_account.as_ref()),
+            creditor: account(r.template.creditor_account.as_ref()),
         });
     }
     Ok((report, records))

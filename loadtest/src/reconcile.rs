@@ -335,6 +335,8 @@ mod tests {
             answers,
             final_code,
             sends: 1,
+            debtor: String::new(),
+            creditor: String::new(),
         }
     }
 
