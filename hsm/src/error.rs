@@ -33,6 +33,15 @@ pub enum HsmError {
         /// The loader's or module's complaint.
         reason: String,
     },
+    /// `module_instances = "per_session"`: a private copy of the module
+    /// could not be made at start (directory not creatable, disk full).
+    #[error("cannot make a private copy of the PKCS#11 module at {} (module_instances = \"per_session\"): {reason}", path.display())]
+    ModuleCopy {
+        /// The directory or copy that could not be created.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// No initialised token carries the configured label.
     #[error("no PKCS#11 token labelled `{label}` (tokens present: {available:?})")]
     TokenNotFound {
@@ -182,6 +191,7 @@ impl HsmError {
             HsmError::InvalidConfig { .. }
             | HsmError::PinUnavailable { .. }
             | HsmError::ModuleLoad { .. }
+            | HsmError::ModuleCopy { .. }
             | HsmError::TokenNotFound { .. }
             | HsmError::WrongPin { .. }
             | HsmError::PinLocked { .. } => ErrorKind::Setup,

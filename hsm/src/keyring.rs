@@ -11,6 +11,7 @@
 //! Pure state: the caller passes `now` (see [`crate::clock`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,18 @@ pub enum KeyClass {
 }
 
 impl KeyClass {
+    /// Every class, in [`KeyClass::index`] order.
+    pub const ALL: [KeyClass; 3] = [KeyClass::Secret, KeyClass::Private, KeyClass::Public];
+
+    /// Position in [`KeyClass::ALL`], for tables indexed by class.
+    pub const fn index(self) -> usize {
+        match self {
+            KeyClass::Secret => 0,
+            KeyClass::Private => 1,
+            KeyClass::Public => 2,
+        }
+    }
+
     /// Name used in errors and listings.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -110,6 +123,20 @@ pub struct KeyRing {
     /// By class, then label: nested so a lookup borrows the label (`&str`)
     /// instead of allocating an owned key on every request.
     entries: RwLock<HashMap<KeyClass, HashMap<String, Entry>>>,
+    /// Bumped with every change to `entries`; a [`KeyRingView`] is valid
+    /// while it is unchanged.
+    generation: AtomicU64,
+}
+
+/// One worker's copy of the entries it has used, valid while the ring's
+/// generation is unchanged. [`KeyRing::lookup_in`] then takes no lock and
+/// writes no memory another worker reads: the shared `RwLock`'s counter
+/// would otherwise bounce between the workers' cores on every request.
+#[derive(Debug, Default)]
+pub(crate) struct KeyRingView {
+    generation: u64,
+    /// By [`KeyClass::index`], then label.
+    entries: [HashMap<String, Entry>; 3],
 }
 
 impl KeyRing {
@@ -119,6 +146,7 @@ impl KeyRing {
             overlap,
             refresh,
             entries: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -127,11 +155,54 @@ impl KeyRing {
         // Poisoning cannot leave an Entry half-written (plain Copy values).
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         match entries.get(&class).and_then(|by_label| by_label.get(label)) {
-            Some(e) if !e.rescan && now.saturating_duration_since(e.checked_at) < self.refresh => {
-                Lookup::Fresh(self.accepted(e, now))
-            }
-            _ => Lookup::NeedsScan,
+            Some(e) => self.classify(e, now),
+            None => Lookup::NeedsScan,
         }
+    }
+
+    /// Call with the write lock held: a reader that sees the new generation
+    /// then waits for the change to finish before it reads the entries.
+    fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn classify(&self, e: &Entry, now: Instant) -> Lookup {
+        if !e.rescan && now.saturating_duration_since(e.checked_at) < self.refresh {
+            Lookup::Fresh(self.accepted(e, now))
+        } else {
+            Lookup::NeedsScan
+        }
+    }
+
+    /// [`KeyRing::lookup`] through a worker's `view`: the same answer, read
+    /// from the view while nothing changed since it was filled.
+    pub(crate) fn lookup_in(
+        &self,
+        view: &mut KeyRingView,
+        label: &str,
+        class: KeyClass,
+        now: Instant,
+    ) -> Lookup {
+        // Read before the entries: a change racing with this lookup bumps
+        // the generation after we read it, so the view is refilled next time.
+        let generation = self.generation.load(Ordering::Acquire);
+        if view.generation != generation {
+            view.entries.iter_mut().for_each(HashMap::clear);
+            view.generation = generation;
+        }
+        let by_label = &mut view.entries[class.index()];
+        let entry = match by_label.get(label) {
+            Some(e) => *e,
+            None => {
+                let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+                let Some(e) = entries.get(&class).and_then(|m| m.get(label)).copied() else {
+                    return Lookup::NeedsScan;
+                };
+                by_label.insert(label.to_owned(), e);
+                e
+            }
+        };
+        self.classify(&entry, now)
     }
 
     /// Records a scan's result (the versions present in the store) and
@@ -144,6 +215,7 @@ impl KeyRing {
         now: Instant,
     ) -> Option<Accepted> {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.bump_generation();
         let entries = entries.entry(class).or_default();
         let Some(&newest) = versions.iter().max() else {
             entries.remove(label);
@@ -184,6 +256,7 @@ impl KeyRing {
     /// (call after an in-process rotation).
     pub fn invalidate(&self) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.bump_generation();
         for entry in entries.values_mut().flat_map(HashMap::values_mut) {
             entry.rescan = true;
         }
@@ -278,6 +351,46 @@ mod tests {
             }
         );
         assert_eq!(a.verify_order().collect::<Vec<_>>(), [3, 2]);
+    }
+
+    /// A worker's view answers like the ring itself, through rotations,
+    /// refresh intervals and invalidation.
+    #[test]
+    fn view_follows_every_change() {
+        let ring = KeyRing::new(OVERLAP, REFRESH);
+        let mut view = KeyRingView::default();
+        let t0 = Instant::now();
+        let check = |view: &mut KeyRingView, t: Instant| {
+            let direct = ring.lookup("k", KeyClass::Secret, t);
+            assert_eq!(ring.lookup_in(view, "k", KeyClass::Secret, t), direct);
+            direct
+        };
+        assert_eq!(check(&mut view, t0), Lookup::NeedsScan);
+        ring.observe("k", KeyClass::Secret, &[1], t0).unwrap();
+        let one = Lookup::Fresh(Accepted {
+            current: 1,
+            previous: None,
+        });
+        assert_eq!(check(&mut view, t0), one);
+        assert_eq!(check(&mut view, t0 + REFRESH), Lookup::NeedsScan);
+        let t1 = t0 + REFRESH;
+        ring.observe("k", KeyClass::Secret, &[1, 2], t1).unwrap();
+        assert_eq!(
+            check(&mut view, t1),
+            Lookup::Fresh(Accepted {
+                current: 2,
+                previous: Some(1)
+            })
+        );
+        // Other classes and labels are separate entries.
+        assert_eq!(
+            ring.lookup_in(&mut view, "k", KeyClass::Public, t1),
+            Lookup::NeedsScan
+        );
+        ring.invalidate();
+        assert_eq!(check(&mut view, t1), Lookup::NeedsScan);
+        ring.observe("k", KeyClass::Secret, &[], t1);
+        assert_eq!(check(&mut view, t1), Lookup::NeedsScan);
     }
 
     #[test]

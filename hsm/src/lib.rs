@@ -37,6 +37,12 @@
 //! enough work stays queued that the worker never idles for it (see
 //! `pool.rs`).
 //!
+//! A PKCS#11 module is normally loaded once per process and every session
+//! shares it; with `module_instances = "per_session"` each worker's session
+//! lives in its own instance, loaded from a private copy of the module file,
+//! for software tokens like SoftHSM2 whose process-wide locks serialise the
+//! sessions of one instance (see [`ModuleInstances`]).
+//!
 //! Why crossbeam + tokio's oneshot rather than tokio channels alone: workers
 //! are plain OS threads that must *block* on a queue shared by all of them;
 //! tokio's mpsc is single-consumer (a `Mutex<Receiver>` would serialise the
@@ -85,7 +91,7 @@ pub mod pkcs11;
 mod pool;
 pub mod software;
 
-pub use config::{Backend, HsmConfig, KeyRef, Pin, PinSource};
+pub use config::{Backend, HsmConfig, KeyRef, ModuleInstances, Pin, PinSource};
 pub use error::{ErrorKind, HsmError};
 pub use hsm::{Hsm, HsmBuilder, HsmKey};
 pub use mechanism::{Mechanism, Operation, ALL_MECHANISMS};

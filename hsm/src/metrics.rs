@@ -1,6 +1,13 @@
 //! `fps_hsm_*` metrics through the `metrics` facade. Label values come from
 //! closed sets (mechanism names, operation names, error kinds), never from
 //! key labels or data.
+//!
+//! The per-request metrics are recorded through handles registered once per
+//! worker (and per pool for the queue depth) when the [`crate::Hsm`] starts,
+//! not looked up per request: with a recorder installed a lookup hashes the
+//! key and its labels into the registry, and even without one the labels
+//! are collected into a fresh `Vec`. So install the recorder before starting
+//! the `Hsm`, as `fps-switch` does; handles registered earlier stay no-ops.
 
 use std::time::Duration;
 
@@ -37,21 +44,55 @@ pub fn describe() {
     metrics::describe_counter!(SESSION_REOPENS_TOTAL, "HSM sessions reopened after a loss");
 }
 
-pub(crate) fn op_latency(mechanism: Mechanism, op: &'static str, took: Duration) {
-    metrics::histogram!(OP_SECONDS, "mechanism" => mechanism.as_str(), "op" => op)
-        .record(took.as_secs_f64());
+/// One worker's handles on the metrics it records for every request.
+pub(crate) struct WorkerMetrics {
+    queue_depth: metrics::Gauge,
+    queue_wait: metrics::Histogram,
+    /// `OP_SECONDS` by (mechanism, op), registered on first use; at most
+    /// mechanisms x operation labels entries (25), usually one or two.
+    op_seconds: Vec<(Mechanism, &'static str, metrics::Histogram)>,
 }
 
-pub(crate) fn queue_wait(waited: Duration) {
-    metrics::histogram!(QUEUE_WAIT_SECONDS).record(waited.as_secs_f64());
+impl WorkerMetrics {
+    /// Registers the handles with the recorder installed now.
+    pub(crate) fn new() -> Self {
+        WorkerMetrics {
+            queue_depth: metrics::gauge!(QUEUE_DEPTH),
+            queue_wait: metrics::histogram!(QUEUE_WAIT_SECONDS),
+            op_seconds: Vec::new(),
+        }
+    }
+
+    pub(crate) fn op_latency(&mut self, mechanism: Mechanism, op: &'static str, took: Duration) {
+        let known = self
+            .op_seconds
+            .iter()
+            .position(|(m, o, _)| *m == mechanism && *o == op);
+        let index = known.unwrap_or_else(|| {
+            let histogram =
+                metrics::histogram!(OP_SECONDS, "mechanism" => mechanism.as_str(), "op" => op);
+            self.op_seconds.push((mechanism, op, histogram));
+            self.op_seconds.len() - 1
+        });
+        self.op_seconds[index].2.record(took.as_secs_f64());
+    }
+
+    pub(crate) fn queue_wait(&self, waited: Duration) {
+        self.queue_wait.record(waited.as_secs_f64());
+    }
+
+    pub(crate) fn queue_depth(&self, depth: usize) {
+        self.queue_depth.set(depth as f64);
+    }
+}
+
+/// The queue-depth gauge, for the submitting side.
+pub(crate) fn queue_depth_gauge() -> metrics::Gauge {
+    metrics::gauge!(QUEUE_DEPTH)
 }
 
 pub(crate) fn error(error: &HsmError, op: &'static str) {
     metrics::counter!(ERRORS_TOTAL, "kind" => error.kind().as_str(), "op" => op).increment(1);
-}
-
-pub(crate) fn queue_depth(depth: usize) {
-    metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
 }
 
 pub(crate) fn session_opened() {

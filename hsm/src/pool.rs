@@ -15,7 +15,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
-use crate::keyring::{write_versioned_label, Accepted, KeyClass, KeyRing, Lookup};
+use crate::keyring::{write_versioned_label, Accepted, KeyClass, KeyRing, KeyRingView, Lookup};
+use crate::metrics::WorkerMetrics;
 use crate::{metrics, HsmError, KeyRef, Mechanism, Operation};
 
 /// First wait before reopening a lost session.
@@ -77,8 +78,10 @@ pub(crate) trait Engine: Send {
 
 /// Opens engines; called at start and whenever a session must be reopened.
 pub(crate) trait EngineFactory: Send + Sync + 'static {
-    /// Opens one engine (for PKCS#11: open a session and log in).
-    fn open(&self) -> Result<Box<dyn Engine>, HsmError>;
+    /// Opens one engine for worker `worker` (0-based; a worker reopens with
+    /// its own index, so a backend may give each worker its own resources,
+    /// like a module instance). For PKCS#11: open a session and log in.
+    fn open(&self, worker: usize) -> Result<Box<dyn Engine>, HsmError>;
 }
 
 /// What a request asks for.
@@ -144,11 +147,21 @@ pub(crate) struct Shared {
 }
 
 /// The worker threads and the queue feeding them.
-#[derive(Debug)]
 pub(crate) struct Pool {
     queue: Option<Sender<Request>>,
     workers: Vec<JoinHandle<()>>,
     queue_bound: usize,
+    queue_depth: ::metrics::Gauge,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("workers", &self.workers.len())
+            .field("queue_bound", &self.queue_bound)
+            .field("queued", &self.queue_len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pool {
@@ -161,24 +174,27 @@ impl Pool {
         queue_bound: usize,
     ) -> Result<Pool, HsmError> {
         let mut engines = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            engines.push(factory.open()?);
+        for index in 0..threads {
+            engines.push(factory.open(index)?);
         }
         let (queue, rx) = crossbeam_channel::bounded(queue_bound);
         let mut workers = Vec::with_capacity(threads);
         for (index, engine) in engines.into_iter().enumerate() {
             metrics::session_opened();
             let worker = Worker {
+                index,
                 engine: Some(engine),
                 rx: rx.clone(),
                 factory: Arc::clone(&factory),
                 shared: Arc::clone(&shared),
                 backoff: Backoff::new(),
                 last_error: String::new(),
-                label: String::new(),
+                scratch: Scratch::default(),
                 held: Vec::with_capacity(MAX_HELD_REPLIES),
                 held_since: None,
+                last_ready: None,
                 last_op: Duration::ZERO,
+                metrics: WorkerMetrics::new(),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("fps-hsm-{index}"))
@@ -197,6 +213,7 @@ impl Pool {
             queue: Some(queue),
             workers,
             queue_bound,
+            queue_depth: metrics::queue_depth_gauge(),
         })
     }
 
@@ -207,7 +224,7 @@ impl Pool {
         };
         match queue.try_send(request) {
             Ok(()) => {
-                metrics::queue_depth(queue.len());
+                self.queue_depth.set(queue.len() as f64);
                 Ok(())
             }
             Err(TrySendError::Full(_)) => Err(HsmError::Busy {
@@ -237,21 +254,61 @@ impl Drop for Pool {
 }
 
 struct Worker {
+    /// This worker's index: it reopens its engine with it.
+    index: usize,
     engine: Option<Box<dyn Engine>>,
     rx: Receiver<Request>,
     factory: Arc<dyn EngineFactory>,
     shared: Arc<Shared>,
     backoff: Backoff,
     last_error: String,
-    /// Reused buffer for the versioned key label (`mac-hmac-v2`).
-    label: String,
+    /// State `execute` reuses from one request to the next.
+    scratch: Scratch,
     /// Finished replies not sent yet (see [`MAX_HELD_REPLIES`]); capacity
     /// `MAX_HELD_REPLIES`, never grown.
     held: Vec<(ReplyTo, Result<Reply, HsmError>)>,
     /// When the oldest reply in `held` was ready.
     held_since: Option<Instant>,
+    /// When the newest reply in `held` was ready (just now, when `may_hold`
+    /// asks: it saves a clock read).
+    last_ready: Option<Instant>,
     /// How long the last HSM operation took: the prediction for the next.
     last_op: Duration,
+    metrics: WorkerMetrics,
+}
+
+/// What one worker keeps between requests so the hot path neither locks
+/// shared state nor allocates.
+#[derive(Default)]
+struct Scratch {
+    /// The key versions of the keys this worker used.
+    keys: KeyRingView,
+    /// The versioned label of the last key used.
+    label: VersionedLabel,
+}
+
+/// A reused buffer holding `<base>-v<version>` (`mac-hmac-v2`), rewritten
+/// only when the key or the version changes.
+#[derive(Default)]
+struct VersionedLabel {
+    text: String,
+    base_len: usize,
+    /// 0 (never a valid version) until the first `set`.
+    version: u32,
+}
+
+impl VersionedLabel {
+    fn set(&mut self, base: &str, version: u32) -> &str {
+        let same = self.version == version
+            && self.base_len == base.len()
+            && self.text.get(..self.base_len) == Some(base);
+        if !same {
+            write_versioned_label(&mut self.text, base, version);
+            self.base_len = base.len();
+            self.version = version;
+        }
+        &self.text
+    }
 }
 
 type ReplyTo = oneshot::Sender<Result<Reply, HsmError>>;
@@ -273,7 +330,7 @@ impl Worker {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             };
-            metrics::queue_depth(self.rx.len());
+            self.metrics.queue_depth(self.rx.len());
             if self.engine.is_none() && self.backoff.is_due(Instant::now()) {
                 self.send_held();
                 self.reopen();
@@ -315,18 +372,19 @@ impl Worker {
     }
 
     fn serve(&mut self, request: Request) {
-        let waited = request.enqueued_at.elapsed();
+        // One clock read for the queue wait and the operation's start.
+        let started = Instant::now();
+        let waited = started.saturating_duration_since(request.enqueued_at);
         let op_label = request.job.label();
-        metrics::queue_wait(waited);
+        self.metrics.queue_wait(waited);
         if waited > self.shared.request_timeout {
             let err = HsmError::Timeout {
                 waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
             };
             metrics::error(&err, op_label);
-            self.hold(request.reply, Err(err));
+            self.hold(request.reply, Err(err), started);
             return;
         }
-        let started = Instant::now();
         let mut result = self.attempt(&request);
         if matches!(result, Err(HsmError::Unavailable { .. })) && self.engine.is_some() {
             // The session was lost (closed handle, device error): reopen at
@@ -343,24 +401,28 @@ impl Worker {
                 }
             }
         }
-        let took = started.elapsed();
+        let finished = Instant::now();
+        let took = finished.saturating_duration_since(started);
         self.last_op = took;
         match &result {
-            Ok(_) => metrics::op_latency(request.key.mechanism(), op_label, took),
+            Ok(_) => self
+                .metrics
+                .op_latency(request.key.mechanism(), op_label, took),
             Err(e) => metrics::error(e, op_label),
         }
-        self.hold(request.reply, result);
+        self.hold(request.reply, result, finished);
     }
 
-    /// Keeps a finished reply to send with the next ones (see
-    /// [`MAX_HELD_REPLIES`]); the caller of `serve` decides when they go.
-    fn hold(&mut self, reply: ReplyTo, result: Result<Reply, HsmError>) {
+    /// Keeps a reply that was ready at `ready` to send with the next ones
+    /// (see [`MAX_HELD_REPLIES`]); the caller of `serve` decides when they go.
+    fn hold(&mut self, reply: ReplyTo, result: Result<Reply, HsmError>, ready: Instant) {
         if self.held.len() == MAX_HELD_REPLIES {
             self.send_held();
         }
         if self.held.is_empty() {
-            self.held_since = Some(Instant::now());
+            self.held_since = Some(ready);
         }
+        self.last_ready = Some(ready);
         self.held.push((reply, result));
     }
 
@@ -368,12 +430,12 @@ impl Worker {
     /// another, enough queued work to keep this worker busy after they go,
     /// and the oldest would still be answered within `REPLY_HOLD_MAX`.
     fn may_hold(&self) -> bool {
-        let Some(since) = self.held_since else {
+        let (Some(since), Some(now)) = (self.held_since, self.last_ready) else {
             return true;
         };
         self.held.len() < MAX_HELD_REPLIES
             && self.rx.len() >= HOLD_WHILE_QUEUED
-            && since.elapsed() + self.last_op <= REPLY_HOLD_MAX
+            && now.saturating_duration_since(since) + self.last_op <= REPLY_HOLD_MAX
     }
 
     /// Sends every held reply, back to back (one wake of a parked caller
@@ -384,6 +446,7 @@ impl Worker {
             let _ = reply.send(result);
         }
         self.held_since = None;
+        self.last_ready = None;
     }
 
     fn attempt(&mut self, request: &Request) -> Result<Reply, HsmError> {
@@ -395,7 +458,7 @@ impl Worker {
                 ),
             });
         };
-        execute(engine.as_mut(), &self.shared, request, &mut self.label)
+        execute(engine.as_mut(), &self.shared, request, &mut self.scratch)
     }
 
     fn drop_engine(&mut self, cause: &Result<Reply, HsmError>) {
@@ -409,7 +472,7 @@ impl Worker {
     }
 
     fn reopen(&mut self) {
-        match self.factory.open() {
+        match self.factory.open(self.index) {
             Ok(engine) => {
                 self.engine = Some(engine);
                 self.backoff.reset();
@@ -430,7 +493,7 @@ fn execute(
     engine: &mut dyn Engine,
     shared: &Shared,
     request: &Request,
-    label: &mut String,
+    scratch: &mut Scratch,
 ) -> Result<Reply, HsmError> {
     let key = &request.key;
     let mechanism = key.mechanism();
@@ -464,26 +527,29 @@ fn execute(
     }
     let class = class_for(op);
     let now = shared.clock.now();
-    let accepted = match shared.keyring.lookup(key.label(), class, now) {
+    let accepted = match shared
+        .keyring
+        .lookup_in(&mut scratch.keys, key.label(), class, now)
+    {
         Lookup::Fresh(accepted) => accepted,
         Lookup::NeedsScan => scan(engine, shared, key, class, now)?,
     };
     match op {
         Operation::Sign => {
-            write_versioned_label(label, key.label(), accepted.current);
+            let label = scratch.label.set(key.label(), accepted.current);
             engine
                 .sign(label, mechanism, &request.message)
                 .map(Reply::Bytes)
         }
         Operation::Mac => {
-            write_versioned_label(label, key.label(), accepted.current);
+            let label = scratch.label.set(key.label(), accepted.current);
             engine
                 .mac(label, mechanism, &request.message)
                 .map(Reply::Bytes)
         }
         Operation::VerifyMac => {
             for version in accepted.verify_order() {
-                write_versioned_label(label, key.label(), version);
+                let label = scratch.label.set(key.label(), version);
                 let tag = match engine.mac(label, mechanism, &request.message) {
                     Ok(tag) => tag,
                     // A previous version deleted before the overlap ended.
@@ -509,7 +575,7 @@ fn execute(
         }
         Operation::Verify => {
             for version in accepted.verify_order() {
-                write_versioned_label(label, key.label(), version);
+                let label = scratch.label.set(key.label(), version);
                 match engine.verify(label, mechanism, &request.message, &request.expected) {
                     Ok(true) => return Ok(Reply::Verified),
                     Ok(false) => {}
@@ -601,6 +667,10 @@ mod tests {
     struct FakeEngine {
         fail_next: Arc<AtomicUsize>,
         gate: Arc<Gate>,
+        /// The worker index it was opened for, recorded in `failed_by`
+        /// when it fails as a lost session.
+        worker: usize,
+        failed_by: Arc<std::sync::Mutex<Vec<usize>>>,
     }
 
     /// A latch the test opens once.
@@ -640,6 +710,7 @@ mod tests {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
             {
+                self.failed_by.lock().unwrap().push(self.worker);
                 return Err(HsmError::Unavailable {
                     reason: "fake device error".into(),
                 });
@@ -663,6 +734,9 @@ mod tests {
         open_failures: AtomicUsize,
         opens: AtomicUsize,
         gate: Arc<Gate>,
+        /// Worker index of every `open`, in order.
+        opened_for: std::sync::Mutex<Vec<usize>>,
+        failed_by: Arc<std::sync::Mutex<Vec<usize>>>,
     }
 
     impl FakeFactory {
@@ -672,13 +746,16 @@ mod tests {
                 open_failures: AtomicUsize::new(open_failures),
                 opens: AtomicUsize::new(0),
                 gate: Arc::default(),
+                opened_for: std::sync::Mutex::default(),
+                failed_by: Arc::default(),
             })
         }
     }
 
     impl EngineFactory for FakeFactory {
-        fn open(&self) -> Result<Box<dyn Engine>, HsmError> {
+        fn open(&self, worker: usize) -> Result<Box<dyn Engine>, HsmError> {
             self.opens.fetch_add(1, Ordering::SeqCst);
+            self.opened_for.lock().unwrap().push(worker);
             if self
                 .open_failures
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -691,6 +768,8 @@ mod tests {
             Ok(Box::new(FakeEngine {
                 fail_next: Arc::clone(&self.fail_next),
                 gate: Arc::clone(&self.gate),
+                worker,
+                failed_by: Arc::clone(&self.failed_by),
             }))
         }
     }
@@ -811,6 +890,27 @@ mod tests {
             }
         }
         assert_eq!(answered + busy, 2_000);
+    }
+
+    /// A worker reopens its session through the factory with its own index
+    /// (with `module_instances = "per_session"`, in its own module instance).
+    #[test]
+    fn a_lost_session_is_reopened_for_the_same_worker() {
+        let factory = FakeFactory::new(0, 0);
+        let pool = pool_with(Arc::clone(&factory), 2, 8);
+        assert_eq!(*factory.opened_for.lock().unwrap(), [0, 1]);
+        for round in 0..4 {
+            factory.fail_next.store(1, Ordering::SeqCst);
+            assert!(matches!(mac(&pool, b"ab"), Ok(Reply::Bytes(v)) if v == b"ba"));
+            let failed = factory.failed_by.lock().unwrap().clone();
+            let opened = factory.opened_for.lock().unwrap().clone();
+            assert_eq!(failed.len(), round + 1);
+            assert_eq!(
+                opened[2..],
+                failed[..],
+                "reopened for the worker that lost it"
+            );
+        }
     }
 
     #[test]

@@ -433,7 +433,7 @@ impl SoftwareFactory {
 }
 
 impl EngineFactory for SoftwareFactory {
-    fn open(&self) -> Result<Box<dyn Engine>, HsmError> {
+    fn open(&self, _worker: usize) -> Result<Box<dyn Engine>, HsmError> {
         Ok(Box::new(SoftwareEngine {
             store: self.store.clone(),
         }))

@@ -5,6 +5,7 @@
 //! ([`crate::admin`]); the workers' sessions are opened by the factory here
 //! and used in [`session`].
 
+mod instances;
 mod keys;
 mod module;
 mod session;
@@ -25,17 +26,23 @@ pub(crate) use keys::{
 pub(crate) use module::Module;
 
 use crate::pool::{Engine, EngineFactory};
-use crate::{HsmConfig, HsmError, Pin};
+use crate::{HsmConfig, HsmError, ModuleInstances, Pin};
 
 /// Opens worker sessions on one token.
 pub(crate) struct Pkcs11Factory {
-    token: Token,
+    /// The token as seen through each module instance: one entry with
+    /// `module_instances = "shared"`; one per worker with `per_session`
+    /// (worker `i` uses entry `i`, the first loaded from `module_path`).
+    tokens: Vec<Token>,
     pin: Pin,
+    /// The files behind `tokens[1..]` with `per_session`. Declared after
+    /// `tokens` so the instances are finalised before their files go.
+    _copies: Option<instances::ModuleCopies>,
 }
 
 impl Pkcs11Factory {
-    /// Loads the module, finds the token and reads the PIN (config already
-    /// validated).
+    /// Loads the module (and its copies with `per_session`), finds the token
+    /// in each instance and reads the PIN (config already validated).
     pub(crate) fn connect(config: &HsmConfig) -> Result<Self, HsmError> {
         let missing = |field: &'static str| HsmError::InvalidConfig {
             field,
@@ -53,24 +60,68 @@ impl Pkcs11Factory {
             .pin_source()
             .ok_or_else(|| missing("pin_env"))?
             .read()?;
-        let token = Token::find(path, label)?;
-        Ok(Pkcs11Factory { token, pin })
+        let mut tokens = vec![Token::find(path, label)?];
+        let copies = match config.module_instances {
+            ModuleInstances::PerSession if config.threads > 1 => {
+                let base = config
+                    .module_copy_dir
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir);
+                let copies = instances::ModuleCopies::create(path, config.threads - 1, &base)?;
+                for copy in copies.files() {
+                    match Token::find(copy, label) {
+                        Ok(token) => tokens.push(token),
+                        Err(e) => {
+                            // Finalise the instances loaded so far before
+                            // `copies` deletes their files.
+                            tokens.clear();
+                            return Err(copy_hint(e, path));
+                        }
+                    }
+                }
+                Some(copies)
+            }
+            _ => None,
+        };
+        Ok(Pkcs11Factory {
+            tokens,
+            pin,
+            _copies: copies,
+        })
     }
 
     pub(crate) fn token_label(&self) -> &str {
-        &self.token.label
+        &self.tokens[0].label
+    }
+}
+
+/// Says where a module copy that fails to load came from, and the usual
+/// cause (a temp directory mounted `noexec`).
+fn copy_hint(error: HsmError, original: &Path) -> HsmError {
+    match error {
+        HsmError::ModuleLoad { path, reason } => HsmError::ModuleLoad {
+            reason: format!(
+                "{reason} (a private copy of {} for module_instances = \"per_session\"; \
+                 if its directory is mounted noexec, set module_copy_dir)",
+                original.display()
+            ),
+            path,
+        },
+        other => other,
     }
 }
 
 impl EngineFactory for Pkcs11Factory {
-    fn open(&self) -> Result<Box<dyn Engine>, HsmError> {
-        // Read-only sessions suffice for signing; login is per token, so
-        // CKR_USER_ALREADY_LOGGED_IN from the 2nd session on is expected.
-        let session = self.token.login(&self.pin, false)?;
+    fn open(&self, worker: usize) -> Result<Box<dyn Engine>, HsmError> {
+        let token = &self.tokens[worker % self.tokens.len()];
+        // Read-only sessions suffice for signing; login is per token and
+        // module instance, so CKR_USER_ALREADY_LOGGED_IN from the 2nd
+        // session of an instance on is expected.
+        let session = token.login(&self.pin, false)?;
         Ok(Box::new(session::Pkcs11Engine::new(
             session,
-            Arc::clone(&self.token.mechanisms),
-            format!("token `{}`", self.token.label),
+            Arc::clone(&token.mechanisms),
+            format!("token `{}`", token.label),
         )))
     }
 }

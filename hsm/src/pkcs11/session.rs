@@ -52,6 +52,14 @@ impl Pkcs11Engine {
         class: KeyClass,
         mechanism: Mechanism,
     ) -> Result<ObjectHandle, HsmError> {
+        if let Some(handle) = self
+            .handles
+            .get(&(class, mechanism))
+            .and_then(|by_label| by_label.get(label))
+        {
+            // Only handles for mechanisms the token offers are cached.
+            return Ok(*handle);
+        }
         if !self.mechanisms.contains(&mechanism) {
             return Err(HsmError::UnsupportedMechanism {
                 mechanism,
@@ -61,13 +69,6 @@ impl Pkcs11Engine {
                     mechanism_type(mechanism)
                 ),
             });
-        }
-        if let Some(handle) = self
-            .handles
-            .get(&(class, mechanism))
-            .and_then(|by_label| by_label.get(label))
-        {
-            return Ok(*handle);
         }
         let Some(handle) = find_key(&self.session, label, class, &self.store)? else {
             // Private objects are invisible to a session whose login was
@@ -116,12 +117,15 @@ impl Pkcs11Engine {
     }
 }
 
-/// What the token signs: ECDSA gets the SHA-256 digest (CKM_ECDSA), the
-/// others hash inside the mechanism.
-fn signed_data(mechanism: Mechanism, message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+/// What the token signs: ECDSA gets the SHA-256 digest (CKM_ECDSA, into
+/// `digest`: no allocation), the others hash inside the mechanism.
+fn signed_data<'a>(mechanism: Mechanism, message: &'a [u8], digest: &'a mut [u8; 32]) -> &'a [u8] {
     match mechanism {
-        Mechanism::EcdsaP256Sha256 => sha2::Sha256::digest(message).to_vec().into(),
-        _ => message.into(),
+        Mechanism::EcdsaP256Sha256 => {
+            digest.copy_from_slice(&sha2::Sha256::digest(message));
+            digest
+        }
+        _ => message,
     }
 }
 
@@ -141,11 +145,12 @@ impl Engine for Pkcs11Engine {
         message: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
         let key = self.key(versioned, KeyClass::Private, mechanism)?;
+        let mut digest = [0; 32];
         self.session
             .sign(
                 &ck_mechanism(mechanism),
                 key,
-                &signed_data(mechanism, message),
+                signed_data(mechanism, message, &mut digest),
             )
             .map_err(map_error)
     }
@@ -158,10 +163,11 @@ impl Engine for Pkcs11Engine {
         signature: &[u8],
     ) -> Result<bool, HsmError> {
         let key = self.key(versioned, KeyClass::Public, mechanism)?;
+        let mut digest = [0; 32];
         match self.session.verify(
             &ck_mechanism(mechanism),
             key,
-            &signed_data(mechanism, message),
+            signed_data(mechanism, message, &mut digest),
             signature,
         ) {
             Ok(()) => Ok(true),

@@ -189,6 +189,49 @@ pub fn mechanism_of(base: &str) -> Mechanism {
     }
 }
 
+/// Independent check of a signature with RustCrypto, not through fps-hsm.
+pub fn independent_verify(base: &str, message: &[u8], signature: &[u8]) -> bool {
+    match base {
+        "t-ec" => {
+            use p256::ecdsa::signature::Verifier;
+            let sk = p256::ecdsa::SigningKey::from_slice(&test_secret("ec")).unwrap();
+            let sig = p256::ecdsa::Signature::from_slice(signature).unwrap();
+            sk.verifying_key().verify(message, &sig).is_ok()
+        }
+        "t-rsa" => {
+            use rsa::signature::Verifier;
+            let vk = rsa::pss::VerifyingKey::<sha2::Sha256>::new(rsa_test_key().to_public_key());
+            let sig = rsa::pss::Signature::try_from(signature).unwrap();
+            vk.verify(message, &sig).is_ok()
+        }
+        "t-ed" => {
+            let sk = ed25519_dalek::SigningKey::from_bytes(&test_secret("ed").try_into().unwrap());
+            let sig = ed25519_dalek::Signature::from_slice(signature).unwrap();
+            sk.verifying_key().verify_strict(message, &sig).is_ok()
+        }
+        other => panic!("{other} is not a signature key"),
+    }
+}
+
+/// Independent MAC with RustCrypto.
+pub fn independent_mac(base: &str, message: &[u8]) -> Vec<u8> {
+    match base {
+        "t-hmac" => {
+            use hmac::Mac;
+            let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&test_secret("hmac")).unwrap();
+            m.update(message);
+            m.finalize().into_bytes().to_vec()
+        }
+        "t-cmac" => {
+            use cmac::Mac;
+            let mut m = cmac::Cmac::<aes::Aes256>::new_from_slice(&test_secret("cmac")).unwrap();
+            m.update(message);
+            m.finalize().into_bytes().to_vec()
+        }
+        other => panic!("{other} is not a MAC key"),
+    }
+}
+
 /// Asserts an error is the expected variant, printing it otherwise.
 #[track_caller]
 pub fn assert_err<T: std::fmt::Debug>(
