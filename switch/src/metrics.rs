@@ -6,6 +6,7 @@
 //! Routing `source` and `result` values are fixed words.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -72,9 +73,17 @@ pub const REVERSALS_PARKED: &str = "fps_switch_reversals_parked";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often recorded histogram samples are folded into their summaries.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Install the Prometheus recorder as the process's `metrics` recorder (once
 /// per process: later calls, e.g. several switches in one test binary, share
 /// the first) and return a handle that renders the text exposition.
+///
+/// A thread of its own folds histogram samples into their summaries every
+/// [`UPKEEP_EVERY`]. Without it they pile up until the next scrape: memory
+/// grows without bound while nobody scrapes, and the scrape that finally
+/// folds them (on the async runtime) stops it for as long as that takes.
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
@@ -82,6 +91,17 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            let upkeep = handle.clone();
+            // Lives as long as the process, like the recorder it serves.
+            let spawned = std::thread::Builder::new()
+                .name("fps-metrics".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread: summaries fold at scrapes only");
             }
             handle
         })

@@ -403,7 +403,7 @@ impl Pipeline {
             tracing::info!(bank = %pool.name(), "partial reversal refused");
             return (pool.name(), req.response(ResponseCode::INVALID_AMOUNT));
         }
-        if self.reverse(found.bank, found.txn, found.sent).await {
+        if self.reverse(found.bank, found.txn, *found.sent).await {
             self.recent.mark_reversing(scope, &original);
             (pool.name(), req.response(ResponseCode::APPROVED))
         } else {
@@ -427,7 +427,7 @@ impl Pipeline {
                 RecentTxn {
                     bank,
                     txn,
-                    sent: sent.clone(),
+                    sent: Box::new(sent.clone()),
                     code: outcome.response_code,
                 },
             );

@@ -21,8 +21,10 @@ pub struct RecentTxn {
     pub bank: usize,
     /// The switch's id.
     pub txn: TxnId,
-    /// The transaction as sent to the bank.
-    pub sent: Transaction,
+    /// The transaction as sent to the bank. Boxed: the table holds up to
+    /// `capacity` entries, reserved at start, and slots the size of a whole
+    /// transaction would make it ten times larger.
+    pub sent: Box<Transaction>,
     /// F39 the upstream was told.
     pub code: ResponseCode,
 }
@@ -44,10 +46,17 @@ struct Inner {
 
 impl Recent {
     /// A map of at most `capacity` entries (at least 1).
+    /// Room for `capacity` entries is reserved at once, so the table never
+    /// grows (a rehash of a full table on the request path stalls it for
+    /// milliseconds; see `IdempotencyIndex::new`).
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         Recent {
-            capacity: capacity.max(1),
-            inner: Mutex::new(Inner::default()),
+            capacity,
+            inner: Mutex::new(Inner {
+                map: HashMap::with_capacity(capacity),
+                order: VecDeque::with_capacity(capacity),
+            }),
         }
     }
 
@@ -98,6 +107,13 @@ mod tests {
     use fps_codecs::model::examples::credit_transfer;
 
     #[test]
+    fn room_for_every_entry_is_reserved_at_start() {
+        let recent = Recent::new(3_000);
+        let g = recent.lock();
+        assert!(g.map.capacity() >= 3_000 && g.order.capacity() >= 3_000);
+    }
+
+    #[test]
     fn finds_by_scope_and_original_and_stays_bounded() {
         let recent = Recent::new(2);
         let gw = ClientScope::new("gw").unwrap();
@@ -107,7 +123,7 @@ mod tests {
         let entry = RecentTxn {
             bank: 1,
             txn: TxnId(7),
-            sent: t.clone(),
+            sent: Box::new(t.clone()),
             code: ResponseCode::APPROVED,
         };
         recent.insert(&gw, od, entry.clone());
