@@ -486,8 +486,8 @@ async fn maced_credit_transfers_round_trip_and_the_bank_verifies_them() {
         Some(0.0),
         "no failure counted"
     );
-    assert!(m.contains(r#"fps_hsm_op_seconds{mechanism="hmac_sha256",op="mac"#));
-    assert!(m.contains(r#"fps_switch_bank_auth_seconds{bank="cmac004",op="check"#));
+    assert!(m.contains(r#"fps_hsm_op_seconds_count{mechanism="hmac_sha256",op="mac"}"#));
+    assert!(m.contains(r#"fps_switch_bank_auth_seconds_count{bank="cmac004",op="check"}"#));
     switch.stop().await;
 }
 
