@@ -16,20 +16,6 @@ use fps_hsm::{
     admin, Hsm, HsmConfig, HsmError, KeyRef, Mac as _, Mechanism, Operation, PinSource, Signer as _,
 };
 
-const MESSAGE: &[u8] = b"0200F23A400108A18000000000001400000012345678901234400000000000012345";
-
-fn key(base: &str) -> KeyRef {
-    KeyRef::new(base, mechanism_of(base)).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn software_hsm(store: SoftwareKeyStore, config: HsmConfig) -> Hsm {
     Hsm::builder(config).software_keys(store).start().unwrap()
 }

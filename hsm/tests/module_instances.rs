@@ -17,20 +17,6 @@ use fps_hsm::pkcs11::TokenSession;
 use fps_hsm::software::SoftKey;
 use fps_hsm::{admin, Hsm, HsmConfig, HsmError, KeyRef, Mechanism, ModuleInstances, Pin};
 
-const MESSAGE: &[u8] = b"0200F23A400108A18000000000001400000012345678901234400000000000012345";
-
-fn key(base: &str) -> KeyRef {
-    KeyRef::new(base, mechanism_of(base)).unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A `per_session` config with two workers whose module copies go under
 /// `<token dir>/copies` (inside the test's temp dir: nothing can outlive it).
 fn per_session(token: &TestToken) -> (HsmConfig, PathBuf) {
@@ -288,10 +274,7 @@ fn per_session_with_one_thread_copies_nothing() {
     config.threads = 1;
     let hsm = Hsm::builder(config).start().unwrap();
     assert_eq!(std::fs::read_dir(&base).unwrap().count(), 0);
-    let tag = runtime()
-        .block_on(hsm.mac(&key("t-hmac"), Bytes::from_static(MESSAGE)))
-        .unwrap();
-    assert_eq!(tag, independent_mac("t-hmac", MESSAGE));
+    assert_macs_right(&hsm, "t-hmac");
 }
 
 /// The default copy directory is the system temp directory.
@@ -308,10 +291,7 @@ fn per_session_copies_default_to_the_temp_dir() {
     let during = copies_under(&std::env::temp_dir());
     let new: Vec<_> = during.iter().filter(|p| !before.contains(p)).collect();
     assert_eq!(new.len(), 1, "{during:?}");
-    let tag = runtime()
-        .block_on(hsm.mac(&key("t-cmac"), Bytes::from_static(MESSAGE)))
-        .unwrap();
-    assert_eq!(tag, independent_mac("t-cmac", MESSAGE));
+    assert_macs_right(&hsm, "t-cmac");
     drop(hsm);
     assert!(!new[0].exists(), "{} left behind", new[0].display());
     assert!(!new[0].parent().unwrap().exists());
@@ -387,4 +367,13 @@ fn per_session_start_up_errors_name_the_path() {
     assert_eq!(copies_under(&base).len(), 1);
     drop(hsm);
     assert!(copies_under(&base).is_empty());
+}
+
+/// `hsm` MACs [`MESSAGE`] with test key `base` as an independent
+/// implementation does.
+fn assert_macs_right(hsm: &Hsm, base: &str) {
+    let tag = runtime()
+        .block_on(hsm.mac(&key(base), Bytes::from_static(MESSAGE)))
+        .unwrap();
+    assert_eq!(tag, independent_mac(base, MESSAGE), "{base}");
 }

@@ -9,6 +9,23 @@ use fps_hsm::pkcs11::{init_token, TokenSession};
 use fps_hsm::software::{SoftKey, SoftwareKeyStore};
 use fps_hsm::{admin, HsmConfig, HsmError, Mechanism, Pin, PinSource};
 
+/// The message every test signs or MACs (an ISO 8583 request's bytes).
+pub const MESSAGE: &[u8] = b"0200F23A400108A18000000000001400000012345678901234400000000000012345";
+
+/// The test key `base` (see [`add_known_keys`]) with its mechanism.
+pub fn key(base: &str) -> fps_hsm::KeyRef {
+    fps_hsm::KeyRef::new(base, mechanism_of(base)).unwrap()
+}
+
+/// A two-worker runtime for driving the async API from plain tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Token label every test token gets.
 pub const TOKEN: &str = "fps-switch";
 /// Development user PIN of test tokens.
