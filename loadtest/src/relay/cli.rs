@@ -45,6 +45,12 @@ pub struct CompareRelayArgs {
     /// Highest rate tried.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_rate: u64,
+    /// Attempts at a rate before it counts as failed: a rate passes when
+    /// any attempt passes. A brief stall of the machine (another process
+    /// taking the generator's core for a few hundred ms) fails one attempt;
+    /// a rate past the system's capacity fails every one.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub step_attempts: u32,
     /// Most steps of one search.
     #[arg(long, default_value_t = 12)]
     pub max_steps: u32,
@@ -147,6 +153,7 @@ pub async fn main(a: CompareRelayArgs) -> anyhow::Result<bool> {
             tolerance: a.tolerance,
         },
         step: Duration::from_millis(a.step_ms),
+        step_attempts: a.step_attempts,
         fixed: Duration::from_millis(a.fixed_ms),
         drain: Duration::from_millis(a.drain_ms),
         settle: Duration::from_millis(a.settle_ms),

@@ -102,6 +102,8 @@ pub struct ComparePlan {
     pub search: SearchConfig,
     /// Length of each search step.
     pub step: Duration,
+    /// Attempts at a rate before it fails (a rate passes when any does).
+    pub step_attempts: u32,
     /// Length of each fixed-rate run.
     pub fixed: Duration,
     /// How long a step waits for its last answers.
@@ -443,25 +445,34 @@ async fn search_system(
             out_of_time = true;
             break;
         }
-        let (_, step) = run_step(plan, sys, rate, plan.step).await?;
-        if plan.progress {
-            eprintln!(
-                "compare-relay: {} {:<6} {:>7} TPS: {} p99 {} µs, cpu system {} generator {}{}",
-                transport.as_str(),
-                sys.name,
-                rate,
-                if step.passed { "pass" } else { "FAIL" },
-                step.p99_us,
-                pct(step.system_cpu),
-                pct(step.generator_cpu),
-                step.why
-                    .as_ref()
-                    .map_or_else(String::new, |w| format!(" ({w})"))
-            );
+        // Bounded: at most step_attempts (1..=5) runs of this rate.
+        let mut passed = false;
+        for attempt in 1..=plan.step_attempts.max(1) {
+            let (_, step) = run_step(plan, sys, rate, plan.step).await?;
+            if plan.progress {
+                eprintln!(
+                    "compare-relay: {} {:<6} {:>7} TPS: {} p99 {} µs, cpu system {} generator {}{}{}",
+                    transport.as_str(),
+                    sys.name,
+                    rate,
+                    if step.passed { "pass" } else { "FAIL" },
+                    step.p99_us,
+                    pct(step.system_cpu),
+                    pct(step.generator_cpu),
+                    step.why
+                        .as_ref()
+                        .map_or_else(String::new, |w| format!(" ({w})")),
+                    if attempt > 1 { format!(" [attempt {attempt}]") } else { String::new() }
+                );
+            }
+            passed = step.passed;
+            steps.push(step);
+            sys.settle(plan.settle).await;
+            if passed {
+                break;
+            }
         }
-        search.record(rate, step.passed);
-        steps.push(step);
-        sys.settle(plan.settle).await;
+        search.record(rate, passed);
     }
     let lowest_failed = search.lowest_failed();
     let limited_by = steps
@@ -590,6 +601,7 @@ fn toml_string(s: &str) -> String {
 fn settings(plan: &ComparePlan) -> Settings {
     Settings {
         step_ms: plan.step.as_millis() as u64,
+        step_attempts: plan.step_attempts,
         fixed_ms: plan.fixed.as_millis() as u64,
         drain_ms: plan.drain.as_millis() as u64,
         start_rate: plan.search.start_rate,

@@ -27,6 +27,8 @@ pub struct Comparison {
 pub struct Settings {
     /// Length of each search step, in milliseconds.
     pub step_ms: u64,
+    /// Attempts at a rate before it counts as failed (any pass passes it).
+    pub step_attempts: u32,
     /// Length of each fixed-rate run, in milliseconds.
     pub fixed_ms: u64,
     /// How long a step waits for its last answers, in milliseconds.
@@ -184,8 +186,8 @@ impl fmt::Display for Comparison {
         };
         writeln!(
             f,
-            "{} ({} cores), {pinning}; max = highest open-loop rate with p99 < {} µs and every request answered ({} ms steps); switch journal: {}",
-            self.machine.cpu_model, self.machine.cores, s.p99_limit_us, s.step_ms, s.switch_journal
+            "{} ({} cores), {pinning}; max = highest open-loop rate with p99 < {} µs and every request answered ({} ms steps, a rate passes when one of {} attempts does); switch journal: {}",
+            self.machine.cpu_model, self.machine.cores, s.p99_limit_us, s.step_ms, s.step_attempts, s.switch_journal
         )?;
         writeln!(f)?;
         writeln!(
