@@ -504,13 +504,22 @@ impl IdempotencyIndex {
     /// of the switch's worker at a few hundred thousand entries, the whole
     /// cost of its p99). The reservation is address space; pages are
     /// touched as keys arrive.
+    ///
+    /// Where the system refuses that much address space (strict
+    /// overcommit), the tables start empty and grow as before instead.
     pub fn new(capacity: usize, retention: Duration) -> Self {
         let capacity = capacity.clamp(1, MAX_IDEMPOTENCY_KEYS);
+        let mut entries = HashMap::with_hasher(EntryHasher::default());
+        let mut completed = VecDeque::new();
+        if entries.try_reserve(capacity).is_err() || completed.try_reserve(capacity).is_err() {
+            entries = HashMap::with_hasher(EntryHasher::default());
+            completed = VecDeque::new();
+        }
         IdempotencyIndex {
             capacity,
             retention_ms: duration_ms(retention),
-            entries: HashMap::with_capacity_and_hasher(capacity, EntryHasher::default()),
-            completed: VecDeque::with_capacity(capacity),
+            entries,
+            completed,
             lookup_until: Millis::ZERO,
             next_id: 0,
             evicted: 0,
