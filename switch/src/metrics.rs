@@ -127,7 +127,7 @@ pub fn install() -> PrometheusHandle {
                     upkeep.run_upkeep();
                 });
             if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot start the metrics upkeep thread: summaries fold at scrapes only");
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread: histograms fold at scrapes only");
             }
             handle
         })

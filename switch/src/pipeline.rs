@@ -513,12 +513,15 @@ fn network(req: &Transaction) -> Transaction {
 }
 
 /// The `fps_switch_requests_total` series met so far, by bank label, MTI
-/// class and response code: registered once each instead of a registry
-/// lookup with three label allocations per request. Bounded by the labels'
-/// own bounds (banks + 2, 10 classes, response codes).
+/// class and response code, each with its class's
+/// `fps_switch_request_duration_seconds`: registered once each instead of
+/// registry lookups (with three label allocations) per request. Bounded by
+/// the labels' own bounds (banks + 2, 10 classes, response codes).
 #[derive(Debug, Default)]
 struct RequestSeries {
-    counters: std::sync::Mutex<std::collections::HashMap<SeriesKey, metrics::Counter>>,
+    series: std::sync::Mutex<
+        std::collections::HashMap<SeriesKey, (metrics::Counter, metrics::Histogram)>,
+    >,
 }
 
 /// Bank slot (pool index, then "local", then "none"), MTI class, code.
@@ -536,23 +539,21 @@ impl Pipeline {
             .position(|p| p.name() == bank)
             .unwrap_or(self.pools.len() + usize::from(bank != LOCAL));
         let key = (slot, class, code.map_or([0; 2], |c| *c.as_bytes()));
-        let counter = {
-            let mut counters = self
-                .series
-                .counters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            counters
+        let (counter, seconds) = {
+            let mut series = self.series.series.lock().unwrap_or_else(|p| p.into_inner());
+            series
                 .entry(key)
                 .or_insert_with(|| {
                     let code = code.map_or_else(|| "none".to_owned(), |c| c.as_str().to_owned());
-                    metrics::counter!(m::REQUESTS, "bank" => bank.to_owned(), "class" => class_label(class), "code" => code)
+                    (
+                        metrics::counter!(m::REQUESTS, "bank" => bank.to_owned(), "class" => class_label(class), "code" => code),
+                        metrics::histogram!(m::REQUEST_SECONDS, "class" => class_label(class)),
+                    )
                 })
                 .clone()
         };
         counter.increment(1);
-        metrics::histogram!(m::REQUEST_SECONDS, "class" => class_label(class))
-            .record(started.elapsed().as_secs_f64());
+        seconds.record(started.elapsed().as_secs_f64());
     }
 }
 
