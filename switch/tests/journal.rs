@@ -4,6 +4,7 @@
 //! (as root) a real ENOSPC on a small tmpfs.
 
 use std::fs;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -433,8 +434,20 @@ async fn close_makes_everything_queued_durable() {
 
 #[tokio::test]
 async fn write_failures_fail_fast_and_the_journal_recovers_by_itself() {
+    write_failures_then_recovery(FsyncMode::Batch).await;
+}
+
+/// The same when appenders write inline: the writer thread still probes.
+#[tokio::test]
+async fn inline_write_failures_fail_fast_and_the_journal_recovers_by_itself() {
+    write_failures_then_recovery(FsyncMode::Never).await;
+}
+
+async fn write_failures_then_recovery(fsync: FsyncMode) {
     let dir = tempfile::tempdir().unwrap();
-    let (j, ..) = open(cfg(dir.path()));
+    let mut c = cfg(dir.path());
+    c.fsync = fsync;
+    let (j, ..) = open(c);
     append_range(&j, 1..=3).await;
 
     j.inject_write_failures(true);
@@ -517,11 +530,26 @@ async fn an_empty_segment_that_cannot_be_truncated_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appenders_get_distinct_increasing_lsns() {
+    concurrent_appenders(FsyncMode::Batch, 16 * 1024).await;
+}
+
+/// With `fsync = "never"` the appenders write inline, four worker threads
+/// at once, while the writer thread rotates 1 KiB segments behind them
+/// (each past its size by what was appended meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inline_appenders_get_distinct_increasing_lsns_across_rotations() {
+    let segments = concurrent_appenders(FsyncMode::Never, MIN_SEGMENT_BYTES).await;
+    assert!(segments > 1, "{segments} segments");
+}
+
+/// 64 tasks append 50 records each; returns the segment files left.
+async fn concurrent_appenders(fsync: FsyncMode, segment_bytes: u64) -> usize {
     const TASKS: u64 = 64;
     const PER_TASK: u64 = 50;
     let dir = tempfile::tempdir().unwrap();
     let mut c = cfg(dir.path());
-    c.segment_bytes = 16 * 1024;
+    c.fsync = fsync;
+    c.segment_bytes = segment_bytes;
     let (j, ..) = open(c.clone());
     let j = Arc::new(j);
     let mut tasks = Vec::new();
@@ -546,11 +574,52 @@ async fn concurrent_appenders_get_distinct_increasing_lsns() {
     all.sort();
     let lsns: Vec<Lsn> = all.iter().map(|(lsn, _)| *lsn).collect();
     assert_eq!(lsns, (1..=TASKS * PER_TASK).map(Lsn).collect::<Vec<_>>());
+    // Rotation keeps up: soon no segment is left past its size (with
+    // inline appends the writer thread rotates behind them).
+    let deadline = Instant::now() + RECOVERY_DEADLINE;
+    while j.segments().last().unwrap().bytes >= segment_bytes && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let segments = j.segments();
+    assert!(segments.last().unwrap().bytes < segment_bytes, "{fsync:?}");
+    assert!(segments[..segments.len() - 1].iter().all(|s| s.sealed));
     let j = Arc::try_unwrap(j).expect("every task is done");
     j.close().unwrap();
 
     let (_, replayed) = try_open(c).unwrap();
-    assert_eq!(replayed, all);
+    assert_eq!(replayed, all, "{fsync:?}");
+    segment_files(dir.path()).len()
+}
+
+#[tokio::test]
+async fn with_fsync_never_an_append_is_written_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path());
+    c.fsync = FsyncMode::Never;
+    let (j, ..) = open(c.clone());
+    let active = segment_files(dir.path()).pop().unwrap();
+    let before = fs::metadata(&active).unwrap().len();
+    for i in 1..=3 {
+        let mut durable = j.append(&payload(i)).unwrap();
+        // Resolved at its first poll: no hand-off to the writer thread.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let polled = std::pin::Pin::new(&mut durable).poll(&mut cx);
+        assert!(
+            matches!(polled, std::task::Poll::Ready(Ok(Lsn(l))) if l == i),
+            "{polled:?}"
+        );
+        assert_eq!(j.durable_lsn(), Lsn(i));
+    }
+    let written: usize = (1..=3)
+        .map(|i| RECORD_HEADER_BYTES + payload(i).len())
+        .sum();
+    assert_eq!(
+        fs::metadata(&active).unwrap().len(),
+        before + written as u64
+    );
+    j.close().unwrap();
+    let (_, replayed) = try_open(c).unwrap();
+    assert_eq!(replayed, expected(1..=3));
 }
 
 /// As root: a real ENOSPC on a 1 MiB tmpfs, then space comes back.

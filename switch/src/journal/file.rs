@@ -3,25 +3,28 @@
 use std::fs;
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam::channel::{self, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use super::writer::{sync_dir, Pending, Shared, Writer};
+use super::writer::{self, sync_dir, Core, Msg, Pending, Shared, Writer};
 use super::{
-    scan, segment_file_name, Durable, Journal, JournalConfig, JournalError, Lsn, RecoveryReport,
-    SegmentInfo, MAX_RECORD_BYTES, METRIC_SEGMENTS,
+    scan, segment_file_name, Durable, FsyncMode, Journal, JournalConfig, JournalError, Lsn,
+    RecoveryReport, SegmentInfo, MAX_RECORD_BYTES, METRIC_SEGMENTS,
 };
 
 /// The embedded journal: segment files in one directory, written by one
-/// writer thread with group commit (see the module docs for the format).
+/// writer thread with group commit, or with `fsync = "never"` by each
+/// appender inline (see the module docs for the format).
 #[derive(Debug)]
 pub struct FileJournal {
     /// None once closed; dropping it lets the writer drain and stop.
-    tx: Option<Sender<Pending>>,
+    tx: Option<Sender<Msg>>,
     shared: Arc<Shared>,
+    /// Some with `fsync = "never"`: appends write through it inline.
+    inline: Option<Arc<Mutex<Core>>>,
     writer: Option<JoinHandle<Result<(), JournalError>>>,
 }
 
@@ -52,6 +55,7 @@ impl FileJournal {
             recovered.next_lsn,
             recovered.prev_sealed_bytes,
         )?;
+        let inline = (cfg.fsync == FsyncMode::Never).then(|| writer.core());
         let report = RecoveryReport {
             records: recovered.records,
             segments: shared.segments().len(),
@@ -75,6 +79,7 @@ impl FileJournal {
             FileJournal {
                 tx: Some(tx),
                 shared,
+                inline,
                 writer: Some(handle),
             },
             report,
@@ -140,6 +145,29 @@ impl FileJournal {
     }
 }
 
+impl FileJournal {
+    /// Write `record` now through the core (`fsync = "never"`); wake the
+    /// writer thread when the segment is full or the write failed.
+    fn append_inline(
+        &self,
+        core: &Mutex<Core>,
+        tx: &Sender<Msg>,
+        record: &[u8],
+    ) -> Result<Lsn, JournalError> {
+        let (result, full) = {
+            let mut core = writer::lock(core);
+            let result = core.append_now(record);
+            (result, core.full())
+        };
+        let rotate = full && !self.shared.rotate_wanted.swap(true, Ordering::AcqRel);
+        if rotate || result.is_err() {
+            // A full queue holds a wake already.
+            let _ = tx.try_send(Msg::Wake);
+        }
+        result
+    }
+}
+
 impl Drop for FileJournal {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
@@ -172,12 +200,15 @@ impl Journal for FileJournal {
         if !self.healthy() {
             return Err(JournalError::Unavailable);
         }
+        if let Some(core) = &self.inline {
+            return Ok(Durable::ready(self.append_inline(core, tx, &record)));
+        }
         let (done, rx) = oneshot::channel();
         let pending = Pending {
             payload: record,
             done: Some(done),
         };
-        match tx.try_send(pending) {
+        match tx.try_send(Msg::Record(pending)) {
             Ok(()) => Ok(Durable::waiting(rx)),
             Err(TrySendError::Full(_)) => Err(JournalError::Full),
             Err(TrySendError::Disconnected(_)) => Err(JournalError::Closed),

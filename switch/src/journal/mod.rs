@@ -55,7 +55,15 @@
 //!
 //! # Group commit
 //!
-//! [`Journal::append`] copies the record into a bounded queue and returns
+//! With `fsync = "never"` [`Journal::append`] writes the record itself
+//! (one positional write under the writer's lock) and returns a
+//! [`Durable`] that is already resolved: with no sync to share, handing
+//! each record to a thread and waking the appender back cost more than the
+//! write. The writer thread then only rotates full segments (syncing the
+//! full one outside the lock first, so appends stop only for the sync of
+//! what came since) and probes the disk while writes fail.
+//!
+//! Otherwise [`Journal::append`] copies the record into a bounded queue and returns
 //! a [`Durable`] at once. One writer thread per journal drains up to
 //! `max_batch_records` (and [`MAX_BATCH_BYTES`]), assigns lsns, writes the
 //! batch with one positional write, syncs per [`FsyncMode`], and completes

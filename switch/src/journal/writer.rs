@@ -1,5 +1,15 @@
-//! The writer thread of a [`FileJournal`](super::FileJournal): group
-//! commit, rotation, and repair after disk trouble.
+//! The writing side of a [`FileJournal`](super::FileJournal): the
+//! [`Core`] (active segment, next lsn, rotation, repair after disk trouble)
+//! behind a mutex, and the writer thread that drives it.
+//!
+//! With `fsync = "batch"` or `"always"` every record goes through the
+//! writer thread's queue: group commit, one sync for many records. With
+//! `fsync = "never"` there is no sync to share, and a thread hand-off per
+//! record (queue, wake the writer, wake the appender back) costs more than
+//! the write itself: the appender writes its record through the core
+//! inline ([`Core::append_now`]), and the thread only rotates full
+//! segments (syncing the old one outside the lock first) and probes the
+//! disk while writes fail.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -48,6 +58,9 @@ pub(crate) struct Shared {
     pub inject_write_failures: AtomicBool,
     pub inject_truncate_failures: AtomicBool,
     pub inject_stall: AtomicBool,
+    /// Set by an inline append that filled the active segment: the writer
+    /// thread rotates it.
+    pub rotate_wanted: AtomicBool,
 }
 
 impl Shared {
@@ -60,6 +73,7 @@ impl Shared {
             inject_write_failures: AtomicBool::new(false),
             inject_truncate_failures: AtomicBool::new(false),
             inject_stall: AtomicBool::new(false),
+            rotate_wanted: AtomicBool::new(false),
         }
     }
 
@@ -68,6 +82,10 @@ impl Shared {
     /// poisoned lock is still used.
     pub(crate) fn segments(&self) -> MutexGuard<'_, Vec<SegmentInfo>> {
         self.segments.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
     }
 
     fn set_healthy(&self, healthy: bool) {
@@ -81,6 +99,15 @@ impl Shared {
 pub(crate) struct Pending {
     pub payload: Vec<u8>,
     pub done: Option<oneshot::Sender<Result<Lsn, JournalError>>>,
+}
+
+/// What the writer thread's queue carries.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// A record to write (`fsync` batch or always).
+    Record(Pending),
+    /// Look at the shared flags: a segment to rotate, writes failing.
+    Wake,
 }
 
 impl Pending {
@@ -102,13 +129,13 @@ struct Active {
     good_bytes: u64,
 }
 
+/// Everything that writes to the segment files. Behind a mutex: the
+/// writer thread holds it for a batch, an inline append for its record.
 #[derive(Debug)]
-pub(crate) struct Writer {
+pub(crate) struct Core {
     shared: Arc<Shared>,
-    rx: Receiver<Pending>,
     fsync: FsyncMode,
     segment_bytes: u64,
-    max_batch_records: usize,
     /// None after sealing a segment when the next one could not be created.
     active: Option<Active>,
     next_lsn: u64,
@@ -118,9 +145,27 @@ pub(crate) struct Writer {
     dirty: bool,
     next_probe: Instant,
     buf: Vec<u8>,
+    appends: metrics::Counter,
+}
+
+/// The writer thread's side: its queue and the batch it is building.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    core: Arc<Mutex<Core>>,
+    shared: Arc<Shared>,
+    rx: Receiver<Msg>,
+    fsync: FsyncMode,
+    max_batch_records: usize,
     batch: Vec<Pending>,
     /// Records in the previous batch (a measure of load).
     last_batch_records: usize,
+}
+
+/// The core, also when a panic elsewhere poisoned its lock: every method
+/// leaves it consistent between system calls (a failed write is cut off
+/// by the repair that follows), so it is still used.
+pub(crate) fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Writer {
@@ -128,49 +173,59 @@ impl Writer {
     /// `shared.segments`, or creates the first one.
     pub(crate) fn open(
         shared: Arc<Shared>,
-        rx: Receiver<Pending>,
+        rx: Receiver<Msg>,
         cfg: &JournalConfig,
         next_lsn: u64,
         prev_sealed_bytes: u64,
     ) -> Result<Self, JournalError> {
-        let mut writer = Writer {
-            shared,
-            rx,
+        let mut core = Core {
+            shared: Arc::clone(&shared),
             fsync: cfg.fsync,
             segment_bytes: cfg.segment_bytes,
-            max_batch_records: cfg.max_batch_records,
             active: None,
             next_lsn,
             prev_sealed_bytes,
             dirty: false,
             next_probe: Instant::now(),
             buf: Vec::with_capacity(MAX_BATCH_BYTES.min(1024 * 1024)),
-            batch: Vec::with_capacity(cfg.max_batch_records),
-            last_batch_records: 0,
+            appends: metrics::counter!(METRIC_APPENDS),
         };
-        let last = writer.shared.segments().last().cloned();
+        let last = shared.segments().last().cloned();
         match last {
             Some(last) => {
-                let path = writer.shared.dir.join(segment_file_name(last.first_lsn.0));
+                let path = shared.dir.join(segment_file_name(last.first_lsn.0));
                 let file = OpenOptions::new()
                     .read(true)
                     .write(true)
                     .open(&path)
                     .map_err(|e| JournalError::io(&path, e))?;
-                writer.active = Some(Active {
+                core.active = Some(Active {
                     file,
                     path,
                     first_lsn: last.first_lsn.0,
                     good_bytes: last.bytes,
                 });
             }
-            None => writer
+            None => core
                 .start_segment()
-                .map_err(|e| JournalError::io(&writer.shared.dir, e))?,
+                .map_err(|e| JournalError::io(&shared.dir, e))?,
         }
-        metrics::gauge!(METRIC_SEGMENTS).set(writer.shared.segments().len() as f64);
-        writer.shared.set_healthy(true);
-        Ok(writer)
+        metrics::gauge!(METRIC_SEGMENTS).set(shared.segments().len() as f64);
+        shared.set_healthy(true);
+        Ok(Writer {
+            core: Arc::new(Mutex::new(core)),
+            shared,
+            rx,
+            fsync: cfg.fsync,
+            max_batch_records: cfg.max_batch_records,
+            batch: Vec::with_capacity(cfg.max_batch_records),
+            last_batch_records: 0,
+        })
+    }
+
+    /// The core, for inline appends (`fsync = "never"`).
+    pub(crate) fn core(&self) -> Arc<Mutex<Core>> {
+        Arc::clone(&self.core)
     }
 
     /// Serve the queue until every sender is gone and it is drained, then
@@ -179,33 +234,42 @@ impl Writer {
         // Bounded by the journal's lifetime: ends when the handle drops
         // its sender and the queue (at most queue_capacity) is empty.
         loop {
-            let first = if self.healthy() {
+            let msg = if self.shared.healthy() {
                 match self.rx.recv() {
-                    Ok(p) => p,
+                    Ok(m) => m,
                     Err(_) => break,
                 }
             } else {
-                match self.rx.recv_deadline(self.next_probe) {
-                    Ok(p) => p,
+                let next_probe = lock(&self.core).next_probe;
+                match self.rx.recv_deadline(next_probe) {
+                    Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.try_recover();
+                        lock(&self.core).try_recover();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             };
-            self.stall_while_asked();
-            self.collect_batch(first);
-            self.commit_batch();
-            if !self.healthy() && Instant::now() >= self.next_probe {
-                self.try_recover();
+            if let Msg::Record(first) = msg {
+                self.stall_while_asked();
+                self.collect_batch(first);
+                let mut batch = std::mem::take(&mut self.batch);
+                lock(&self.core).commit(&mut batch);
+                batch.clear();
+                self.batch = batch;
+            }
+            if self.shared.rotate_wanted.swap(false, Ordering::AcqRel) {
+                self.rotate_behind_appends();
+            }
+            if !self.shared.healthy() {
+                let mut core = lock(&self.core);
+                if Instant::now() >= core.next_probe {
+                    core.try_recover();
+                }
             }
         }
-        self.finish()
-    }
-
-    fn healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Acquire)
+        let mut core = lock(&self.core);
+        core.finish()
     }
 
     fn stall_while_asked(&self) {
@@ -220,7 +284,7 @@ impl Writer {
     /// short of [`GROUP_COMMIT_TARGET`] waits up to [`GROUP_COMMIT_LINGER`]
     /// for more: one sync then covers more records, which costs each of
     /// them less CPU than it adds latency. A quiet journal never waits, nor
-    /// does one that syncs every record (`always`) or none (`never`).
+    /// does one that syncs every record (`always`).
     fn collect_batch(&mut self, first: Pending) {
         let linger_until = (self.fsync == FsyncMode::Batch
             && self.last_batch_records >= BUSY_BATCH_RECORDS)
@@ -229,24 +293,85 @@ impl Writer {
         self.batch.push(first);
         while self.batch.len() < self.max_batch_records && bytes < MAX_BATCH_BYTES {
             let next = match self.rx.try_recv() {
-                Ok(p) => Some(p),
+                Ok(m) => Some(m),
                 Err(_) if self.batch.len() < GROUP_COMMIT_TARGET => {
                     linger_until.and_then(|until| self.rx.recv_deadline(until).ok())
                 }
                 Err(_) => None,
             };
-            let Some(p) = next else { break };
-            bytes += p.payload.len() + RECORD_HEADER_BYTES;
-            self.batch.push(p);
+            match next {
+                None => break,
+                // The flags it points at are read after the batch.
+                Some(Msg::Wake) => {}
+                Some(Msg::Record(p)) => {
+                    bytes += p.payload.len() + RECORD_HEADER_BYTES;
+                    self.batch.push(p);
+                }
+            }
         }
         self.last_batch_records = self.batch.len();
     }
 
+    /// Rotate the segment that inline appends filled, stopping them as
+    /// briefly as possible: the full segment's data is synced without the
+    /// lock (appends go on into it meanwhile), then, under the lock, the
+    /// little written since is synced and the next segment started.
+    fn rotate_behind_appends(&self) {
+        let file = {
+            let core = lock(&self.core);
+            match core.active.as_ref().map(|a| a.file.try_clone()) {
+                Some(Ok(file)) => Some(file),
+                // Rotate under the lock as usual; it reports the error.
+                Some(Err(_)) | None => None,
+            }
+        };
+        if let Some(file) = file {
+            // Best effort: the sync under the lock is the one that counts.
+            let _ = file.sync_data();
+        }
+        let mut core = lock(&self.core);
+        if core.shared.healthy() && core.full() {
+            core.rotate();
+        }
+    }
+}
+
+impl Core {
+    /// Write one record now (`fsync = "never"`: durable once the OS has
+    /// it). Err leaves the journal unhealthy with the record cut off.
+    pub(crate) fn append_now(&mut self, payload: &[u8]) -> Result<Lsn, JournalError> {
+        if !self.shared.healthy() || self.active.is_none() {
+            return Err(JournalError::Unavailable);
+        }
+        let lsn = self.next_lsn;
+        let unix_ms = unix_ms_now();
+        self.buf.clear();
+        encode_record(&mut self.buf, lsn, unix_ms, payload);
+        match self.write_buf() {
+            Ok(()) => {
+                self.next_lsn += 1;
+                self.appends.increment(1);
+                self.publish_active(unix_ms);
+                Ok(Lsn(lsn))
+            }
+            Err(e) => {
+                self.on_error("write", &e);
+                Err(JournalError::Unavailable)
+            }
+        }
+    }
+
+    /// The active segment has reached its size: time to rotate.
+    pub(crate) fn full(&self) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|a| a.good_bytes >= self.segment_bytes)
+    }
+
     /// Write the batch, sync per the mode, complete every record in order.
-    fn commit_batch(&mut self) {
-        let mut batch = std::mem::take(&mut self.batch);
-        if !self.healthy() || self.active.is_none() {
-            for p in &mut batch {
+    fn commit(&mut self, batch: &mut [Pending]) {
+        if !self.shared.healthy() || self.active.is_none() {
+            for p in batch.iter_mut() {
                 p.complete(Err(JournalError::Unavailable));
             }
         } else {
@@ -291,20 +416,14 @@ impl Writer {
                 }
             }
             if written > 0 {
-                metrics::counter!(METRIC_APPENDS).increment(written);
+                self.appends.increment(written);
                 self.publish_active(newest_unix_ms);
             }
         }
-        batch.clear();
-        self.batch = batch;
         if self.buf.capacity() > 2 * MAX_BATCH_BYTES {
             self.buf = Vec::with_capacity(MAX_BATCH_BYTES);
         }
-        let full = self
-            .active
-            .as_ref()
-            .is_some_and(|a| a.good_bytes >= self.segment_bytes);
-        if self.healthy() && full {
+        if self.shared.healthy() && self.full() {
             self.rotate();
         }
     }
@@ -435,7 +554,7 @@ impl Writer {
 
     fn on_error(&mut self, op: &'static str, e: &io::Error) {
         metrics::counter!(METRIC_WRITE_ERRORS).increment(1);
-        if self.healthy() {
+        if self.shared.healthy() {
             tracing::warn!(
                 op,
                 error = %e,
@@ -529,11 +648,11 @@ impl Writer {
     }
 
     /// After the queue closed: one last repair if needed, then sync.
-    fn finish(mut self) -> Result<(), JournalError> {
-        if !self.healthy() {
+    fn finish(&mut self) -> Result<(), JournalError> {
+        if !self.shared.healthy() {
             self.try_recover();
         }
-        if !self.healthy() {
+        if !self.shared.healthy() {
             return Err(JournalError::Unavailable);
         }
         let Some(active) = &self.active else {
