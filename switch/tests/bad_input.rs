@@ -91,6 +91,9 @@ async fn the_daemon_logs_no_card_number_account_or_proxy_id() {
     let config = write_file(&pki.dir, "daemon.toml", &switch_toml(&pki, &bank, "trace"));
     let mut daemon = Daemon::spawn(&config);
     let target = daemon.wait_started().await;
+    // No transparent huge pages (main.rs): no 2 MiB clears on first touch.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+    assert!(status.contains("THP_enabled:\t0"), "{status}");
     for _ in 0..200 {
         if http_get(target.admin, "/readyz").await.0 == 200 {
             break;
