@@ -4,10 +4,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use fps_hsm::PinSource;
 
+use super::mac::{MacMechanism, MacPlan};
 use super::search::SearchConfig;
 use super::switch::Journal;
 use super::{haproxy, ComparePlan, Pinning, Transport};
+
+/// `--budget-s` without `--mac`.
+const DEFAULT_BUDGET_S: u64 = 240;
+/// `--budget-s` with `--mac`: a third search per transport.
+const DEFAULT_MAC_BUDGET_S: u64 = 360;
+/// Where SoftHSM2's module is looked for when neither `--hsm-module` nor
+/// `FPS_HSM_MODULE` names it (as scripts/softhsm-init does).
+const SOFTHSM2_MODULES: [&str; 4] = [
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+/// The development token's label (scripts/softhsm-init).
+const DEFAULT_TOKEN: &str = "fps-switch";
 
 /// `fps-loadtest compare-relay` options. The defaults keep the whole
 /// command (both transports, both systems) within about four minutes.
@@ -63,9 +80,10 @@ pub struct CompareRelayArgs {
     /// Load generator connections; each system keeps as many to the bank.
     #[arg(long, default_value_t = 4)]
     pub connections: u64,
-    /// Soft bound on the whole command, in seconds: searches are cut short to fit.
-    #[arg(long, default_value_t = 240)]
-    pub budget_s: u64,
+    /// Soft bound on the whole command, in seconds: searches are cut short
+    /// to fit [default: 240; 360 with --mac, which adds a search per transport].
+    #[arg(long)]
+    pub budget_s: Option<u64>,
     /// Core of the system under test (switch or HAProxy).
     #[arg(long, default_value_t = 0)]
     pub system_core: usize,
@@ -80,6 +98,30 @@ pub struct CompareRelayArgs {
     /// which a relay has no counterpart for (`batch` is the product default).
     #[arg(long, value_enum, default_value_t = JournalArg::Never)]
     pub switch_journal: JournalArg,
+    /// Also measure the switch with a MAC on every bank 003 message, both
+    /// directions (issue 6: >= 0.6x its rate without): `hmac`
+    /// (HMAC-SHA256, key mac-hmac) or `cmac` (AES-CMAC, key mac-cmac). The
+    /// switch MACs and checks through its [hsm] pool, the simulator checks
+    /// and MACs through its own, both in the SoftHSM2 token of
+    /// scripts/softhsm-init: SOFTHSM2_CONF (target/softhsm/softhsm2.conf)
+    /// and the PIN must be in the environment (scripts/compare-relay sets
+    /// both).
+    #[arg(long, value_enum, default_value_t = MacArg::Off)]
+    pub mac: MacArg,
+    /// PKCS#11 module holding the MAC key (default: $FPS_HSM_MODULE, else
+    /// SoftHSM2's usual paths).
+    #[arg(long)]
+    pub hsm_module: Option<PathBuf>,
+    /// Label of the token holding the MAC key (default: $FPS_HSM_TOKEN, else fps-switch).
+    #[arg(long)]
+    pub hsm_token: Option<String>,
+    /// Environment variable holding the token's user PIN (this process and
+    /// the switch read it).
+    #[arg(long, default_value = "FPS_HSM_PIN")]
+    pub hsm_pin_env: String,
+    /// File holding the user PIN, instead of --hsm-pin-env.
+    #[arg(long)]
+    pub hsm_pin_file: Option<PathBuf>,
     /// The fps-switch binary (default: next to this executable).
     #[arg(long)]
     pub switch_bin: Option<PathBuf>,
@@ -103,6 +145,17 @@ pub enum TransportArg {
     Tls,
 }
 
+/// `--mac` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MacArg {
+    /// No MAC run.
+    Off,
+    /// HMAC-SHA256 (key mac-hmac), as bank 003 of the dev configs.
+    Hmac,
+    /// AES-CMAC (key mac-cmac), as bank 004 of the dev configs.
+    Cmac,
+}
+
 /// `--switch-journal` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JournalArg {
@@ -119,6 +172,7 @@ pub enum JournalArg {
 /// Run `fps-loadtest compare-relay`: print the table, write the JSON.
 /// True when both systems sustained some rate on every transport.
 pub async fn main(a: CompareRelayArgs) -> anyhow::Result<bool> {
+    let mac = mac_plan(&a, |var| std::env::var_os(var));
     let haproxy_bin = haproxy::find_binary(a.haproxy.as_deref()).with_context(|| {
         "haproxy not found: install it (apt-get install haproxy) or pass --haproxy PATH"
     })?;
@@ -134,6 +188,11 @@ pub async fn main(a: CompareRelayArgs) -> anyhow::Result<bool> {
             switch_bin.display()
         );
     }
+    let budget_s = a.budget_s.unwrap_or(if mac.is_some() {
+        DEFAULT_MAC_BUDGET_S
+    } else {
+        DEFAULT_BUDGET_S
+    });
     let plan = ComparePlan {
         switch_bin,
         haproxy_bin,
@@ -169,7 +228,8 @@ pub async fn main(a: CompareRelayArgs) -> anyhow::Result<bool> {
             JournalArg::Batch => Journal::Batch,
             JournalArg::Never => Journal::Never,
         },
-        budget: Duration::from_secs(a.budget_s),
+        mac,
+        budget: Duration::from_secs(budget_s),
         work_dir: a.work_dir,
         progress: !a.quiet,
     };
@@ -182,6 +242,117 @@ pub async fn main(a: CompareRelayArgs) -> anyhow::Result<bool> {
     let sustained = [&comparison.plaintext, &comparison.tls]
         .into_iter()
         .flatten()
-        .all(|r| r.switch_tps > 0 && r.relay_tps > 0);
+        .all(|r| r.switch_tps > 0 && r.relay_tps > 0 && r.switch_mac_tps != Some(0));
     Ok(sustained)
+}
+
+/// The MAC run of `a` (`None` for `--mac off`), with what the options
+/// leave open taken from the environment (`env`: `std::env::var_os`).
+fn mac_plan(
+    a: &CompareRelayArgs,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<MacPlan> {
+    let mechanism = match a.mac {
+        MacArg::Off => return None,
+        MacArg::Hmac => MacMechanism::HmacSha256,
+        MacArg::Cmac => MacMechanism::AesCmac,
+    };
+    let module = a
+        .hsm_module
+        .clone()
+        .or_else(|| env("FPS_HSM_MODULE").map(PathBuf::from))
+        .or_else(|| {
+            SOFTHSM2_MODULES
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+        })
+        // Not there: the preflight check says so, naming --hsm-module.
+        .unwrap_or_else(|| PathBuf::from(SOFTHSM2_MODULES[0]));
+    let token = a
+        .hsm_token
+        .clone()
+        .or_else(|| env("FPS_HSM_TOKEN").and_then(|t| t.into_string().ok()))
+        .unwrap_or_else(|| DEFAULT_TOKEN.to_owned());
+    let pin = match &a.hsm_pin_file {
+        Some(p) => PinSource::File(p.clone()),
+        None => PinSource::Env(a.hsm_pin_env.clone()),
+    };
+    Some(MacPlan {
+        mechanism,
+        module,
+        token,
+        pin,
+        softhsm2_conf: env("SOFTHSM2_CONF").map(PathBuf::from),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: CompareRelayArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<CompareRelayArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("compare-relay").chain(args.iter().copied()))
+            .map(|c| c.args)
+    }
+
+    #[test]
+    fn mac_is_off_by_default() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.mac, MacArg::Off);
+        assert_eq!(a.budget_s, None);
+        assert_eq!(mac_plan(&a, |_| None), None);
+    }
+
+    #[test]
+    fn mac_options_parse() {
+        let a = parse(&["--mac", "hmac", "--transports", "plaintext"]).unwrap();
+        assert_eq!(a.mac, MacArg::Hmac);
+        let env = |var: &str| match var {
+            "FPS_HSM_MODULE" => Some("/env/libsofthsm2.so".into()),
+            "FPS_HSM_TOKEN" => Some("env-token".into()),
+            "SOFTHSM2_CONF" => Some("/env/softhsm2.conf".into()),
+            _ => None,
+        };
+        let p = mac_plan(&a, env).unwrap();
+        assert_eq!(p.mechanism, MacMechanism::HmacSha256);
+        assert_eq!(p.module, PathBuf::from("/env/libsofthsm2.so"));
+        assert_eq!(p.token, "env-token");
+        assert_eq!(p.pin, PinSource::Env("FPS_HSM_PIN".into()));
+        assert_eq!(p.softhsm2_conf, Some(PathBuf::from("/env/softhsm2.conf")));
+
+        // Options win over the environment.
+        let a = parse(&[
+            "--mac=cmac",
+            "--hsm-module",
+            "/opt/m.so",
+            "--hsm-token",
+            "t",
+            "--hsm-pin-file",
+            "/run/pin",
+            "--budget-s",
+            "60",
+        ])
+        .unwrap();
+        assert_eq!(a.budget_s, Some(60));
+        let p = mac_plan(&a, env).unwrap();
+        assert_eq!(p.mechanism, MacMechanism::AesCmac);
+        assert_eq!(p.module, PathBuf::from("/opt/m.so"));
+        assert_eq!(p.token, "t");
+        assert_eq!(p.pin, PinSource::File("/run/pin".into()));
+
+        let p = mac_plan(&parse(&["--mac", "hmac"]).unwrap(), |_| None).unwrap();
+        assert_eq!(p.token, DEFAULT_TOKEN);
+        assert_eq!(p.softhsm2_conf, None);
+        assert!(SOFTHSM2_MODULES.contains(&p.module.to_str().unwrap()));
+
+        assert!(parse(&["--mac", "rsa"]).is_err());
+    }
 }

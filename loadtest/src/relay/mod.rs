@@ -20,13 +20,22 @@
 //! disk's fsync latency, which a relay has no counterpart for, is left out
 //! (`--switch-journal batch` puts it back).
 //!
+//! With `--mac hmac` (or `cmac`) a second switch runs beside the first,
+//! with bank 003's messages MACed in both directions through SoftHSM2 on
+//! both sides (the switch's `[hsm]` pool, the simulator's own, which
+//! checks each request and MACs each answer): its maximum is searched
+//! right after the plain switch's, in the same way, and reported as
+//! `mac_ratio = switch_mac_tps / switch_tps` (issue 6: >= 0.6), with its
+//! p99 at the same fixed rate. See [`mac`].
+//!
 //! Entry point: [`main`] (`compare-relay` options: [`CompareRelayArgs`]).
 //! Modules: [`search`] (sans-I/O), [`haproxy`] and [`switch`] (configs and
-//! processes), [`process`] (children, pinning, CPU), [`output`] (JSON and
-//! table).
+//! processes), [`mac`] (the MAC run's keys and checks), [`process`]
+//! (children, pinning, CPU), [`output`] (JSON and table).
 
 mod cli;
 pub mod haproxy;
+pub mod mac;
 pub mod output;
 pub mod process;
 pub mod search;
@@ -41,8 +50,9 @@ use anyhow::{bail, Context as _};
 use crate::banksim::{BankSim, SimConfig};
 use crate::load;
 use crate::report::Report;
-pub use cli::{main, CompareRelayArgs, JournalArg, TransportArg};
-use output::{Comparison, Settings, Step, SystemResult, TransportResult};
+pub use cli::{main, CompareRelayArgs, JournalArg, MacArg, TransportArg};
+use mac::{HsmUser, MacPlan};
+use output::{Comparison, MacAuthFailures, Settings, Step, SystemResult, TransportResult};
 use process::{CpuMeter, Machine, Supervised};
 use search::{RateSearch, SearchConfig};
 
@@ -60,6 +70,12 @@ const WARM_UP: Duration = Duration::from_secs(1);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Time reserved for starting and stopping the processes of one transport.
 const START_RESERVE: Duration = Duration::from_secs(5);
+/// Names of the systems under test (progress lines, table notes).
+const SWITCH: &str = "switch";
+/// The switch with bank 003's messages MACed (`--mac`).
+const SWITCH_MAC: &str = "switch+mac";
+/// HAProxy.
+const RELAY: &str = "relay";
 
 /// Plaintext or TLS on both legs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +134,8 @@ pub struct ComparePlan {
     pub pinning: Option<Pinning>,
     /// The switch's journal.
     pub journal: switch::Journal,
+    /// `Some`: also measure the switch with this MAC on bank 003.
+    pub mac: Option<MacPlan>,
     /// Soft bound on the whole comparison: searches are cut short to fit.
     pub budget: Duration,
     /// Keep the work directory (configs, certificates, logs) here instead
@@ -136,6 +154,11 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
     }
     if plan.step.is_zero() || plan.fixed.is_zero() {
         bail!("--step-ms and --fixed-ms must be positive");
+    }
+    if let Some(m) = &plan.mac {
+        // Before anything starts: a missing token or key is named now,
+        // not as a switch that fails to start minutes later.
+        mac::preflight(m).await?;
     }
     let machine = Machine::probe(&plan.haproxy_bin);
     if let Some(p) = plan.pinning {
@@ -225,6 +248,7 @@ impl Pki<'_> {
 /// Where a run's load goes: a system under test (running), or the bank
 /// itself (no process of its own: the floor of the measurement).
 struct System {
+    /// `switch`, `switch+mac`, `relay` or `direct`.
     name: &'static str,
     target: SocketAddr,
     tls: Option<load::TlsTarget>,
@@ -253,7 +277,7 @@ async fn compare_transport(
     let core = plan.pinning.map(|p| p.system_core);
 
     // The bank simulator, in this process (on the load generator's core).
-    let sim = BankSim::bind(&sim_config(tls.then_some(&pki))?).await?;
+    let sim = BankSim::bind(&sim_config(tls.then_some(&pki), None)?).await?;
     let bank = sim
         .bank_addr(BANK_NAME)
         .context("the bank simulator has no bank003 listener")?;
@@ -261,6 +285,24 @@ async fn compare_transport(
     let sim_task = tokio::spawn(sim.run(async move {
         let _ = sim_stopped.await;
     }));
+    // With --mac, a second one whose bank 003 checks and makes MACs.
+    let mac_sim = match &plan.mac {
+        None => None,
+        Some(m) => {
+            let sim = BankSim::bind(&sim_config(tls.then_some(&pki), Some(m))?)
+                .await
+                .context("the bank simulator with the MAC")?;
+            let bank = sim
+                .bank_addr(BANK_NAME)
+                .context("the MAC bank simulator has no bank003 listener")?;
+            let ledger = sim.http_addr();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(sim.run(async move {
+                let _ = stopped.await;
+            }));
+            Some((bank, ledger, stop, task))
+        }
+    };
 
     let switch_spec = switch::SwitchSpec {
         listen: process::free_port()?,
@@ -277,6 +319,18 @@ async fn compare_transport(
         }),
         journal: plan.journal,
         journal_dir: dir.join("journal"),
+        mac: None,
+    };
+    let mac_spec = match (&plan.mac, &mac_sim) {
+        (Some(m), Some((mac_bank, ..))) => Some(switch::SwitchSpec {
+            listen: process::free_port()?,
+            admin: process::free_port()?,
+            bank: *mac_bank,
+            journal_dir: dir.join("journal-mac"),
+            mac: Some(m.clone()),
+            ..switch_spec.clone()
+        }),
+        _ => None,
     };
     let relay_tls = if tls {
         let server_pem = dir.join("relay-server.pem");
@@ -319,30 +373,40 @@ async fn compare_transport(
         }))
     };
 
-    let switch = switch::start(&plan.switch_bin, &switch_spec, dir, core).await?;
+    let switch = switch::start("switch", &plan.switch_bin, &switch_spec, dir, core).await?;
+    let mut systems = vec![System {
+        name: SWITCH,
+        target: switch_spec.listen,
+        tls: load_tls(SERVER_DNS)?,
+        process: Some(switch),
+    }];
+    // The MAC switch searched right after the plain one: this machine's
+    // speed drifts, and mac_ratio compares the two.
+    if let Some(spec) = &mac_spec {
+        let p = switch::start("switch-mac", &plan.switch_bin, spec, dir, core).await?;
+        systems.push(System {
+            name: SWITCH_MAC,
+            target: spec.listen,
+            tls: load_tls(SERVER_DNS)?,
+            process: Some(p),
+        });
+    }
     let relay = haproxy::start(&plan.haproxy_bin, &relay_spec, dir, core).await?;
-    let mut systems = [
-        System {
-            name: "switch",
-            target: switch_spec.listen,
-            tls: load_tls(SERVER_DNS)?,
-            process: Some(switch),
-        },
-        System {
-            name: "relay",
-            target: relay_spec.listen,
-            tls: load_tls(SERVER_DNS)?,
-            process: Some(relay),
-        },
-    ];
+    systems.push(System {
+        name: RELAY,
+        target: relay_spec.listen,
+        tls: load_tls(SERVER_DNS)?,
+        process: Some(relay),
+    });
 
-    let mut results = Vec::with_capacity(systems.len());
+    let per_transport = systems.len();
+    let mut results = Vec::with_capacity(per_transport);
     for (i, sys) in systems.iter_mut().enumerate() {
         // Share what is left between the searches still to run, keeping
         // room for the fixed-rate runs and the other transports' start-up.
-        let searches_left = (left.transports * 2 - i) as u32;
+        let searches_left = (left.transports * per_transport - i) as u32;
         let fixed_left = plan.fixed + plan.drain + Duration::from_secs(1);
-        let reserve = fixed_left * (left.transports * 2) as u32
+        let reserve = fixed_left * (left.transports * per_transport) as u32
             + START_RESERVE * (left.transports - 1) as u32;
         let now = Instant::now();
         let share = left
@@ -354,15 +418,45 @@ async fn compare_transport(
         results.push(search_system(plan, transport, sys, search_deadline).await?);
     }
 
-    let fixed_rate = fixed_rate(results.iter().map(|r| r.max_tps), plan.search.min_rate);
+    // Half the lower of the switch's and the relay's maxima, as without
+    // --mac; the MAC switch is measured at the same rate as the switch.
+    let max_of = |name: &str| {
+        systems
+            .iter()
+            .zip(&results)
+            .find(|(s, _)| s.name == name)
+            .map_or(0, |(_, r)| r.max_tps)
+    };
+    let fixed_rate = fixed_rate(
+        [max_of(SWITCH), max_of(RELAY)].into_iter(),
+        plan.search.min_rate,
+    );
     for (sys, res) in systems.iter_mut().zip(results.iter_mut()) {
         res.fixed = Some(fixed_run(plan, transport, sys, fixed_rate).await?);
         sys.settle(plan.settle).await;
     }
-    for sys in systems {
+    // Both sides' counts of refused MACs, before the processes go.
+    let mac_auth_failures = match (&mac_spec, &mac_sim) {
+        (Some(spec), Some((_, ledger, ..))) => Some(MacAuthFailures {
+            bank: process::http_get(*ledger, "/ledger?summary")
+                .await
+                .ok()
+                .and_then(|(_, body)| mac::ledger_auth_failures(&body)),
+            switch: process::http_get(spec.admin, "/metrics")
+                .await
+                .ok()
+                .and_then(|(_, body)| mac::counter_sum(&body, mac::SWITCH_AUTH_FAILURES_METRIC)),
+        }),
+        _ => None,
+    };
+    for sys in systems.drain(..) {
         if let Some(p) = sys.process {
             p.stop(STOP_GRACE).await;
         }
+    }
+    if let Some((_, _, stop, task)) = mac_sim {
+        let _ = stop.send(());
+        let _ = task.await;
     }
     // The same rate straight to the bank: what the load generator and the
     // simulator add by themselves, with neither system in between.
@@ -376,22 +470,37 @@ async fn compare_transport(
     let _ = stop_sim.send(());
     let _ = sim_task.await;
 
-    let [switch_res, relay_res]: [SystemResult; 2] = results
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("two systems, two results"))?;
+    let mut results = results.into_iter();
+    let (Some(switch_res), switch_mac_res, Some(relay_res)) = (
+        results.next(),
+        if mac_spec.is_some() {
+            results.next()
+        } else {
+            None
+        },
+        results.next(),
+    ) else {
+        bail!("one result per system");
+    };
     let p99 = |r: &SystemResult| r.fixed.as_ref().map(|f| f.p99_us);
     Ok(TransportResult {
         switch_tps: switch_res.max_tps,
         relay_tps: relay_res.max_tps,
-        ratio: (relay_res.max_tps > 0)
-            .then(|| output::round3(switch_res.max_tps as f64 / relay_res.max_tps as f64)),
+        ratio: output::ratio(switch_res.max_tps, relay_res.max_tps),
         switch_p99_us: p99(&switch_res),
         relay_p99_us: p99(&relay_res),
         fixed_rate_tps: fixed_rate,
         direct_p99_us: direct.p99_us,
+        switch_mac_tps: switch_mac_res.as_ref().map(|r| r.max_tps),
+        mac_ratio: switch_mac_res
+            .as_ref()
+            .and_then(|r| output::ratio(r.max_tps, switch_res.max_tps)),
+        switch_mac_p99_us: switch_mac_res.as_ref().and_then(p99),
+        mac_auth_failures,
         direct,
         switch: switch_res,
         relay: relay_res,
+        switch_mac: switch_mac_res,
     })
 }
 
@@ -571,10 +680,12 @@ async fn run_step(
 }
 
 /// The bank simulator: bank 003, canonical ISO 8583, binary2, answering at
-/// once, mutual TLS when `pki` is given. The ledger keeps one record: past
+/// once, mutual TLS when `pki` is given, checking each request's MAC and
+/// MACing each answer when `mac` is. The ledger keeps one record: past
 /// it answers are decided but not remembered, so its cost and memory stay
-/// flat over the many runs of a comparison.
-fn sim_config(pki: Option<&Pki<'_>>) -> anyhow::Result<SimConfig> {
+/// flat over the many runs of a comparison (its counts, `auth_failures`
+/// among them, go on).
+fn sim_config(pki: Option<&Pki<'_>>, mac: Option<&MacPlan>) -> anyhow::Result<SimConfig> {
     let q = |p: PathBuf| toml_string(&p.display().to_string());
     let tls = match pki {
         None => "tls = false\n".to_owned(),
@@ -585,10 +696,17 @@ fn sim_config(pki: Option<&Pki<'_>>) -> anyhow::Result<SimConfig> {
             q(pki.file("ca.crt"))
         ),
     };
+    let (hsm, auth) = match mac {
+        None => (String::new(), String::new()),
+        Some(m) => (
+            m.hsm_section(HsmUser::Simulator),
+            format!("{}\n", m.auth_entry()),
+        ),
+    };
     let text = format!(
-        "seed = 1\nmax_ledger_entries = 1\n[http]\nbind = \"127.0.0.1:0\"\n\
+        "seed = 1\nmax_ledger_entries = 1\n[http]\nbind = \"127.0.0.1:0\"\n{hsm}\
          [[banks]]\nname = \"{BANK_NAME}\"\ncode = \"{BANK_CODE}\"\ncodec = \"iso8583:canonical\"\n\
-         listen = \"127.0.0.1:0\"\nframing = {{ prefix = \"binary2\" }}\n{tls}"
+         listen = \"127.0.0.1:0\"\nframing = {{ prefix = \"binary2\" }}\n{auth}{tls}"
     );
     SimConfig::from_toml_str(&text).map_err(|e| anyhow::anyhow!("bank simulator config:\n{e}"))
 }
@@ -621,6 +739,12 @@ fn settings(plan: &ComparePlan) -> Settings {
         fixed_rate_basis: "half the lower of the two maxima, the same rate for both systems (a system that sustained nothing counts as min_rate)"
             .to_owned(),
         budget_s: plan.budget.as_secs(),
+        mac: plan
+            .mac
+            .as_ref()
+            .map_or("off", |m| m.mechanism.as_str())
+            .to_owned(),
+        mac_setup: plan.mac.as_ref().map(MacPlan::describe),
     }
 }
 
@@ -637,14 +761,45 @@ mod tests {
 
     #[test]
     fn simulator_configs_parse() {
-        let c = sim_config(None).unwrap();
+        let c = sim_config(None, None).unwrap();
         assert_eq!(c.banks.len(), 1);
         assert_eq!(c.max_ledger_entries, 1);
+        assert!(c.hsm.is_none() && c.banks[0].auth.is_none());
         let dir = PathBuf::from("/d/pki \"q\"");
-        let c = sim_config(Some(&Pki(&dir))).unwrap();
+        let c = sim_config(Some(&Pki(&dir)), None).unwrap();
         assert!(matches!(
             &c.banks[0].tls,
             crate::banksim::config::TlsSetting::Tls(f) if f.cert == dir.join("bank003.crt")
         ));
+    }
+
+    #[test]
+    fn simulator_configs_with_a_mac_check_and_make_it() {
+        // The simulator's validation wants a module file that exists.
+        let module =
+            std::env::temp_dir().join(format!("fps-relay-sim-module-{}.so", std::process::id()));
+        std::fs::write(&module, b"").unwrap();
+        let plan = MacPlan {
+            mechanism: mac::MacMechanism::HmacSha256,
+            module: module.clone(),
+            token: "fps-switch".into(),
+            pin: fps_hsm::PinSource::Env("FPS_HSM_PIN".into()),
+            softhsm2_conf: None,
+        };
+        let dir = PathBuf::from("/d/pki");
+        let plain = sim_config(None, Some(&plan));
+        let tls = sim_config(Some(&Pki(&dir)), Some(&plan));
+        let _ = std::fs::remove_file(&module);
+        for c in [plain.unwrap(), tls.unwrap()] {
+            let hsm = c.hsm.as_ref().unwrap();
+            assert_eq!(hsm.module_path.as_deref(), Some(module.as_path()));
+            assert_eq!(hsm.token_label.as_deref(), Some("fps-switch"));
+            assert_eq!(hsm.module_instances, fps_hsm::ModuleInstances::Shared);
+            let auth = c.banks[0].auth.as_ref().unwrap();
+            let key = auth.mac.as_ref().unwrap();
+            assert_eq!(key.label(), "mac-hmac");
+            assert_eq!(key.mechanism(), fps_hsm::Mechanism::HmacSha256);
+            assert_eq!(auth.key_uses().len(), 1);
+        }
     }
 }

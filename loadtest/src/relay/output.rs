@@ -61,6 +61,10 @@ pub struct Settings {
     pub fixed_rate_basis: String,
     /// Soft bound on the whole comparison, in seconds.
     pub budget_s: u64,
+    /// The MAC run (`--mac`): `off`, `hmac` or `cmac`.
+    pub mac: String,
+    /// What the MAC run MACs and with which HSM (`None` when `off`).
+    pub mac_setup: Option<String>,
 }
 
 /// One transport (plaintext or TLS): both systems.
@@ -82,12 +86,42 @@ pub struct TransportResult {
     /// bank: the floor that the generator and the simulator add by
     /// themselves (a p99 near it says little about the system).
     pub direct_p99_us: u64,
+    /// The switch's maximum sustainable rate with a MAC on every bank
+    /// message (`--mac`; `None` when off).
+    pub switch_mac_tps: Option<u64>,
+    /// `switch_mac_tps / switch_tps`, both from this run (issue 6's target:
+    /// >= 0.6; `None` when `--mac off` or the switch sustained nothing).
+    pub mac_ratio: Option<f64>,
+    /// The switch's p99 with the MAC at `fixed_rate_tps`.
+    pub switch_mac_p99_us: Option<u64>,
+    /// MACs refused during the MAC run, on either side (0 when all is well).
+    pub mac_auth_failures: Option<MacAuthFailures>,
     /// The fixed-rate run straight to the bank.
     pub direct: Report,
     /// The switch's search and fixed-rate run.
     pub switch: SystemResult,
     /// HAProxy's search and fixed-rate run.
     pub relay: SystemResult,
+    /// The switch's search and fixed-rate run with the MAC.
+    pub switch_mac: Option<SystemResult>,
+}
+
+/// MACs refused during a MAC run (each `None` when it could not be read).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct MacAuthFailures {
+    /// Requests whose MAC the simulated bank refused (answered 63): its
+    /// ledger's `auth_failures`.
+    pub bank: Option<u64>,
+    /// Answers whose MAC the switch refused:
+    /// `fps_switch_bank_auth_failures_total`.
+    pub switch: Option<u64>,
+}
+
+impl MacAuthFailures {
+    /// Whether either side counted a refused MAC.
+    pub fn any(&self) -> bool {
+        self.bank.unwrap_or(0) + self.switch.unwrap_or(0) > 0
+    }
 }
 
 /// One system's search and fixed-rate run.
@@ -150,6 +184,12 @@ pub fn limited_by(step: &Step) -> Option<&'static str> {
 /// Round to three decimals (ratios and CPU shares are not more precise).
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// `numerator / denominator` to three decimals; `None` when the
+/// denominator sustained nothing.
+pub fn ratio(numerator: u64, denominator: u64) -> Option<f64> {
+    (denominator > 0).then(|| round3(numerator as f64 / denominator as f64))
 }
 
 fn thousands(n: u64) -> String {
@@ -216,7 +256,12 @@ impl fmt::Display for Comparison {
                 opt(r.relay_p99_us),
                 thousands(r.direct_p99_us)
             )?;
-            for (system, res) in [("switch", &r.switch), ("relay", &r.relay)] {
+            let systems = [
+                Some(("switch", &r.switch)),
+                Some(("relay", &r.relay)),
+                r.switch_mac.as_ref().map(|m| ("switch+mac", m)),
+            ];
+            for (system, res) in systems.into_iter().flatten() {
                 if res.limited_by.as_deref() == Some("generator") {
                     notes.push(format!(
                         "{name} {system}: the load generator's core was full at {} TPS: its max is a lower bound",
@@ -235,6 +280,9 @@ impl fmt::Display for Comparison {
                 }
             }
         }
+        if s.mac != "off" {
+            self.fmt_mac(f, &mut notes)?;
+        }
         for n in &notes {
             writeln!(f, "note: {n}")?;
         }
@@ -245,6 +293,65 @@ impl fmt::Display for Comparison {
         )
     }
 }
+
+impl Comparison {
+    /// The MAC table: the switch with and without the MAC, same run.
+    fn fmt_mac(&self, f: &mut fmt::Formatter<'_>, notes: &mut Vec<String>) -> fmt::Result {
+        writeln!(f)?;
+        writeln!(
+            f,
+            "with a MAC on every bank 003 message (--mac {}), both directions, SoftHSM2 on both sides; target mac ratio >= {MAC_RATIO_TARGET}",
+            self.settings.mac
+        )?;
+        writeln!(
+            f,
+            "{:<10} {:>10} {:>10} {:>7}   {:>10} {:>10} {:>10}",
+            "", "switch", "+mac", "mac", "fixed", "switch", "+mac"
+        )?;
+        writeln!(
+            f,
+            "{:<10} {:>10} {:>10} {:>7}   {:>10} {:>10} {:>10}",
+            "transport", "max TPS", "max TPS", "ratio", "rate TPS", "p99 µs", "p99 µs"
+        )?;
+        for (name, r) in [("plaintext", &self.plaintext), ("tls", &self.tls)] {
+            let Some(r) = r else { continue };
+            writeln!(
+                f,
+                "{:<10} {:>10} {:>10} {:>7}   {:>10} {:>10} {:>10}",
+                name,
+                thousands(r.switch_tps),
+                opt(r.switch_mac_tps),
+                r.mac_ratio
+                    .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x")),
+                thousands(r.fixed_rate_tps),
+                opt(r.switch_p99_us),
+                opt(r.switch_mac_p99_us)
+            )?;
+            if r.switch_mac_tps.is_some_and(|m| m < r.fixed_rate_tps) {
+                notes.push(format!(
+                    "{name} switch+mac: the fixed rate is above its max: its p99 there is that of an overloaded switch"
+                ));
+            }
+            match &r.mac_auth_failures {
+                Some(a) if a.any() => notes.push(format!(
+                    "{name} switch+mac: MACs refused: {} request(s) by the bank, {} answer(s) by the switch",
+                    opt(a.bank),
+                    opt(a.switch)
+                )),
+                Some(a) if a.bank.is_none() || a.switch.is_none() => notes.push(format!(
+                    "{name} switch+mac: the MAC failure counts could not all be read (bank {}, switch {})",
+                    opt(a.bank),
+                    opt(a.switch)
+                )),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Issue 6's target for the switch with a MAC: this share of its rate without.
+pub const MAC_RATIO_TARGET: f64 = 0.6;
 
 #[cfg(test)]
 mod tests {
@@ -275,5 +382,158 @@ mod tests {
         s.generator_cpu = None;
         assert_eq!(limited_by(&s), None);
         assert_eq!(round3(0.123_456), 0.123);
+    }
+
+    fn system(max_tps: u64, p99_us: u64) -> SystemResult {
+        let mut rec = crate::report::Recorder::new();
+        rec.answer(std::time::Duration::from_micros(p99_us), "00", "003");
+        let mut fixed = rec.report(1, 1.0, std::time::Duration::from_secs(1));
+        fixed.p99_us = p99_us;
+        SystemResult {
+            max_tps,
+            lowest_failed_tps: None,
+            converged: true,
+            limited_by: None,
+            steps: Vec::new(),
+            fixed: Some(fixed),
+        }
+    }
+
+    fn comparison(mac: bool) -> Comparison {
+        let (switch, relay, switch_mac) = (
+            system(14_000, 900),
+            system(60_000, 700),
+            system(9_100, 1_500),
+        );
+        let direct = relay.fixed.clone().unwrap();
+        let r = TransportResult {
+            switch_tps: switch.max_tps,
+            relay_tps: relay.max_tps,
+            ratio: ratio(switch.max_tps, relay.max_tps),
+            switch_p99_us: Some(900),
+            relay_p99_us: Some(700),
+            fixed_rate_tps: 7_000,
+            direct_p99_us: 600,
+            switch_mac_tps: mac.then_some(switch_mac.max_tps),
+            mac_ratio: if mac {
+                ratio(switch_mac.max_tps, switch.max_tps)
+            } else {
+                None
+            },
+            switch_mac_p99_us: mac.then_some(1_500),
+            mac_auth_failures: mac.then_some(MacAuthFailures {
+                bank: Some(0),
+                switch: Some(0),
+            }),
+            direct,
+            switch,
+            relay,
+            switch_mac: mac.then_some(switch_mac),
+        };
+        Comparison {
+            machine: Machine {
+                cores: 2,
+                cpu_model: "test".into(),
+                kernel: "6".into(),
+                haproxy_version: "2.6".into(),
+            },
+            settings: Settings {
+                step_ms: 1000,
+                step_attempts: 2,
+                fixed_ms: 5000,
+                drain_ms: 1000,
+                start_rate: 2000,
+                min_rate: 100,
+                max_rate: 1_000_000,
+                max_steps: 12,
+                tolerance: 0.1,
+                p99_limit_us: 10_000,
+                connections: 4,
+                pinned: true,
+                system_core: Some(0),
+                load_core: Some(1),
+                switch_journal: "never".into(),
+                bank: "bank003".into(),
+                fixed_rate_basis: "half".into(),
+                budget_s: 360,
+                mac: if mac { "hmac" } else { "off" }.into(),
+                mac_setup: mac.then(|| "mac-hmac".into()),
+            },
+            plaintext: Some(r),
+            tls: None,
+            elapsed_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn mac_ratio_is_the_mac_switch_over_the_switch() {
+        assert_eq!(ratio(9_100, 14_000), Some(0.65));
+        assert_eq!(ratio(2, 3), Some(0.667));
+        assert_eq!(ratio(5, 0), None);
+        let c = comparison(true);
+        let j = serde_json::to_value(&c).unwrap();
+        let p = &j["plaintext"];
+        // The existing contract, unchanged.
+        assert_eq!(p["switch_tps"], 14_000);
+        assert_eq!(p["relay_tps"], 60_000);
+        assert_eq!(p["ratio"], 0.233);
+        assert_eq!(p["switch_p99_us"], 900);
+        assert_eq!(p["relay_p99_us"], 700);
+        // The MAC run.
+        assert_eq!(p["switch_mac_tps"], 9_100);
+        assert_eq!(p["mac_ratio"], 0.65);
+        assert_eq!(p["switch_mac_p99_us"], 1_500);
+        assert_eq!(p["mac_auth_failures"]["bank"], 0);
+        assert_eq!(p["mac_auth_failures"]["switch"], 0);
+        assert_eq!(p["switch_mac"]["max_tps"], 9_100);
+        assert_eq!(j["settings"]["mac"], "hmac");
+        assert_eq!(j["settings"]["mac_setup"], "mac-hmac");
+        let table = c.to_string();
+        assert!(table.contains("target mac ratio >= 0.6"), "{table}");
+        assert!(table.contains("0.65x"), "{table}");
+        assert!(!table.contains("MACs refused"), "{table}");
+    }
+
+    #[test]
+    fn without_mac_the_new_fields_are_null() {
+        let c = comparison(false);
+        let j = serde_json::to_value(&c).unwrap();
+        let p = &j["plaintext"];
+        for field in [
+            "switch_mac_tps",
+            "mac_ratio",
+            "switch_mac_p99_us",
+            "mac_auth_failures",
+            "switch_mac",
+        ] {
+            assert!(p[field].is_null(), "{field}: {}", p[field]);
+        }
+        assert_eq!(p["ratio"], 0.233);
+        assert_eq!(j["settings"]["mac"], "off");
+        assert!(j["settings"]["mac_setup"].is_null());
+        assert!(!c.to_string().contains("mac ratio"));
+    }
+
+    #[test]
+    fn refused_macs_are_noted() {
+        let mut c = comparison(true);
+        if let Some(r) = &mut c.plaintext {
+            r.mac_auth_failures = Some(MacAuthFailures {
+                bank: Some(3),
+                switch: Some(0),
+            });
+        }
+        let table = c.to_string();
+        assert!(
+            table.contains("MACs refused: 3 request(s) by the bank, 0 answer(s) by the switch"),
+            "{table}"
+        );
+        assert!(!table.contains("overloaded"), "{table}");
+        if let Some(r) = &mut c.plaintext {
+            r.switch_mac_tps = Some(5_000);
+        }
+        assert!(c
+            .to_string()
+            .contains("switch+mac: the fixed rate is above its max"));
     }
 }

@@ -18,8 +18,9 @@ use tokio::net::TcpStream;
 
 /// Lines of a child's log shown when it fails.
 const LOG_TAIL_LINES: usize = 20;
-/// Largest HTTP answer read by [`http_get`].
-const MAX_HTTP_ANSWER_BYTES: u64 = 64 * 1024;
+/// Largest HTTP answer read by [`http_get`] (the switch's `/metrics` page,
+/// with its histograms, is the largest read).
+const MAX_HTTP_ANSWER_BYTES: u64 = 1024 * 1024;
 /// Poll interval of the readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 

@@ -1,6 +1,7 @@
 //! The switch side of a comparison: a generated config with one bank (the
 //! canonical ISO 8583 bank 003, the same simulator the relay reaches) and
-//! the `fps-switch` binary started on it.
+//! the `fps-switch` binary started on it. With a [`MacPlan`] bank 003's
+//! messages carry a MAC made and checked through the config's `[hsm]`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::mac::{HsmUser, MacPlan};
 use super::process::{http_get, Supervised};
 
 /// Time the switch has to become ready (links up to the bank).
@@ -56,6 +58,9 @@ pub struct SwitchSpec {
     pub journal: Journal,
     /// Directory of the journal (when on).
     pub journal_dir: PathBuf,
+    /// `Some`: bank 003's requests MACed and its answers checked, with the
+    /// key of this plan through an `[hsm]` section.
+    pub mac: Option<MacPlan>,
 }
 
 /// TLS files of the switch.
@@ -98,7 +103,7 @@ fn path(p: &Path) -> String {
 }
 
 /// The switch config of `spec`: warnings-only logs, bank 003 routed by
-/// F100 to the simulator over `links` links.
+/// F100 to the simulator over `links` links (MACed when `spec.mac` is set).
 pub fn render(spec: &SwitchSpec) -> String {
     let mut c = String::new();
     // Writing to a String cannot fail.
@@ -130,11 +135,17 @@ pub fn render(spec: &SwitchSpec) -> String {
             quoted(spec.journal.as_str())
         );
     }
+    if let Some(mac) = &spec.mac {
+        let _ = writeln!(c, "{}", mac.hsm_section(HsmUser::Switch));
+    }
     let _ = writeln!(c, "[[banks]]");
     let _ = writeln!(
         c,
         "code = \"003\"\nname = \"bank003\"\ncodec = \"iso8583:canonical\""
     );
+    if let Some(mac) = &spec.mac {
+        let _ = writeln!(c, "{}", mac.auth_entry());
+    }
     let _ = writeln!(c, "endpoints = [{}]", quoted(&spec.bank.to_string()));
     let _ = writeln!(c, "framing = {{ prefix = \"binary2\" }}");
     let _ = writeln!(c, "max_in_flight = 4096");
@@ -162,22 +173,30 @@ pub fn render(spec: &SwitchSpec) -> String {
     c
 }
 
-/// Write `dir/switch.toml`, start `binary run` on it (pinned to `core`
-/// when given) and wait until `/readyz` says every bank has a link up.
+/// Write `dir/NAME.toml`, start `binary run` on it (pinned to `core`
+/// when given, its output in `dir/NAME.log`) and wait until `/readyz` says
+/// every bank has a link up.
 pub async fn start(
+    name: &str,
     binary: &Path,
     spec: &SwitchSpec,
     dir: &Path,
     core: Option<usize>,
 ) -> anyhow::Result<Supervised> {
-    let cfg = dir.join("switch.toml");
+    let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, render(spec)).with_context(|| format!("writing {}", cfg.display()))?;
     let args = vec![
         "run".to_owned(),
         "--config".to_owned(),
         cfg.display().to_string(),
     ];
-    let mut switch = Supervised::spawn("fps-switch", binary, &args, core, &dir.join("switch.log"))?;
+    let mut switch = Supervised::spawn(
+        &format!("fps-switch ({name})"),
+        binary,
+        &args,
+        core,
+        &dir.join(format!("{name}.log")),
+    )?;
     let admin = spec.admin;
     switch
         .wait_ready(START_TIMEOUT, || async move {
@@ -189,6 +208,7 @@ pub async fn start(
 
 #[cfg(test)]
 mod tests {
+    use super::super::mac::MacMechanism;
     use super::*;
 
     #[test]
@@ -201,6 +221,7 @@ mod tests {
             tls: None,
             journal: Journal::Off,
             journal_dir: "/d/j".into(),
+            mac: None,
         };
         let plain = render(&spec);
         let v: toml::Value = toml::from_str(&plain).unwrap();
@@ -228,5 +249,55 @@ mod tests {
             Some("bank003.fps.test")
         );
         assert_eq!(v["journal"]["fsync"].as_str(), Some("batch"));
+        assert!(v.get("hsm").is_none());
+        assert!(v["banks"][0].get("auth").is_none());
+    }
+
+    #[test]
+    fn mac_configs_carry_auth_and_hsm() {
+        // A module file that exists, so that fps-hsm's validation passes
+        // where SoftHSM2 is not installed.
+        let module =
+            std::env::temp_dir().join(format!("fps-relay-module-{}.so", std::process::id()));
+        std::fs::write(&module, b"").unwrap();
+        let spec = SwitchSpec {
+            listen: "127.0.0.1:7000".parse().unwrap(),
+            admin: "127.0.0.1:7001".parse().unwrap(),
+            bank: "127.0.0.1:7003".parse().unwrap(),
+            links: 4,
+            tls: None,
+            journal: Journal::Never,
+            journal_dir: "/d/j".into(),
+            mac: Some(MacPlan {
+                mechanism: MacMechanism::HmacSha256,
+                module: module.clone(),
+                token: "fps-switch".into(),
+                pin: fps_hsm::PinSource::Env("FPS_HSM_PIN".into()),
+                softhsm2_conf: None,
+            }),
+        };
+        let v: toml::Value = toml::from_str(&render(&spec)).unwrap();
+        // The switch's own section type, with its own validation.
+        let hsm: fps_hsm::HsmConfig = v["hsm"].clone().try_into().unwrap();
+        let valid = hsm.validate();
+        let _ = std::fs::remove_file(&module);
+        assert!(valid.is_ok(), "{valid:?}");
+        let bank = &v["banks"][0];
+        assert_eq!(bank["code"].as_str(), Some("003"));
+        assert_eq!(bank["auth"]["mac"]["label"].as_str(), Some("mac-hmac"));
+        assert_eq!(
+            bank["auth"]["mac"]["mechanism"].as_str(),
+            Some("hmac_sha256")
+        );
+        assert_eq!(hsm.backend, fps_hsm::Backend::Pkcs11);
+        assert_eq!(hsm.module_path.as_deref(), Some(module.as_path()));
+        assert_eq!(hsm.token_label.as_deref(), Some("fps-switch"));
+        assert_eq!(hsm.pin_env.as_deref(), Some("FPS_HSM_PIN"));
+        assert_eq!(hsm.module_instances, fps_hsm::ModuleInstances::PerSession);
+        assert_eq!(hsm.queue_bound, 4096);
+        // The key the switch checks at start is the one the plan names.
+        let mac = spec.mac.as_ref().unwrap();
+        assert_eq!(mac.key().label(), "mac-hmac");
+        assert_eq!(v["journal"]["fsync"].as_str(), Some("never"));
     }
 }
