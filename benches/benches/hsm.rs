@@ -158,19 +158,27 @@ fn raw_op(session: &TokenSession, case: Case, handle: ObjectHandle, digest: &[u8
     std::hint::black_box(result.expect("raw sign"));
 }
 
+/// The key's handle, used through a session copy made inside the token as
+/// the pool does (`fps-hsm`'s `pkcs11/session.rs`): SoftHSM2 re-reads a
+/// token object's file on every use, a session object it holds in memory.
 fn raw_handle(session: &TokenSession, case: Case) -> ObjectHandle {
     let class = if case.mechanism.is_mac() {
         ObjectClass::SECRET_KEY
     } else {
         ObjectClass::PRIVATE_KEY
     };
-    session
+    let token_object = session
         .session()
         .find_objects(&[
+            Attribute::Token(true),
             Attribute::Class(class),
             Attribute::Label(format!("{}-v1", case.label).into_bytes()),
         ])
-        .expect("find key")[0]
+        .expect("find key")[0];
+    session
+        .session()
+        .copy_object(token_object, &[Attribute::Token(false)])
+        .expect("session copy of the key")
 }
 
 // ---- the pool, through the async API ------------------------------------

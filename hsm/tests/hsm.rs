@@ -352,6 +352,7 @@ fn keys_are_sensitive_and_never_extractable() {
         let handle = admin
             .session()
             .find_objects(&[
+                Attribute::Token(true),
                 Attribute::Label(info.label.as_bytes().to_vec()),
                 Attribute::Class(if info.class == "secret" {
                     cryptoki::object::ObjectClass::SECRET_KEY
@@ -387,6 +388,31 @@ fn keys_are_sensitive_and_never_extractable() {
             "{}: {err}",
             info.label
         );
+        // The working copy the pool makes in each session (C_CopyObject,
+        // CKA_TOKEN false) is just as protected, and a copy cannot undo it.
+        let session = admin.session();
+        let copy = session
+            .copy_object(handle, &[Attribute::Token(false)])
+            .unwrap();
+        let value = session.get_attribute_info(copy, &[value_attr]).unwrap();
+        assert!(
+            matches!(value.as_slice(), [AttributeInfo::Sensitive]),
+            "copy of {}: {value:?}",
+            info.label
+        );
+        assert!(session
+            .update_attributes(copy, &[Attribute::Extractable(true)])
+            .is_err());
+        for loosen in [Attribute::Extractable(true), Attribute::Sensitive(false)] {
+            assert!(
+                session
+                    .copy_object(handle, &[Attribute::Token(false), loosen.clone()])
+                    .is_err(),
+                "{}: copied with {loosen:?}",
+                info.label
+            );
+        }
+        session.destroy_object(copy).unwrap();
     }
     // 4 known (hmac, cmac, ec, rsa) + 4 generated secret/private keys.
     assert_eq!(protected, 8, "{listed:#?}");

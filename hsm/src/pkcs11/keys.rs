@@ -78,7 +78,8 @@ pub(crate) fn object_class(class: KeyClass) -> ObjectClass {
     }
 }
 
-/// Finds the one object of `class` labelled exactly `label`.
+/// Finds the one token (persistent) object of `class` labelled exactly
+/// `label`; a session's working copies (see `session.rs`) do not count.
 pub(crate) fn find_key(
     session: &Session,
     label: &str,
@@ -87,6 +88,7 @@ pub(crate) fn find_key(
 ) -> Result<Option<ObjectHandle>, HsmError> {
     let found = session
         .find_objects(&[
+            Attribute::Token(true),
             Attribute::Class(object_class(class)),
             Attribute::Label(label.as_bytes().to_vec()),
         ])
@@ -105,14 +107,17 @@ pub(crate) fn find_key(
     }
 }
 
-/// The versions `<base>-vN` present as `class` objects.
+/// The versions `<base>-vN` present as `class` token objects.
 pub(crate) fn versions(
     session: &Session,
     base: &str,
     class: KeyClass,
 ) -> Result<Vec<u32>, HsmError> {
     let handles = session
-        .find_objects(&[Attribute::Class(object_class(class))])
+        .find_objects(&[
+            Attribute::Token(true),
+            Attribute::Class(object_class(class)),
+        ])
         .map_err(map_error)?;
     let mut versions = Vec::new();
     for handle in handles {

@@ -1,10 +1,20 @@
 //! One worker's PKCS#11 session: key handle cache and the crypto calls.
+//!
+//! A key is used through a session copy of it (`C_CopyObject` with
+//! `CKA_TOKEN = false`), made inside the HSM when the key is first used:
+//! the copy keeps every other attribute (sensitive, not extractable,
+//! private), so the key still never leaves the HSM, and it lives only as
+//! long as this session. SoftHSM2 re-reads a token object's file (open,
+//! lock, read, close of the object and of the token's generation file) on
+//! every use, which cost more than the HMAC itself; a session object is
+//! held in memory. A token that refuses the copy is used through the token
+//! object as before.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cryptoki::error::{Error, RvError};
-use cryptoki::object::ObjectHandle;
+use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
 use sha2::Digest;
 
@@ -19,9 +29,12 @@ const MAX_CACHED_HANDLES: usize = 1024;
 
 pub(crate) struct Pkcs11Engine {
     session: Session,
-    /// Checked handles by (class, mechanism), then label: nested so the
-    /// per-request lookup borrows the label instead of allocating a key.
+    /// Checked handles (session copies where the token made one) by
+    /// (class, mechanism), then label: nested so the per-request lookup
+    /// borrows the label instead of allocating a key.
     handles: HashMap<(KeyClass, Mechanism), HashMap<String, ObjectHandle>>,
+    /// The session copies among them, destroyed when the cache is cleared.
+    copies: Vec<ObjectHandle>,
     /// Handles in `handles`, to hold it to `MAX_CACHED_HANDLES`.
     cached: usize,
     mechanisms: Arc<HashSet<Mechanism>>,
@@ -37,6 +50,7 @@ impl Pkcs11Engine {
         Pkcs11Engine {
             session,
             handles: HashMap::new(),
+            copies: Vec::new(),
             cached: 0,
             mechanisms,
             store,
@@ -96,7 +110,21 @@ impl Pkcs11Engine {
         if self.cached >= MAX_CACHED_HANDLES {
             self.handles.clear();
             self.cached = 0;
+            for copy in self.copies.drain(..) {
+                // Best effort: it goes with the session anyway.
+                let _ = self.session.destroy_object(copy);
+            }
         }
+        let handle = match self.session.copy_object(handle, &[Attribute::Token(false)]) {
+            Ok(copy) => {
+                self.copies.push(copy);
+                copy
+            }
+            Err(e) => {
+                tracing::debug!(store = %self.store, error = %e, "no session copy of the key: using the token object");
+                handle
+            }
+        };
         let by_label = self.handles.entry((class, mechanism)).or_default();
         if by_label.insert(label.to_owned(), handle).is_none() {
             self.cached += 1;
