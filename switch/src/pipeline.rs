@@ -113,8 +113,10 @@ impl Pipeline {
         let (bank, answer) = match req.kind() {
             Some(TxnKind::NetworkManagement) => (LOCAL, network(&req)),
             Some(TxnKind::CreditTransfer) => self.credit_transfer(&req, scope).await,
+            // Rare paths are boxed: the common one's future (moved on
+            // every spawn) stays small.
             Some(TxnKind::Reversal | TxnKind::ReversalAdvice) => {
-                self.upstream_reversal(&req, scope).await
+                Box::pin(self.upstream_reversal(&req, scope)).await
             }
             _ => (NONE, req.response(ResponseCode::INVALID_TRANSACTION)),
         };
@@ -147,7 +149,7 @@ impl Pipeline {
                     let why = "bank answer without a final response code";
                     return (
                         pool.name(),
-                        self.unknown(claimed, scope, bank, sent, req, why).await,
+                        Box::pin(self.unknown(claimed, scope, bank, sent, req, why)).await,
                     );
                 };
                 let txn = claimed.txn();
@@ -162,7 +164,7 @@ impl Pipeline {
                         let late = Outcome::new(ResponseCode::LATE);
                         self.remember(scope, req, bank, txn, &sent, &late);
                         if answer.response_code == Some(ResponseCode::APPROVED) {
-                            self.reverse(bank, txn, sent).await;
+                            Box::pin(self.reverse(bank, txn, sent)).await;
                         }
                         (pool.name(), req.response(ResponseCode::LATE))
                     }
@@ -173,7 +175,7 @@ impl Pipeline {
                 let name = self.pools[bank].name();
                 (
                     name,
-                    self.unknown(claimed, scope, bank, sent, req, why).await,
+                    Box::pin(self.unknown(claimed, scope, bank, sent, req, why)).await,
                 )
             }
             Forwarded::NotSent { bank, code } => {

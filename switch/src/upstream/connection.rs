@@ -215,7 +215,10 @@ async fn handle(
     pipeline: Arc<Pipeline>,
 ) {
     settings.in_flight.increment(1.0);
-    if let Some(answer) = pipeline.handle(req, &scope).await {
+    // Boxed: the pipeline's future is kilobytes, and an unboxed one would
+    // be copied several times on its way into the spawned task.
+    let answer = Box::pin(pipeline.handle(req, &scope)).await;
+    if let Some(answer) = answer {
         send(&answer, &settings, &tx).await;
     }
     settings.in_flight.decrement(1.0);
