@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod routing;
 pub mod safety;
+pub mod threads;
 pub mod tls;
 pub mod upstream;
 

@@ -122,9 +122,12 @@ pub fn install() -> PrometheusHandle {
             // Lives as long as the process, like the recorder it serves.
             let spawned = std::thread::Builder::new()
                 .name("fps-metrics".into())
-                .spawn(move || loop {
-                    std::thread::sleep(UPKEEP_EVERY);
-                    upkeep.run_upkeep();
+                .spawn(move || {
+                    crate::threads::run_in_background();
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
                 });
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "cannot start the metrics upkeep thread: histograms fold at scrapes only");

@@ -334,7 +334,10 @@ impl KeyStore {
         let for_writer = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("keystore-writer".into())
-            .spawn(move || run_writer(&for_writer))
+            .spawn(move || {
+                crate::threads::run_in_background();
+                run_writer(&for_writer)
+            })
             .map_err(|e| KeyStoreError::Io(e.to_string()))?;
         let (reads, requests) = crossbeam::channel::bounded(READ_QUEUE_CAPACITY);
         // Built before the readers start so that, if one fails to start,
@@ -1271,6 +1274,39 @@ mod tests {
             },
             completed_unix_ms: 1_000 + i,
             lsn: i,
+        }
+    }
+
+    /// The writer's batched commits run at background priority: they must
+    /// not hold a busy core away from the request path for a whole slice.
+    #[tokio::test]
+    async fn the_writer_thread_runs_at_background_priority() {
+        use crate::threads::{tests as t, BACKGROUND_NICE};
+        let dir = TempDir::new("nice");
+        let store = KeyStore::open(KeyStoreConfig::new(dir.0.join("k.redb"))).unwrap();
+        // Its first act; a put and a flush mean it has started.
+        store.put(record(1)).unwrap();
+        store.flush().await.unwrap();
+        let lowered = (t::nice_of(&t::my_tid()).unwrap() + BACKGROUND_NICE).min(19);
+        // Other tests' stores may be starting in parallel: a writer caught
+        // before its first instruction is given a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let writers = t::threads_named("keystore-writer");
+            assert!(!writers.is_empty());
+            let normal: Vec<_> = writers
+                .iter()
+                // A thread gone meanwhile (another test's store) is no finding.
+                .filter(|tid| t::nice_of(tid).is_some_and(|n| n != lowered))
+                .collect();
+            if normal.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{normal:?} at normal priority"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
