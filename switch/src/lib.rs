@@ -16,6 +16,10 @@
 //! Links banks open to the switch (bank-originated traffic, identified by
 //! client certificate) are [`bank::inbound`]. Outbound pools grow under
 //! load, close links idle above `pool.min` and sign off at shutdown.
+//!
+//! Process-level choices for a steady request path: transparent huge pages
+//! are turned off at start (`main.rs`), and background threads (key-store
+//! commits, metrics upkeep) run at lower priority ([`threads`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
