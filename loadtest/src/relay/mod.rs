@@ -557,6 +557,12 @@ async fn search_system(
         // Bounded: at most step_attempts (1..=5) runs of this rate.
         let mut passed = false;
         for attempt in 1..=plan.step_attempts.max(1) {
+            if attempt > 1 && Instant::now() + step_cost > deadline {
+                // No time for another try within the budget: the rate
+                // counts as failed and the search as cut short.
+                out_of_time = true;
+                break;
+            }
             let (_, step) = run_step(plan, sys, rate, plan.step).await?;
             if plan.progress {
                 eprintln!(
