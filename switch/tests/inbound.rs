@@ -10,6 +10,7 @@ mod support;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use fps_codecs::MessageCodec;
 use fps_hsm::software::SoftKey;
 use fps_hsm::{HsmError, Pin};
 use support::inbound::{
-    bank_client_certs, bank_payment, code, config, metrics, start, Bank, Token,
+    bank_client_certs, bank_payment, code, config, metrics, start, Bank, Started, Token,
 };
 use support::{inbound_answers, metric_sum, BankPeer, Behaviour, Gateway, Pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,10 +40,99 @@ fn pin_of(path: &std::path::Path) -> String {
         .collect()
 }
 
+/// A support PKI with bank client certificates `stems` (file stem, name).
+fn bank_pki(stems: &[(&str, &str)]) -> Pki {
+    let pki = Pki::new();
+    bank_client_certs(&pki, stems);
+    pki
+}
+
 // ---------------------------------------------------------------- helpers
 
 /// The codec of every bank here.
 const CANONICAL: &str = "iso8583:canonical";
+
+/// Bank 003's `inbound` table: links are accepted from `in003`'s name.
+const INBOUND_003: &str = r#"{ identity = "bank003.inbound.test" }"#;
+
+/// A bank speaking `CANONICAL` at `addr`, opening links to the switch as
+/// its `inbound` table says (empty: it does not).
+fn canonical_bank<'a>(
+    code: &'a str,
+    name: &'a str,
+    addr: SocketAddr,
+    inbound: &'a str,
+) -> Bank<'a> {
+    Bank {
+        inbound,
+        ..Bank::outbound(code, name, CANONICAL, addr)
+    }
+}
+
+/// Bank 003 (the origin, approving at once) and bank 004 (the
+/// destination) as `BankPeer`s, and a switch between them.
+struct TwoBanks {
+    origin: BankPeer,
+    dest: BankPeer,
+    switch: Started,
+}
+
+impl TwoBanks {
+    /// Start the peers, the destination answering as `dest`, and a switch
+    /// with banks 003 and 004 configured as (name, `inbound` table).
+    async fn start(
+        pki: &Pki,
+        dest: Behaviour,
+        (name_003, inbound_003): (&str, &str),
+        (name_004, inbound_004): (&str, &str),
+    ) -> TwoBanks {
+        let origin = BankPeer::start(pki, CANONICAL, Behaviour::Approve { max_delay_ms: 0 }).await;
+        let dest = BankPeer::start(pki, CANONICAL, dest).await;
+        let banks = [
+            canonical_bank("003", name_003, origin.addr, inbound_003),
+            canonical_bank("004", name_004, dest.addr, inbound_004),
+        ];
+        let switch = start(&config(pki, &banks, None)).await;
+        TwoBanks {
+            origin,
+            dest,
+            switch,
+        }
+    }
+}
+
+/// Bank 003's link to the switch, presenting its certificate `in003`.
+async fn bank_003_link(switch: &Started, pki: &Pki) -> Gateway {
+    Gateway::connect_tls(switch.inbound, pki, Some("in003"))
+        .await
+        .unwrap()
+}
+
+/// A raw mTLS link to the inbound listener at `addr` presenting `identity`.
+async fn connect_as(
+    addr: SocketAddr,
+    pki: &Pki,
+    identity: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    pki.client(Some(identity))
+        .connect(
+            rustls::pki_types::ServerName::try_from("switch.test").unwrap(),
+            tcp,
+        )
+        .await
+}
+
+/// `txn` in canonical ISO 8583, framed as on a bank link.
+fn frame_of(txn: &Transaction) -> BytesMut {
+    let codec = Iso8583Codec::builtin("canonical").unwrap();
+    let framer = Framer::new(FrameConfig::default()).unwrap();
+    let mut out = BytesMut::new();
+    let mark = framer.begin(&[], &mut out).unwrap();
+    codec.encode(txn, &mut out).unwrap();
+    framer.finish(mark, &mut out).unwrap();
+    out
+}
 
 async fn closed_by_switch(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
     let mut b = [0u8; 64];
@@ -125,15 +215,7 @@ struct MacingBank {
 
 impl MacingBank {
     async fn connect(addr: SocketAddr, pki: &Pki, identity: &str) -> MacingBank {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let stream = pki
-            .client(Some(identity))
-            .connect(
-                rustls::pki_types::ServerName::try_from("switch.test").unwrap(),
-                tcp,
-            )
-            .await
-            .unwrap();
+        let stream = connect_as(addr, pki, identity).await.unwrap();
         MacingBank {
             stream,
             buf: BytesMut::new(),
@@ -153,11 +235,7 @@ impl MacingBank {
             tag[0] ^= 1;
         }
         t.mac = self.codec.auth_slot().mac_value(&tag);
-        let mut out = BytesMut::new();
-        let mark = self.framer.begin(&[], &mut out).unwrap();
-        self.codec.encode(&t, &mut out).unwrap();
-        self.framer.finish(mark, &mut out).unwrap();
-        self.stream.write_all(&out).await.unwrap();
+        self.stream.write_all(&frame_of(&t)).await.unwrap();
     }
 
     /// The next answer, and whether its MAC verifies with the bank's key.
@@ -193,46 +271,20 @@ impl MacingBank {
 /// trip. Sign-on and echo are answered 0810.
 #[tokio::test]
 async fn a_bank_payment_is_routed_and_answered_on_the_same_link() {
-    let pki = Pki::new();
-    bank_client_certs(&pki, &[("in003", "bank003.inbound.test")]);
-    let origin = BankPeer::start(
+    let pki = bank_pki(&[("in003", "bank003.inbound.test")]);
+    let TwoBanks {
+        origin,
+        dest,
+        switch,
+    } = TwoBanks::start(
         &pki,
-        "iso8583:canonical",
-        Behaviour::Approve { max_delay_ms: 0 },
-    )
-    .await;
-    let dest = BankPeer::start(
-        &pki,
-        "iso8583:canonical",
         Behaviour::Approve { max_delay_ms: 5 },
+        // Not the certificate's case: identities match case-insensitively.
+        ("rt003", r#"{ identity = "Bank003.Inbound.test" }"#),
+        ("rt004", ""),
     )
     .await;
-    let switch = start(&config(
-        &pki,
-        &[
-            Bank {
-                code: "003",
-                name: "rt003",
-                codec: CANONICAL,
-                addr: origin.addr,
-                inbound: r#"{ identity = "Bank003.Inbound.test" }"#,
-                auth: "",
-            },
-            Bank {
-                code: "004",
-                name: "rt004",
-                codec: CANONICAL,
-                addr: dest.addr,
-                inbound: "",
-                auth: "",
-            },
-        ],
-        None,
-    ))
-    .await;
-    let mut bank = Gateway::connect_tls(switch.inbound, &pki, Some("in003"))
-        .await
-        .unwrap();
+    let mut bank = bank_003_link(&switch, &pki).await;
     let mut sign_on = Transaction::new(Mti::NETWORK);
     sign_on.transmitted_at = Some(TransmissionDateTime::parse(b"0315103000").unwrap());
     sign_on.stan = Some(Stan::new(900).unwrap());
@@ -248,18 +300,8 @@ async fn a_bank_payment_is_routed_and_answered_on_the_same_link() {
     assert_eq!(a.auth_id, AuthId::parse(b"AUTH01").ok());
     let resend = bank.request(&pay).await;
     assert_eq!(code(&resend), "00", "a duplicate gets the original outcome");
-    assert_eq!(
-        dest.financial_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1,
-        "sent once"
-    );
-    assert_eq!(
-        origin
-            .financial_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(dest.financial_requests.load(Relaxed), 1, "sent once");
+    assert_eq!(origin.financial_requests.load(Relaxed), 0);
     // The destination saw the switch's ids, not the bank's.
     let seen = dest.requests.lock().unwrap()[0].clone();
     assert_ne!(seen.rrn, pay.rrn);
@@ -268,12 +310,7 @@ async fn a_bank_payment_is_routed_and_answered_on_the_same_link() {
     // A payment back to the same bank is fine when routing says so.
     let home = bank.request(&bank_payment(2, "003", "003")).await;
     assert_eq!(code(&home), "00");
-    assert_eq!(
-        origin
-            .financial_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(origin.financial_requests.load(Relaxed), 1);
 
     let m = metrics(switch.admin).await;
     assert_eq!(
@@ -298,46 +335,21 @@ async fn a_bank_payment_is_routed_and_answered_on_the_same_link() {
 /// answers them (out of order), each exactly once.
 #[tokio::test]
 async fn several_in_flight_are_answered_out_of_order() {
-    let pki = Pki::new();
-    bank_client_certs(&pki, &[("in003", "bank003.inbound.test")]);
-    let origin = BankPeer::start(
+    let pki = bank_pki(&[("in003", "bank003.inbound.test")]);
+    // `_origin`, not `..`: dropping a peer stops it, and the switch's pool
+    // to bank 003 is to stay linked to it for the whole test.
+    let TwoBanks {
+        origin: _origin,
+        dest,
+        switch,
+    } = TwoBanks::start(
         &pki,
-        "iso8583:canonical",
-        Behaviour::Approve { max_delay_ms: 0 },
-    )
-    .await;
-    let dest = BankPeer::start(
-        &pki,
-        "iso8583:canonical",
         Behaviour::Approve { max_delay_ms: 150 },
+        ("ooo003", INBOUND_003),
+        ("ooo004", ""),
     )
     .await;
-    let switch = start(&config(
-        &pki,
-        &[
-            Bank {
-                code: "003",
-                name: "ooo003",
-                codec: CANONICAL,
-                addr: origin.addr,
-                inbound: r#"{ identity = "bank003.inbound.test" }"#,
-                auth: "",
-            },
-            Bank {
-                code: "004",
-                name: "ooo004",
-                codec: CANONICAL,
-                addr: dest.addr,
-                inbound: "",
-                auth: "",
-            },
-        ],
-        None,
-    ))
-    .await;
-    let mut bank = Gateway::connect_tls(switch.inbound, &pki, Some("in003"))
-        .await
-        .unwrap();
+    let mut bank = bank_003_link(&switch, &pki).await;
     let n = 24u32;
     for stan in 1..=n {
         bank.send(&bank_payment(stan, "003", "004")).await;
@@ -354,11 +366,7 @@ async fn several_in_flight_are_answered_out_of_order() {
         order.windows(2).any(|w| w[0] > w[1]),
         "out of order: {order:?}"
     );
-    assert_eq!(
-        dest.financial_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        n as usize
-    );
+    assert_eq!(dest.financial_requests.load(Relaxed), n as usize);
     drop(bank);
     switch.stop().await;
 }
@@ -369,55 +377,30 @@ async fn several_in_flight_are_answered_out_of_order() {
 /// link is closed and counted by reason.
 #[tokio::test]
 async fn certificates_that_name_no_accepted_bank_are_refused_and_counted() {
-    let pki = Pki::new();
-    bank_client_certs(
-        &pki,
-        &[
-            ("in003", "bank003.inbound.test"),
-            ("in004", "bank004.inbound.test"),
-            ("stranger", "bank999.inbound.test"),
-            // Claims bank 003's name, with its own key: not the pinned certificate.
-            ("impostor003", "bank003.inbound.test"),
-        ],
-    );
-    let origin = BankPeer::start(
-        &pki,
-        "iso8583:canonical",
-        Behaviour::Approve { max_delay_ms: 0 },
-    )
-    .await;
-    let dest = BankPeer::start(
-        &pki,
-        "iso8583:canonical",
-        Behaviour::Approve { max_delay_ms: 0 },
-    )
-    .await;
+    let pki = bank_pki(&[
+        ("in003", "bank003.inbound.test"),
+        ("in004", "bank004.inbound.test"),
+        ("stranger", "bank999.inbound.test"),
+        // Claims bank 003's name, with its own key: not the pinned certificate.
+        ("impostor003", "bank003.inbound.test"),
+    ]);
     let pinned = format!(
         r#"{{ identity = "bank003.inbound.test", sha256 = "{}" }}"#,
         pin_of(&pki.path("in003.crt"))
     );
-    let switch = start(&config(
+    let TwoBanks {
+        origin,
+        dest,
+        switch,
+    } = TwoBanks::start(
         &pki,
-        &[
-            Bank {
-                code: "003",
-                name: "ref003",
-                codec: CANONICAL,
-                addr: origin.addr,
-                inbound: &pinned,
-                auth: "",
-            },
-            Bank {
-                code: "004",
-                name: "ref004",
-                codec: CANONICAL,
-                addr: dest.addr,
-                inbound: r#"{ identity = "bank004.inbound.test", enabled = false }"#,
-                auth: "",
-            },
-        ],
-        None,
-    ))
+        Behaviour::Approve { max_delay_ms: 0 },
+        ("ref003", &pinned),
+        (
+            "ref004",
+            r#"{ identity = "bank004.inbound.test", enabled = false }"#,
+        ),
+    )
     .await;
     let refused = |m: &str, reason: &str| {
         metric_sum(
@@ -436,15 +419,7 @@ async fn certificates_that_name_no_accepted_bank_are_refused_and_counted() {
         // The gateway's certificate chains to the upstream CA, not the banks'.
         ("gateway", "unknown_ca"),
     ] {
-        let tcp = TcpStream::connect(switch.inbound).await.unwrap();
-        let conn = pki
-            .client(Some(identity))
-            .connect(
-                rustls::pki_types::ServerName::try_from("switch.test").unwrap(),
-                tcp,
-            )
-            .await;
-        if let Ok(mut s) = conn {
+        if let Ok(mut s) = connect_as(switch.inbound, &pki, identity).await {
             // TLS 1.3: the client finishes first; the switch closes after.
             let _ = s.write_all(&frame_of(&bank_payment(1, "003", "003"))).await;
             assert!(closed_by_switch(&mut s).await, "{identity}: link closed");
@@ -461,20 +436,9 @@ async fn certificates_that_name_no_accepted_bank_are_refused_and_counted() {
         assert!(counted, "{identity}: refusal counted as {reason}");
     }
     // Nothing was routed; the real bank 003 still gets in.
-    assert_eq!(
-        origin
-            .financial_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
-    assert_eq!(
-        dest.financial_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
-    let mut bank = Gateway::connect_tls(switch.inbound, &pki, Some("in003"))
-        .await
-        .unwrap();
+    assert_eq!(origin.financial_requests.load(Relaxed), 0);
+    assert_eq!(dest.financial_requests.load(Relaxed), 0);
+    let mut bank = bank_003_link(&switch, &pki).await;
     assert_eq!(
         code(&bank.request(&bank_payment(5, "003", "004")).await),
         "00"
@@ -493,63 +457,33 @@ async fn certificates_that_name_no_accepted_bank_are_refused_and_counted() {
 #[tokio::test]
 async fn a_bad_mac_is_answered_63_and_never_routed() {
     let Some(token) = token() else { return };
-    let pki = Pki::new();
-    bank_client_certs(&pki, &[("in003", "bank003.inbound.test")]);
+    let pki = bank_pki(&[("in003", "bank003.inbound.test")]);
     // The origin's outbound pool has the same auth, so it MACs its sign-on
     // and checks the 0810: no outbound link to it here (only the inbound
     // link matters), so no unMACed 0810 counts as an auth failure.
     let origin_addr = support::closed_port().await;
-    let dest = BankPeer::start(
-        &pki,
-        "iso8583:canonical",
-        Behaviour::Approve { max_delay_ms: 0 },
-    )
-    .await;
-    let switch = start(&config(
-        &pki,
-        &[
-            Bank {
-                code: "003",
-                name: "mac003",
-                codec: CANONICAL,
-                addr: origin_addr,
-                inbound: r#"{ identity = "bank003.inbound.test" }"#,
-                auth: MAC_HMAC,
-            },
-            Bank {
-                code: "004",
-                name: "mac004",
-                codec: CANONICAL,
-                addr: dest.addr,
-                inbound: "",
-                auth: "",
-            },
-        ],
-        Some(&token),
-    ))
-    .await;
+    let dest = BankPeer::start(&pki, CANONICAL, Behaviour::Approve { max_delay_ms: 0 }).await;
+    let banks = [
+        Bank {
+            auth: MAC_HMAC,
+            ..canonical_bank("003", "mac003", origin_addr, INBOUND_003)
+        },
+        canonical_bank("004", "mac004", dest.addr, ""),
+    ];
+    let switch = start(&config(&pki, &banks, Some(&token))).await;
     let mut bank = MacingBank::connect(switch.inbound, &pki, "in003").await;
     bank.send(&bank_payment(1, "003", "004"), true).await;
     let (a, verified) = bank.recv().await;
     assert_eq!(code(&a), "63", "security violation");
     assert!(verified, "the refusal is MACed too");
-    assert_eq!(
-        dest.financial_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "not routed"
-    );
+    assert_eq!(dest.financial_requests.load(Relaxed), 0, "not routed");
 
     bank.send(&bank_payment(2, "003", "004"), false).await;
     let (a, verified) = bank.recv().await;
     assert_eq!(code(&a), "00");
     assert_eq!(a.stan, Some(Stan::new(2).unwrap()));
     assert!(verified, "the switch's MAC on the answer verifies");
-    assert_eq!(
-        dest.financial_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(dest.financial_requests.load(Relaxed), 1);
     let m = metrics(switch.admin).await;
     assert_eq!(inbound_answers(&m, "mac003", "63"), 1.0, "{m}");
     assert_eq!(
@@ -567,30 +501,11 @@ async fn a_bad_mac_is_answered_63_and_never_routed() {
 /// garbage closes that link only.
 #[tokio::test]
 async fn bad_frames_get_a_format_error_or_close_the_link() {
-    let pki = Pki::new();
-    bank_client_certs(&pki, &[("in003", "bank003.inbound.test")]);
-    let origin = BankPeer::start(
-        &pki,
-        "iso8583:canonical",
-        Behaviour::Approve { max_delay_ms: 0 },
-    )
-    .await;
-    let switch = start(&config(
-        &pki,
-        &[Bank {
-            code: "003",
-            name: "bad003",
-            codec: CANONICAL,
-            addr: origin.addr,
-            inbound: r#"{ identity = "bank003.inbound.test" }"#,
-            auth: "",
-        }],
-        None,
-    ))
-    .await;
-    let mut bank = Gateway::connect_tls(switch.inbound, &pki, Some("in003"))
-        .await
-        .unwrap();
+    let pki = bank_pki(&[("in003", "bank003.inbound.test")]);
+    let origin = BankPeer::start(&pki, CANONICAL, Behaviour::Approve { max_delay_ms: 0 }).await;
+    let banks = [canonical_bank("003", "bad003", origin.addr, INBOUND_003)];
+    let switch = start(&config(&pki, &banks, None)).await;
+    let mut bank = bank_003_link(&switch, &pki).await;
     // F4 with a letter in it: the layout is sound, the value is not.
     let good = frame_of(&bank_payment(7, "003", "003"));
     let text = String::from_utf8_lossy(&good[2..]).into_owned();
@@ -607,23 +522,11 @@ async fn bad_frames_get_a_format_error_or_close_the_link() {
         .unwrap();
     assert!(bank.is_closed().await);
     // Another link still works.
-    let mut again = Gateway::connect_tls(switch.inbound, &pki, Some("in003"))
-        .await
-        .unwrap();
+    let mut again = bank_003_link(&switch, &pki).await;
     assert_eq!(
         code(&again.request(&bank_payment(8, "003", "003")).await),
         "00"
     );
     drop(again);
     switch.stop().await;
-}
-
-fn frame_of(txn: &Transaction) -> BytesMut {
-    let codec = Iso8583Codec::builtin("canonical").unwrap();
-    let framer = Framer::new(FrameConfig::default()).unwrap();
-    let mut out = BytesMut::new();
-    let mark = framer.begin(&[], &mut out).unwrap();
-    codec.encode(txn, &mut out).unwrap();
-    framer.finish(mark, &mut out).unwrap();
-    out
 }

@@ -142,9 +142,7 @@ impl BankAuth {
         );
         // The series exists from the start, so an alert on its rate sees 0.
         metrics::counter!(AUTH_FAILURES, "bank" => bank.to_owned()).increment(0);
-        let seconds = |op: &'static str| {
-            metrics::histogram!(AUTH_SECONDS, "bank" => bank.to_owned(), "op" => op)
-        };
+        let seconds = |op: &'static str| metrics::histogram!(AUTH_SECONDS, "bank" => bank.to_owned(), "op" => op);
         Ok(BankAuth {
             hsm,
             codec,
