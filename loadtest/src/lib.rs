@@ -11,6 +11,7 @@
 pub mod banksim;
 pub mod chaos;
 pub mod load;
+pub mod pacer;
 pub mod pki;
 pub mod reconcile;
 pub mod relay;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::pacer::Pacer;
 use crate::report::{Progress, Recorder, Report};
 use crate::schedule::{ClosedLoop, Destination, Mix, OpenLoop, Outcome};
 use anyhow::{bail, Context};
@@ -443,6 +444,9 @@ impl Conn {
             closed = None;
         }
         let hard_end = self.start + plan.duration + plan.drain;
+        // Sub-millisecond waits: tokio's sleep would release a whole
+        // millisecond of requests at once (see `pacer`).
+        let pacer = Pacer::new();
         let mut out = BytesMut::with_capacity(64 * 1024);
         let mut dup_seq = 0u64;
         loop {
@@ -496,7 +500,7 @@ impl Conn {
                     // The reader stopped (connection lost): nothing more will be answered.
                     None => break,
                 },
-                _ = tokio::time::sleep_until(wake) => {
+                _ = pacer.sleep_until(wake) => {
                     if Instant::now() >= hard_end {
                         break;
                     }
