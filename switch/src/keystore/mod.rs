@@ -97,6 +97,9 @@ pub const READER_THREADS: usize = 2;
 pub const READ_QUEUE_CAPACITY: usize = 4096;
 /// Most lookups one reader serves per wake-up and read transaction.
 pub const MAX_READ_BATCH: usize = 64;
+/// Keys a commit inserts between two offers of the CPU to other threads
+/// (about 100-200 us of work).
+const YIELD_EVERY_INSERTS: usize = 64;
 /// Default least time between two batch commits (see
 /// [`KeyStoreConfig::commit_interval`]).
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(200);
@@ -967,7 +970,14 @@ impl Shared {
             let mut by_time = tx.open_table(BY_TIME).map_err(db_err)?;
             let mut meta = tx.open_table(META).map_err(db_err)?;
             let mut time_key = Vec::with_capacity(format::MAX_KEY_BYTES + 8);
-            for q in batch {
+            for (i, q) in batch.iter().enumerate() {
+                if i % YIELD_EVERY_INSERTS == YIELD_EVERY_INSERTS - 1 {
+                    // A commit of a few thousand keys takes milliseconds of
+                    // CPU; on a core shared with the request path it steps
+                    // aside now and then (it runs at background priority,
+                    // see `threads`), so no request waits for all of it.
+                    std::thread::yield_now();
+                }
                 let previous = keys
                     .insert(&*q.key, &*q.value)
                     .map_err(db_err)?
