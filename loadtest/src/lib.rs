@@ -3,7 +3,9 @@
 //! Owns the tools that measure fps-switch without writing code: the
 //! open-loop load generator ([`schedule`], [`report`], [`load`]), the bank
 //! simulators and the demo orchestration. Scheduling and reporting are
-//! sans-I/O and unit-tested; [`load`] drives them over sockets.
+//! sans-I/O and unit-tested; [`load`] drives them over sockets, each
+//! request leaving at its intended time to within the kernel's timer slack
+//! ([`pacer`]: a timerfd, not tokio's millisecond timer).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
