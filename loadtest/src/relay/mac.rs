@@ -256,6 +256,41 @@ pub fn counter_sum(metrics: &str, name: &str) -> Option<u64> {
     found.then_some(sum as u64)
 }
 
+/// For the config tests of `relay`: an HMAC-SHA256 plan (token
+/// `fps-switch`, PIN from `FPS_HSM_PIN`) whose module is an empty file that
+/// exists, as the configs' validation wants where SoftHSM2 is not
+/// installed. The file is removed with the value.
+#[cfg(test)]
+pub(crate) struct PlanWithModuleFile {
+    pub plan: MacPlan,
+}
+
+#[cfg(test)]
+impl PlanWithModuleFile {
+    /// `tag` keeps the files of tests running at once apart.
+    pub fn new(tag: &str) -> Self {
+        let module =
+            std::env::temp_dir().join(format!("fps-relay-{tag}-module-{}.so", std::process::id()));
+        std::fs::write(&module, b"").unwrap();
+        PlanWithModuleFile {
+            plan: MacPlan {
+                mechanism: MacMechanism::HmacSha256,
+                module,
+                token: "fps-switch".into(),
+                pin: PinSource::Env("FPS_HSM_PIN".into()),
+                softhsm2_conf: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+impl Drop for PlanWithModuleFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.plan.module);
+    }
+}
+
 /// A TOML basic string.
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()

@@ -782,23 +782,13 @@ mod tests {
     #[test]
     fn simulator_configs_with_a_mac_check_and_make_it() {
         // The simulator's validation wants a module file that exists.
-        let module =
-            std::env::temp_dir().join(format!("fps-relay-sim-module-{}.so", std::process::id()));
-        std::fs::write(&module, b"").unwrap();
-        let plan = MacPlan {
-            mechanism: mac::MacMechanism::HmacSha256,
-            module: module.clone(),
-            token: "fps-switch".into(),
-            pin: fps_hsm::PinSource::Env("FPS_HSM_PIN".into()),
-            softhsm2_conf: None,
-        };
+        let mac = mac::PlanWithModuleFile::new("sim");
         let dir = PathBuf::from("/d/pki");
-        let plain = sim_config(None, Some(&plan));
-        let tls = sim_config(Some(&Pki(&dir)), Some(&plan));
-        let _ = std::fs::remove_file(&module);
+        let plain = sim_config(None, Some(&mac.plan));
+        let tls = sim_config(Some(&Pki(&dir)), Some(&mac.plan));
         for c in [plain.unwrap(), tls.unwrap()] {
             let hsm = c.hsm.as_ref().unwrap();
-            assert_eq!(hsm.module_path.as_deref(), Some(module.as_path()));
+            assert_eq!(hsm.module_path.as_deref(), Some(mac.plan.module.as_path()));
             assert_eq!(hsm.token_label.as_deref(), Some("fps-switch"));
             assert_eq!(hsm.module_instances, fps_hsm::ModuleInstances::Shared);
             let auth = c.banks[0].auth.as_ref().unwrap();

@@ -208,7 +208,7 @@ pub async fn start(
 
 #[cfg(test)]
 mod tests {
-    use super::super::mac::MacMechanism;
+    use super::super::mac::PlanWithModuleFile;
     use super::*;
 
     #[test]
@@ -255,11 +255,7 @@ mod tests {
 
     #[test]
     fn mac_configs_carry_auth_and_hsm() {
-        // A module file that exists, so that fps-hsm's validation passes
-        // where SoftHSM2 is not installed.
-        let module =
-            std::env::temp_dir().join(format!("fps-relay-module-{}.so", std::process::id()));
-        std::fs::write(&module, b"").unwrap();
+        let mac = PlanWithModuleFile::new("switch");
         let spec = SwitchSpec {
             listen: "127.0.0.1:7000".parse().unwrap(),
             admin: "127.0.0.1:7001".parse().unwrap(),
@@ -268,19 +264,12 @@ mod tests {
             tls: None,
             journal: Journal::Never,
             journal_dir: "/d/j".into(),
-            mac: Some(MacPlan {
-                mechanism: MacMechanism::HmacSha256,
-                module: module.clone(),
-                token: "fps-switch".into(),
-                pin: fps_hsm::PinSource::Env("FPS_HSM_PIN".into()),
-                softhsm2_conf: None,
-            }),
+            mac: Some(mac.plan.clone()),
         };
         let v: toml::Value = toml::from_str(&render(&spec)).unwrap();
         // The switch's own section type, with its own validation.
         let hsm: fps_hsm::HsmConfig = v["hsm"].clone().try_into().unwrap();
         let valid = hsm.validate();
-        let _ = std::fs::remove_file(&module);
         assert!(valid.is_ok(), "{valid:?}");
         let bank = &v["banks"][0];
         assert_eq!(bank["code"].as_str(), Some("003"));
@@ -290,7 +279,7 @@ mod tests {
             Some("hmac_sha256")
         );
         assert_eq!(hsm.backend, fps_hsm::Backend::Pkcs11);
-        assert_eq!(hsm.module_path.as_deref(), Some(module.as_path()));
+        assert_eq!(hsm.module_path.as_deref(), Some(mac.plan.module.as_path()));
         assert_eq!(hsm.token_label.as_deref(), Some("fps-switch"));
         assert_eq!(hsm.pin_env.as_deref(), Some("FPS_HSM_PIN"));
         assert_eq!(hsm.module_instances, fps_hsm::ModuleInstances::PerSession);
