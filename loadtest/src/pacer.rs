@@ -59,47 +59,48 @@ impl Pacer {
     /// before it. Cancel-safe: a wait dropped half-way leaves nothing
     /// behind that could end the next one early.
     pub async fn sleep_until(&self, deadline: Instant) {
-        let Some(timer) = &self.timer else {
-            return tokio::time::sleep_until(deadline).await;
-        };
-        let now = Instant::now();
-        let Some(wait) = deadline
-            .checked_duration_since(now)
-            .filter(|d| !d.is_zero())
-        else {
-            return;
-        };
-        let arm = Itimerspec {
-            it_interval: Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: Timespec {
-                tv_sec: wait.as_secs() as _,
-                tv_nsec: wait.subsec_nanos() as _,
-            },
-        };
-        // Arming resets the expiration count: an earlier, abandoned wait
-        // that fired meanwhile reads as nothing below.
-        if timerfd_settime(timer.get_ref(), TimerfdTimerFlags::empty(), &arm).is_err() {
-            return tokio::time::sleep_until(deadline).await;
+        if let Some(timer) = &self.timer {
+            // A failed timer leaves the wait to the coarse way below.
+            let _ = wait_on(timer, deadline).await;
         }
-        loop {
-            let Ok(mut ready) = timer.readable().await else {
-                return tokio::time::sleep_until(deadline).await;
-            };
-            let mut count = [0u8; 8];
-            match ready
-                .try_io(|fd| rustix::io::read(fd.get_ref(), &mut count).map_err(io::Error::from))
-            {
-                Ok(Ok(_)) if Instant::now() >= deadline => return,
-                // Fired early cannot happen (CLOCK_MONOTONIC, relative
-                // from after `now`); if it did, wait the rest the coarse way.
-                Ok(Ok(_)) => return tokio::time::sleep_until(deadline).await,
-                Ok(Err(_)) => return tokio::time::sleep_until(deadline).await,
-                // Readiness left from an abandoned wait: cleared, wait again.
-                Err(_would_block) => continue,
-            }
+        // Without the timer, after a failure, or had it fired early (it
+        // cannot: CLOCK_MONOTONIC, armed after reading the clock): tokio's
+        // sleep for what is left.
+        if Instant::now() < deadline {
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// Arm `timer` for `deadline` and wait for it to fire.
+async fn wait_on(timer: &AsyncFd<OwnedFd>, deadline: Instant) -> io::Result<()> {
+    let Some(wait) = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    else {
+        return Ok(());
+    };
+    let arm = Itimerspec {
+        it_interval: Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: Timespec {
+            tv_sec: wait.as_secs() as _,
+            tv_nsec: wait.subsec_nanos() as _,
+        },
+    };
+    // Arming resets the expiration count: an earlier, abandoned wait that
+    // fired meanwhile reads as nothing below.
+    timerfd_settime(timer.get_ref(), TimerfdTimerFlags::empty(), &arm)?;
+    loop {
+        let mut ready = timer.readable().await?;
+        let mut count = [0u8; 8];
+        match ready.try_io(|fd| rustix::io::read(fd.get_ref(), &mut count).map_err(io::Error::from))
+        {
+            Ok(read) => return read.map(drop),
+            // Readiness left from an abandoned wait: cleared, wait again.
+            Err(_would_block) => continue,
         }
     }
 }
