@@ -146,6 +146,38 @@ impl FileJournal {
 }
 
 impl FileJournal {
+    /// The writer's queue, when a record of `len` bytes may be appended:
+    /// not too large, the journal open and healthy.
+    fn accepting(&self, len: usize) -> Result<&Sender<Msg>, JournalError> {
+        if len > MAX_RECORD_BYTES {
+            return Err(JournalError::TooLarge {
+                bytes: len,
+                max: MAX_RECORD_BYTES,
+            });
+        }
+        let Some(tx) = &self.tx else {
+            return Err(JournalError::Closed);
+        };
+        if !self.healthy() {
+            return Err(JournalError::Unavailable);
+        }
+        Ok(tx)
+    }
+
+    /// Queue `record` for the writer thread's group commit.
+    fn enqueue(&self, tx: &Sender<Msg>, record: Vec<u8>) -> Result<Durable, JournalError> {
+        let (done, rx) = oneshot::channel();
+        let pending = Pending {
+            payload: record,
+            done: Some(done),
+        };
+        match tx.try_send(Msg::Record(pending)) {
+            Ok(()) => Ok(Durable::waiting(rx)),
+            Err(TrySendError::Full(_)) => Err(JournalError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(JournalError::Closed),
+        }
+    }
+
     /// Write `record` now through the core (`fsync = "never"`); wake the
     /// writer thread when the segment is full or the write failed.
     fn append_inline(
@@ -178,40 +210,19 @@ impl Drop for FileJournal {
 
 impl Journal for FileJournal {
     fn append(&self, record: &[u8]) -> Result<Durable, JournalError> {
-        if record.len() > MAX_RECORD_BYTES {
-            return Err(JournalError::TooLarge {
-                bytes: record.len(),
-                max: MAX_RECORD_BYTES,
-            });
+        let tx = self.accepting(record.len())?;
+        match &self.inline {
+            // Written from the caller's slice: no copy.
+            Some(core) => Ok(Durable::ready(self.append_inline(core, tx, record))),
+            None => self.enqueue(tx, record.to_vec()),
         }
-        self.append_owned(record.to_vec())
     }
 
     fn append_owned(&self, record: Vec<u8>) -> Result<Durable, JournalError> {
-        if record.len() > MAX_RECORD_BYTES {
-            return Err(JournalError::TooLarge {
-                bytes: record.len(),
-                max: MAX_RECORD_BYTES,
-            });
-        }
-        let Some(tx) = &self.tx else {
-            return Err(JournalError::Closed);
-        };
-        if !self.healthy() {
-            return Err(JournalError::Unavailable);
-        }
-        if let Some(core) = &self.inline {
-            return Ok(Durable::ready(self.append_inline(core, tx, &record)));
-        }
-        let (done, rx) = oneshot::channel();
-        let pending = Pending {
-            payload: record,
-            done: Some(done),
-        };
-        match tx.try_send(Msg::Record(pending)) {
-            Ok(()) => Ok(Durable::waiting(rx)),
-            Err(TrySendError::Full(_)) => Err(JournalError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(JournalError::Closed),
+        let tx = self.accepting(record.len())?;
+        match &self.inline {
+            Some(core) => Ok(Durable::ready(self.append_inline(core, tx, &record))),
+            None => self.enqueue(tx, record),
         }
     }
 
