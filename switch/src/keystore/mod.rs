@@ -1300,7 +1300,7 @@ mod tests {
         let lowered = (t::nice_of(&t::my_tid()).unwrap() + BACKGROUND_NICE).min(19);
         // Other tests' stores may be starting in parallel: a writer caught
         // before its first instruction is given a moment.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let writers = t::threads_named("keystore-writer");
             assert!(!writers.is_empty());
@@ -1312,10 +1312,7 @@ mod tests {
             if normal.is_empty() {
                 break;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{normal:?} at normal priority"
-            );
+            assert!(Instant::now() < deadline, "{normal:?} at normal priority");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
