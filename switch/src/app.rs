@@ -427,6 +427,7 @@ fn open_journal(
     })?;
     let mut kc = KeyStoreConfig::new(dir.join("keys.redb"));
     kc.commit_interval = Duration::from_millis(cfg.journal.keystore_commit_interval_ms);
+    kc.retention = retention;
     let keystore = Arc::new(KeyStore::open(kc)?);
     let mut jc = JournalConfig::new(dir.join("segments"));
     jc.fsync = cfg.journal.fsync;

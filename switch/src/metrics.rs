@@ -148,6 +148,12 @@ pub const KEYSTORE_PENDING: &str = "fps_switch_keystore_pending";
 /// the journal's durable lsn minus the store's low-water mark. Grows without
 /// bound while a refused put holds the mark.
 pub const KEYSTORE_CATCH_UP_LSNS: &str = "fps_switch_keystore_catch_up_lsns";
+/// Idempotency key store lookups, by how they were answered (`via`):
+/// `pending` (a put not yet committed), `filter` (the membership filter
+/// ruled the key out: no read), `store` (read from the file).
+pub const KEYSTORE_LOOKUPS: &str = "fps_switch_keystore_lookups_total";
+/// Memory held by the key store's membership filter, bytes.
+pub const KEYSTORE_FILTER_BYTES: &str = "fps_switch_keystore_filter_bytes";
 /// Completed keys re-put into the key store from the journal at start-up.
 pub const KEYSTORE_CAUGHT_UP: &str = "fps_switch_keystore_caught_up_total";
 

@@ -59,6 +59,11 @@
 //! each retry the writer reopens the file, once a probe write shows the disk
 //! has room again: a full disk stops commits only while it is full.
 //!
+//! **Most misses never read the file.** A membership filter over the
+//! stored keys ([`filter`]) answers "not stored" for a key the store
+//! certainly does not hold, which is nearly every new key once the
+//! in-memory index is full.
+//!
 //! **Reads see pending writes.** A put is visible to [`KeyStore::lookup`] at
 //! once: queued and in-flight puts live in a small overlay (bounded by
 //! `queue_capacity`) until their transaction has committed, and the overlay
@@ -66,6 +71,7 @@
 //! after its commit, a lookup that misses the overlay and then reads the
 //! file always finds a key put before the lookup began.
 
+pub mod filter;
 pub mod format;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -76,6 +82,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use filter::KeyFilter;
 use fps_routing::idempotency::{ClientScope, RequestKey, StoredKey};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -95,6 +102,8 @@ pub const READER_THREADS: usize = 2;
 /// Lookups queued for the reader threads before `lookup` falls back to
 /// tokio's blocking pool.
 pub const READ_QUEUE_CAPACITY: usize = 4096;
+/// Keys the start-up scan adds to the filter per read transaction.
+const FILTER_SCAN_CHUNK: usize = 65_536;
 /// Most lookups one reader serves per wake-up and read transaction.
 pub const MAX_READ_BATCH: usize = 64;
 /// Keys a commit inserts between two offers of the CPU to other threads
@@ -174,6 +183,9 @@ pub struct KeyStoreConfig {
     /// when `max_batch` puts are queued, on [`KeyStore::flush`] and on
     /// shutdown. 0 commits as soon as anything is queued.
     pub commit_interval: Duration,
+    /// How long a completed key must stay findable: the idempotency
+    /// retention. The membership filter keeps each key at least this long.
+    pub retention: Duration,
 }
 
 impl KeyStoreConfig {
@@ -186,6 +198,7 @@ impl KeyStoreConfig {
             cache_bytes: DEFAULT_CACHE_BYTES,
             durable_commits: true,
             commit_interval: DEFAULT_COMMIT_INTERVAL,
+            retention: fps_routing::idempotency::DEFAULT_RETENTION,
         }
     }
 }
@@ -275,6 +288,8 @@ pub struct KeyStore {
     /// Lookups for the reader threads; dropped first on shutdown so they exit.
     reads: Option<crossbeam::channel::Sender<ReadRequest>>,
     readers: Vec<JoinHandle<()>>,
+    /// Adds the keys in the file at open to the filter.
+    filter_scan: Option<JoinHandle<()>>,
 }
 
 impl KeyStore {
@@ -310,6 +325,7 @@ impl KeyStore {
                 .map_err(db_err)?;
         }
         let (high_water, low_water) = init_tables(&db)?;
+        let stored_keys = stored_len(&db)?;
         let durability = if cfg.durable_commits {
             Durability::Immediate
         } else {
@@ -333,6 +349,8 @@ impl KeyStore {
             refused: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            filter: KeyFilter::new(cfg.retention, stored_keys),
+            lookups: LookupCounters::new(),
         });
         let for_writer = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -350,6 +368,7 @@ impl KeyStore {
             writer: Some(writer),
             reads: Some(reads),
             readers: Vec::with_capacity(READER_THREADS),
+            filter_scan: None,
         };
         for i in 0..READER_THREADS {
             let shared = Arc::clone(&store.shared);
@@ -360,6 +379,15 @@ impl KeyStore {
                 .map_err(|e| KeyStoreError::Io(e.to_string()))?;
             store.readers.push(reader);
         }
+        let for_scan = Arc::clone(&store.shared);
+        let scan = std::thread::Builder::new()
+            .name("keystore-filter".into())
+            .spawn(move || {
+                crate::threads::run_in_background();
+                run_filter_scan(&for_scan);
+            })
+            .map_err(|e| KeyStoreError::Io(e.to_string()))?;
+        store.filter_scan = Some(scan);
         Ok(store)
     }
 
@@ -371,6 +399,9 @@ impl KeyStore {
         format::encode_key(&rec.scope, &rec.key, &mut key);
         let mut value = Vec::with_capacity(format::MIN_VALUE_BYTES + 48);
         format::encode_value(&rec.stored, rec.completed_unix_ms, rec.lsn, &mut value);
+        // Before the key can be seen anywhere (and whether or not the put
+        // is refused below): the filter never answers "absent" for it.
+        self.shared.filter.insert(&key, rec.completed_unix_ms);
         let key: Arc<[u8]> = key.into();
         let value: Arc<[u8]> = value.into();
 
@@ -435,8 +466,8 @@ impl KeyStore {
     ) -> Result<Option<(StoredKey, u64)>, KeyStoreError> {
         let mut entry = Vec::with_capacity(64);
         format::encode_key(scope, key, &mut entry);
-        if let Some(found) = self.shared.overlay_get(&entry) {
-            return found.map(Some);
+        if let Some(found) = self.shared.known_without_read(&entry) {
+            return found;
         }
         let (reply, answer) = oneshot::channel();
         let request = ReadRequest { entry, reply };
@@ -466,10 +497,17 @@ impl KeyStore {
     ) -> Result<Option<(StoredKey, u64)>, KeyStoreError> {
         let mut entry = Vec::with_capacity(64);
         format::encode_key(scope, key, &mut entry);
-        if let Some(found) = self.shared.overlay_get(&entry) {
-            return found.map(Some);
+        if let Some(found) = self.shared.known_without_read(&entry) {
+            return found;
         }
         self.shared.read(&entry)
+    }
+
+    /// Whether the membership filter holds every stored key (the scan of
+    /// the file at open is done): from then on most lookups of new keys
+    /// read nothing.
+    pub fn filter_complete(&self) -> bool {
+        self.shared.filter.is_complete()
     }
 
     /// Highest journal lsn whose key is durably in the store (kept in the
@@ -693,6 +731,11 @@ impl Drop for KeyStore {
     /// Commit what is still queued, then stop the writer. If a commit fails
     /// during shutdown the rest is dropped: the journal still has it.
     fn drop(&mut self) {
+        // The filter scan stops at its next chunk once shutdown is set.
+        self.shared.lock_pending().shutdown = true;
+        if let Some(scan) = self.filter_scan.take() {
+            let _ = scan.join();
+        }
         // Readers exit once the channel is closed and drained.
         self.reads = None;
         for reader in self.readers.drain(..) {
@@ -733,6 +776,29 @@ struct Shared {
     refused: AtomicU64,
     commit_failures: AtomicU64,
     last_error: Mutex<Option<KeyStoreError>>,
+    /// Every key put, and every key in the file at open once the scan is
+    /// done.
+    filter: KeyFilter,
+    lookups: LookupCounters,
+}
+
+/// How lookups were answered (cached handles: one per lookup, and in the
+/// steady state that is one per new transaction).
+struct LookupCounters {
+    pending: metrics::Counter,
+    filter: metrics::Counter,
+    store: metrics::Counter,
+}
+
+impl LookupCounters {
+    fn new() -> Self {
+        let via = |v: &'static str| metrics::counter!(m::KEYSTORE_LOOKUPS, "via" => v);
+        LookupCounters {
+            pending: via("pending"),
+            filter: via("filter"),
+            store: via("store"),
+        }
+    }
 }
 
 /// Puts not yet committed. `queue.len() + in_flight <= queue_capacity`, and
@@ -871,6 +937,24 @@ impl Shared {
         // Nothing panics while holding the lock, and every update leaves
         // the state consistent, so a poisoned lock is still usable.
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The answer to a lookup of `entry` when it needs no read: the pending
+    /// value, or "not stored" when the filter rules the key out.
+    fn known_without_read(
+        &self,
+        entry: &[u8],
+    ) -> Option<Result<Option<(StoredKey, u64)>, KeyStoreError>> {
+        if let Some(found) = self.overlay_get(entry) {
+            self.lookups.pending.increment(1);
+            return Some(found.map(Some));
+        }
+        if !self.filter.may_contain(entry) {
+            self.lookups.filter.increment(1);
+            return Some(Ok(None));
+        }
+        self.lookups.store.increment(1);
+        None
     }
 
     fn overlay_get(&self, entry: &[u8]) -> Option<Found> {
@@ -1043,6 +1127,81 @@ fn run_reader(shared: &Shared, requests: &crossbeam::channel::Receiver<ReadReque
     }
 }
 
+/// Adds every key in the file to the filter, a chunk per read transaction
+/// (a long one would keep the writer from reusing pages), then lets it
+/// answer "absent". Keys put meanwhile are added by `put`. On a read error
+/// the filter stays incomplete and every lookup reads the store.
+fn run_filter_scan(shared: &Shared) {
+    let started = Instant::now();
+    let mut after: Option<Vec<u8>> = None;
+    let mut keys = 0u64;
+    loop {
+        if shared.lock_pending().shutdown {
+            return;
+        }
+        match scan_chunk(shared, after.as_deref(), &mut keys) {
+            Ok(Some(last)) => after = Some(last),
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "key store filter not built: every idempotency lookup reads the store");
+                return;
+            }
+        }
+    }
+    shared.filter.mark_complete();
+    metrics::gauge!(m::KEYSTORE_FILTER_BYTES).set(shared.filter.bytes() as f64);
+    tracing::info!(
+        keys,
+        bytes = shared.filter.bytes(),
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "key store filter built"
+    );
+}
+
+/// Adds up to [`FILTER_SCAN_CHUNK`] entries after `after` to the filter;
+/// returns the last one's key, or `None` once the table is done.
+fn scan_chunk(
+    shared: &Shared,
+    after: Option<&[u8]>,
+    keys: &mut u64,
+) -> Result<Option<Vec<u8>>, KeyStoreError> {
+    use std::ops::Bound;
+    let tx = shared.db()?.begin_read().map_err(db_err)?;
+    let table = tx.open_table(KEYS).map_err(db_err)?;
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut seen = 0;
+    for item in table
+        .range::<&[u8]>((start, Bound::Unbounded))
+        .map_err(db_err)?
+    {
+        let (entry, value) = item.map_err(db_err)?;
+        // An entry whose value cannot be read is filed as completed now:
+        // its lookup reads it (and fails, as it would without a filter).
+        let completed =
+            format::completed_unix_ms_of(value.value()).unwrap_or_else(|_| now_unix_ms());
+        shared.filter.insert(entry.value(), completed);
+        *keys += 1;
+        seen += 1;
+        if seen == FILTER_SCAN_CHUNK {
+            return Ok(Some(entry.value().to_vec()));
+        }
+    }
+    Ok(None)
+}
+
+/// Entries in the store's file.
+fn stored_len(db: &Database) -> Result<u64, KeyStoreError> {
+    let tx = db.begin_read().map_err(db_err)?;
+    let table = tx.open_table(KEYS).map_err(db_err)?;
+    table.len().map_err(db_err)
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn read_in(
     keys: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     entry: &[u8],
@@ -1172,6 +1331,7 @@ fn run_writer(shared: &Shared) {
                 shared.high_water_lsn.store(high_water, Ordering::Release);
                 shared.low_water_lsn.store(low_water, Ordering::Release);
                 metrics::gauge!(m::KEYSTORE_PENDING).set(shared.pending_len() as f64);
+                metrics::gauge!(m::KEYSTORE_FILTER_BYTES).set(shared.filter.bytes() as f64);
                 if let Some(journal) = shared.journal_lsn() {
                     metrics::gauge!(m::KEYSTORE_CATCH_UP_LSNS)
                         .set(journal.saturating_sub(low_water) as f64);
@@ -1339,6 +1499,60 @@ mod tests {
         assert_eq!(store.pending(), 0);
         assert_eq!(store.len().unwrap(), 1);
         assert_eq!(store.high_water_lsn(), 1);
+    }
+
+    /// The scan adds the keys of the file at open (over several chunks),
+    /// puts made meanwhile are kept too, and from then on a key the store
+    /// never held is answered without a read: here, even while the file is
+    /// taken away (as during a reopen), when every read fails.
+    #[tokio::test]
+    async fn once_the_filter_is_built_new_keys_need_no_read() {
+        let dir = TempDir::new("filter");
+        let n = FILTER_SCAN_CHUNK as u64 + 1_000;
+        let mut cfg = KeyStoreConfig::new(dir.0.join("k.redb"));
+        cfg.queue_capacity = 1 << 20;
+        {
+            let store = KeyStore::open(cfg.clone()).unwrap();
+            for i in 0..n {
+                store.put(record(i)).unwrap();
+            }
+            store.flush().await.unwrap();
+        }
+        let store = KeyStore::open(cfg).unwrap();
+        store.put(record(n)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !store.filter_complete() {
+            assert!(Instant::now() < deadline, "filter scan did not finish");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.flush().await.unwrap();
+        for i in (0..=n).step_by(7).chain([n - 1, n]) {
+            let r = record(i);
+            let got = store.lookup(&r.scope, &r.key).await.unwrap();
+            assert_eq!(got, Some((r.stored, r.completed_unix_ms)), "key {i}");
+        }
+        let file = store.shared.db.write().unwrap().take();
+        let mut absent = 0;
+        for i in n + 1..n + 1_001 {
+            let r = record(i);
+            match store.lookup(&r.scope, &r.key).await {
+                Ok(None) => absent += 1,
+                // A false positive reads, and reads fail now.
+                Err(KeyStoreError::Io(_)) => {}
+                other => panic!("key {i}: {other:?}"),
+            }
+        }
+        assert!(
+            absent >= 950,
+            "{absent} of 1000 new keys answered without a read"
+        );
+        // A stored key is never ruled out: it is read (and that fails now).
+        let r = record(3);
+        assert!(matches!(
+            store.lookup_blocking(&r.scope, &r.key),
+            Err(KeyStoreError::Io(_))
+        ));
+        *store.shared.db.write().unwrap() = file;
     }
 
     #[tokio::test]
