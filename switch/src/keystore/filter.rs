@@ -30,6 +30,12 @@
 //! - A generation is sized for the previous one's count plus a quarter. When
 //!   it fills, a part twice as large is added. The false-positive rate stays
 //!   bounded whatever the rate (a scalable Bloom filter).
+//! - Memory: about 1.25 bytes per key of each kept generation (a store of
+//!   86 million keys, 1,000 TPS for a day, takes about 107 MB per
+//!   generation).
+//! - Generations follow the keys' completion times, which come from the
+//!   same wall clock as the store's expiry: a clock stepped forward by more
+//!   than a retention makes the filter forget what expiry then deletes.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
