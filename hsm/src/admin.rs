@@ -1,19 +1,22 @@
 //! Key administration: list keys with their protection attributes, generate
 //! keys inside the token, rotate (new `-vN` version), import known key
-//! material (tests, migrations). Used by the `fps-hsm` binary and by
-//! `fps-switch hsm`.
+//! material (tests, migrations), import a MAC key a bank provides as the
+//! next version of a label ([`import_secret`]), delete one key version
+//! ([`destroy_key`]). Used by the `fps-hsm` binary.
 //!
 //! Secret and private keys are always created with CKA_TOKEN, CKA_PRIVATE
 //! and CKA_SENSITIVE true and CKA_EXTRACTABLE false (invariant 7). Nothing
-//! here prints or returns key material.
+//! here prints or returns key material, and the copies of key material made
+//! for a C_CreateObject template are wiped once the call returns.
 
 use cryptoki::mechanism::Mechanism as CkMechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use zeroize::Zeroize as _;
 
 use crate::config::check_base_label;
 use crate::keyring::{split_version, versioned_label, KeyClass, MAX_VERSION};
 use crate::pkcs11::{
-    der_octet_string, find_key, key_type_of, map_error, mechanism_for, object_class,
+    der_octet_string, find_key, key_type_fits, key_type_of, map_error, mechanism_for, object_class,
     protected_key_attributes, public_key_attributes, strip_octet_string, versions, TokenSession,
     ED25519_PARAMS, P256_PARAMS,
 };
@@ -26,6 +29,17 @@ pub const SECRET_KEY_BYTES: u64 = 32;
 pub const RSA_BITS: u64 = 2048;
 /// Most objects `list_keys` reports (bounded output on a huge token).
 pub const MAX_LISTED: usize = 10_000;
+/// Shortest HMAC-SHA256 key [`import_secret`] takes: the MAC's own length,
+/// as RFC 2104 advises. SoftHSM2 would store a shorter key, then refuse to
+/// MAC with it (C_SignInit: CKR_KEY_SIZE_RANGE): refused here, at import.
+pub const MIN_HMAC_KEY_BYTES: usize = 32;
+/// Longest HMAC-SHA256 key [`import_secret`] takes. A key longer than the
+/// SHA-256 block (64 bytes) is first hashed to 32 bytes (RFC 2104), so more
+/// adds no strength; the bound keeps the input sane while admitting RFC
+/// 4231's 131-byte test key.
+pub const MAX_HMAC_KEY_BYTES: usize = 256;
+/// AES key sizes (AES-128, -192, -256) [`import_secret`] takes for AES-CMAC.
+pub const AES_KEY_BYTES: [usize; 3] = [16, 24, 32];
 
 /// One key object as `list` shows it. Attributes a class does not have (or
 /// the token will not reveal) are `None`.
@@ -185,7 +199,7 @@ pub fn import(token: &TokenSession, label: &str, key: &SoftKey) -> Result<(), Hs
             });
         }
     }
-    let mut private = protected_key_attributes(label);
+    let mut private = WipedTemplate(protected_key_attributes(label));
     let mut public = public_key_attributes(label);
     let public_only = match key.material() {
         KeyMaterial::Hmac(secret) => {
@@ -286,6 +300,140 @@ pub fn import(token: &TokenSession, label: &str, key: &SoftKey) -> Result<(), Hs
     create(token, &public)
 }
 
+/// Imports a MAC key a bank provides (`value`, the raw key bytes) as the
+/// next version of `base_label`: `<base>-v1` when there is none, else the
+/// newest version + 1, as [`rotate`] numbers them. The key is created with
+/// C_CreateObject as a token secret key with CKA_SENSITIVE, CKA_PRIVATE,
+/// CKA_SIGN and CKA_VERIFY true and CKA_EXTRACTABLE false, of key type
+/// CKK_GENERIC_SECRET (HMAC-SHA256) or CKK_AES (AES-CMAC): the attributes
+/// [`generate`] gives MAC keys, so the pool uses both alike. Running
+/// switches pick the new version up at their next key re-scan.
+///
+/// Only MAC mechanisms are taken ([`HsmError::UnsupportedMechanism`]
+/// otherwise); lengths as [`check_secret_len`]. Returns the full label.
+pub fn import_secret(
+    token: &TokenSession,
+    base_label: &str,
+    mechanism: Mechanism,
+    value: &[u8],
+) -> Result<String, HsmError> {
+    check_secret_len(mechanism, value.len())?;
+    check_base_label(base_label)?;
+    if !token.supports(mechanism) {
+        return Err(HsmError::UnsupportedMechanism {
+            mechanism,
+            reason: format!("token `{}` does not offer it", token.token_label()),
+        });
+    }
+    let version = match newest_version(token, base_label)? {
+        None => 1,
+        Some(newest) => {
+            check_same_kind(token, &versioned_label(base_label, newest), mechanism)?;
+            if newest >= MAX_VERSION {
+                return Err(HsmError::InvalidInput {
+                    reason: format!("`{base_label}` already at the last version {MAX_VERSION}"),
+                });
+            }
+            newest + 1
+        }
+    };
+    // check_secret_len let only the two MAC mechanisms through. SoftKey
+    // keeps its copy in Zeroizing; `import` wipes the template's.
+    let key = match mechanism {
+        Mechanism::HmacSha256 => SoftKey::hmac_sha256(value)?,
+        _ => SoftKey::aes_cmac(value)?,
+    };
+    let label = versioned_label(base_label, version);
+    import(token, &label, &key)?;
+    Ok(label)
+}
+
+/// Whether `len` bytes make a key [`import_secret`] takes for `mechanism`:
+/// AES-CMAC 16, 24 or 32 bytes; HMAC-SHA256 [`MIN_HMAC_KEY_BYTES`] to
+/// [`MAX_HMAC_KEY_BYTES`]. Signature mechanisms are refused with
+/// [`HsmError::UnsupportedMechanism`]. The message names lengths only.
+pub fn check_secret_len(mechanism: Mechanism, len: usize) -> Result<(), HsmError> {
+    let problem = match mechanism {
+        Mechanism::HmacSha256 if len < MIN_HMAC_KEY_BYTES => {
+            format!("{len} bytes, HMAC-SHA256 keys need at least {MIN_HMAC_KEY_BYTES}")
+        }
+        Mechanism::HmacSha256 if len > MAX_HMAC_KEY_BYTES => {
+            format!("{len} bytes, HMAC-SHA256 keys are at most {MAX_HMAC_KEY_BYTES}")
+        }
+        Mechanism::HmacSha256 => return Ok(()),
+        Mechanism::AesCmac if AES_KEY_BYTES.contains(&len) => return Ok(()),
+        Mechanism::AesCmac => format!("{len} bytes, AES-CMAC keys are 16, 24 or 32"),
+        other => {
+            return Err(HsmError::UnsupportedMechanism {
+                mechanism: other,
+                reason: "only MAC keys (hmac_sha256, aes_cmac) are imported as secrets; \
+                         signature keys are key pairs"
+                    .into(),
+            })
+        }
+    };
+    Err(HsmError::InvalidInput { reason: problem })
+}
+
+/// Deletes one key version: every token object (secret, private, public)
+/// labelled exactly `label` (`<base>-vN`). Other versions stay. Fails with
+/// [`HsmError::KeyNotFound`] when there is none. A process still using the
+/// version may hold its own working copy until its session ends; delete a
+/// version only once no one uses it (after the rotation overlap).
+pub fn destroy_key(token: &TokenSession, label: &str) -> Result<(), HsmError> {
+    let Some((base, _)) = split_version(label) else {
+        return Err(HsmError::InvalidInput {
+            reason: format!("label `{label}` needs a -vN version suffix"),
+        });
+    };
+    check_base_label(base)?;
+    let session = token.session();
+    let store = format!("token `{}`", token.token_label());
+    let mut handles = Vec::new();
+    for class in [KeyClass::Secret, KeyClass::Private, KeyClass::Public] {
+        handles.extend(find_key(session, label, class, &store)?);
+    }
+    if handles.is_empty() {
+        return Err(HsmError::KeyNotFound {
+            label: base.to_owned(),
+            class: "secret, private or public",
+            store,
+        });
+    }
+    for handle in handles {
+        session.destroy_object(handle).map_err(map_error)?;
+    }
+    Ok(())
+}
+
+/// A new version of a label must serve the same mechanism as the newest,
+/// or the pool would find a key of the wrong type under the label.
+fn check_same_kind(
+    token: &TokenSession,
+    current: &str,
+    mechanism: Mechanism,
+) -> Result<(), HsmError> {
+    let store = format!("token `{}`", token.token_label());
+    let session = token.session();
+    let key_type = match find_key(session, current, KeyClass::Secret, &store)? {
+        Some(handle) => key_type_of(session, handle)?,
+        None => None,
+    };
+    match key_type {
+        Some(t) if key_type_fits(mechanism, t) => Ok(()),
+        Some(t) => Err(HsmError::InvalidInput {
+            reason: format!(
+                "`{current}` is a {t} key; a new version for {mechanism} needs a label of its own"
+            ),
+        }),
+        None => Err(HsmError::InvalidInput {
+            reason: format!(
+                "`{current}` is not a secret key; a {mechanism} key needs a label of its own"
+            ),
+        }),
+    }
+}
+
 /// The public key stored under the full `label` (to hand to a bank, or to
 /// verify with another implementation). Public keys are not secret.
 pub fn public_key(token: &TokenSession, label: &str) -> Result<SoftKey, HsmError> {
@@ -334,6 +482,47 @@ pub fn public_key(token: &TokenSession, label: &str) -> Result<SoftKey, HsmError
             &exponent.ok_or_else(incomplete)?,
         ),
         _ => Err(incomplete()),
+    }
+}
+
+/// A C_CreateObject template holding key material: cryptoki's attributes
+/// are plain `Vec<u8>`s, so the secret values are wiped when it drops.
+struct WipedTemplate(Vec<Attribute>);
+
+impl std::ops::Deref for WipedTemplate {
+    type Target = Vec<Attribute>;
+    fn deref(&self) -> &Vec<Attribute> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WipedTemplate {
+    fn deref_mut(&mut self) -> &mut Vec<Attribute> {
+        &mut self.0
+    }
+}
+
+impl WipedTemplate {
+    /// Zeroes the values of the attributes that hold key material.
+    fn wipe(template: &mut [Attribute]) {
+        for attribute in template {
+            match attribute {
+                Attribute::Value(v)
+                | Attribute::PrivateExponent(v)
+                | Attribute::Prime1(v)
+                | Attribute::Prime2(v)
+                | Attribute::Exponent1(v)
+                | Attribute::Exponent2(v)
+                | Attribute::Coefficient(v) => v.zeroize(),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for WipedTemplate {
+    fn drop(&mut self) {
+        Self::wipe(&mut self.0);
     }
 }
 
@@ -452,4 +641,65 @@ fn generate_labelled(
         .generate_key_pair(&pair, &public, &private)
         .map(drop)
         .map_err(map_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_lengths_per_mechanism() {
+        for len in [16, 24, 32] {
+            assert!(check_secret_len(Mechanism::AesCmac, len).is_ok());
+        }
+        for len in [0, 15, 17, 31, 33, 64] {
+            let e = check_secret_len(Mechanism::AesCmac, len).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid input: {len} bytes, AES-CMAC keys are 16, 24 or 32")
+            );
+        }
+        for len in [MIN_HMAC_KEY_BYTES, 64, 131, MAX_HMAC_KEY_BYTES] {
+            assert!(check_secret_len(Mechanism::HmacSha256, len).is_ok());
+        }
+        assert!(check_secret_len(Mechanism::HmacSha256, 31)
+            .unwrap_err()
+            .to_string()
+            .contains("31 bytes, HMAC-SHA256 keys need at least 32"));
+        assert!(check_secret_len(Mechanism::HmacSha256, 257)
+            .unwrap_err()
+            .to_string()
+            .contains("257 bytes, HMAC-SHA256 keys are at most 256"));
+        for m in [
+            Mechanism::EcdsaP256Sha256,
+            Mechanism::RsaPssSha256,
+            Mechanism::Ed25519,
+        ] {
+            assert!(matches!(
+                check_secret_len(m, 32),
+                Err(HsmError::UnsupportedMechanism { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn templates_are_wiped() {
+        let mut template = vec![Attribute::Sign(true), Attribute::Label(b"k-v1".to_vec())];
+        template.extend(secret_attributes(KeyType::AES, &[0x5a; 16]));
+        template.push(Attribute::PrivateExponent(vec![0x5a; 8]));
+        WipedTemplate::wipe(&mut template);
+        let mut wiped = 0;
+        for a in &template {
+            match a {
+                // Vec::zeroize zeroes the whole allocation, then clears.
+                Attribute::Value(v) | Attribute::PrivateExponent(v) => {
+                    assert!(v.is_empty(), "{a:?}");
+                    wiped += 1;
+                }
+                Attribute::Label(l) => assert_eq!(l, b"k-v1", "labels are kept"),
+                _ => {}
+            }
+        }
+        assert_eq!(wiped, 2);
+    }
 }

@@ -15,7 +15,7 @@
 //!   operator's HSM in production: only module path and token label change);
 //! - the development-only [`software`] backend (`backend = "danger_software"`);
 //! - key rotation by label version suffix (`mac-hmac-v1`, `mac-hmac-v2`, ...,
-//!   see [`keyring`]) and the [`admin`] functions behind `fps-hsm` / `fps-switch hsm`;
+//!   see [`keyring`]) and the [`admin`] functions behind the `fps-hsm` tool;
 //! - the `fps_hsm_*` metrics ([`mod@metrics`]).
 //!
 //! # Threading design

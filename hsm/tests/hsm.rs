@@ -978,3 +978,494 @@ fn software_backend_metrics_use_bounded_labels() {
         "{seen:?}"
     );
 }
+
+/// Imported MAC keys (admin::import_secret, C_CreateObject) give the RFC
+/// known answers through the pool: RFC 4231 cases 6 and 7 (131-byte key)
+/// and RFC 4493's AES-128 vectors.
+#[test]
+fn imported_mac_keys_give_rfc_vectors() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    let label =
+        admin::import_secret(&admin, "rfc4231", Mechanism::HmacSha256, &RFC4231_KEY_6_7).unwrap();
+    assert_eq!(label, "rfc4231-v1");
+    let key = hex("2b7e151628aed2a6abf7158809cf4f3c");
+    let label = admin::import_secret(&admin, "rfc4493", Mechanism::AesCmac, &key).unwrap();
+    assert_eq!(label, "rfc4493-v1");
+    let hsm = Hsm::builder(token.config()).start().unwrap();
+    runtime().block_on(rfc_vectors(&hsm));
+}
+
+/// An imported key MACs as the danger_software backend and RustCrypto do
+/// with the same bytes, and each side verifies the other's tags: what
+/// compare-relay relies on (switch through PKCS#11, simulator in software).
+#[test]
+fn imported_keys_match_the_software_backend() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    let store = SoftwareKeyStore::new();
+    let hmac_key = test_secret("imported-hmac");
+    let cases = [
+        ("imp-hmac", Mechanism::HmacSha256, hmac_key.clone()),
+        (
+            "imp-aes128",
+            Mechanism::AesCmac,
+            test_secret("aes")[..16].to_vec(),
+        ),
+        (
+            "imp-aes192",
+            Mechanism::AesCmac,
+            test_secret("aes")[..24].to_vec(),
+        ),
+        ("imp-aes256", Mechanism::AesCmac, test_secret("aes")),
+    ];
+    for (base, mechanism, value) in &cases {
+        let label = admin::import_secret(&admin, base, *mechanism, value).unwrap();
+        assert_eq!(label, format!("{base}-v1"));
+        let soft = match mechanism {
+            Mechanism::HmacSha256 => SoftKey::hmac_sha256(value),
+            _ => SoftKey::aes_cmac(value),
+        };
+        store.insert(&label, soft.unwrap()).unwrap();
+    }
+    let hard = Hsm::builder(token.config()).start().unwrap();
+    let soft = software_hsm(store, HsmConfig::danger_software());
+    let message = Bytes::from_static(MESSAGE);
+    runtime().block_on(async {
+        for (base, mechanism, _) in &cases {
+            let k = KeyRef::new(base, *mechanism).unwrap();
+            let by_hsm = hard.mac(&k, message.clone()).await.unwrap();
+            let by_soft = soft.mac(&k, message.clone()).await.unwrap();
+            assert_eq!(by_hsm, by_soft, "{base}");
+            soft.verify_mac(&k, message.clone(), by_hsm.into())
+                .await
+                .unwrap();
+            hard.verify_mac(&k, message.clone(), by_soft.into())
+                .await
+                .unwrap();
+        }
+        // And RustCrypto's HMAC, outside fps-hsm altogether.
+        use hmac::Mac as _;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&hmac_key).unwrap();
+        m.update(MESSAGE);
+        let k = KeyRef::new("imp-hmac", Mechanism::HmacSha256).unwrap();
+        assert_eq!(
+            hard.mac(&k, message.clone()).await.unwrap(),
+            m.finalize().into_bytes().to_vec()
+        );
+    });
+}
+
+/// Imported keys carry the protection and usage attributes generated MAC
+/// keys have; their value cannot be read (CKR_ATTRIBUTE_SENSITIVE) nor
+/// made extractable.
+#[test]
+fn imported_keys_are_sensitive_and_never_extractable() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    let session = admin.session();
+    let aes = test_secret("aes");
+    for (mechanism, value, key_type) in [
+        (
+            Mechanism::HmacSha256,
+            test_secret("hmac"),
+            cryptoki::object::KeyType::GENERIC_SECRET,
+        ),
+        (Mechanism::AesCmac, aes, cryptoki::object::KeyType::AES),
+    ] {
+        let imported =
+            admin::import_secret(&admin, &format!("imp-{mechanism}"), mechanism, &value).unwrap();
+        let generated = admin::generate(&admin, &format!("gen-{mechanism}"), mechanism).unwrap();
+        let handle = |label: &str| {
+            let found = session
+                .find_objects(&[
+                    Attribute::Token(true),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ])
+                .unwrap();
+            assert_eq!(found.len(), 1, "{label}: one object");
+            found[0]
+        };
+        let usage = [
+            AttributeType::Class,
+            AttributeType::KeyType,
+            AttributeType::Token,
+            AttributeType::Private,
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+            AttributeType::Sign,
+            AttributeType::Verify,
+            AttributeType::Encrypt,
+            AttributeType::Decrypt,
+            AttributeType::Wrap,
+            AttributeType::Unwrap,
+            AttributeType::Derive,
+        ];
+        let imported_attrs = session.get_attributes(handle(&imported), &usage).unwrap();
+        let generated_attrs = session.get_attributes(handle(&generated), &usage).unwrap();
+        assert_eq!(
+            imported_attrs, generated_attrs,
+            "{mechanism}: imported and generated keys are used alike"
+        );
+        for expected in [
+            Attribute::Class(cryptoki::object::ObjectClass::SECRET_KEY),
+            Attribute::KeyType(key_type),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+        ] {
+            assert!(
+                imported_attrs.contains(&expected),
+                "{imported}: {expected:?} in {imported_attrs:?}"
+            );
+        }
+        let key = handle(&imported);
+        // C_GetAttributeValue answers CKR_ATTRIBUTE_SENSITIVE for CKA_VALUE
+        // (AttributeInfo::Sensitive), and cryptoki then returns nothing.
+        let value_info = session
+            .get_attribute_info(key, &[AttributeType::Value])
+            .unwrap();
+        assert!(
+            matches!(value_info.as_slice(), [AttributeInfo::Sensitive]),
+            "{imported}: {value_info:?}"
+        );
+        let read = session
+            .get_attributes(key, &[AttributeType::Value])
+            .unwrap();
+        assert!(read.is_empty(), "{imported}: CKA_VALUE was read");
+        let err = session
+            .update_attributes(key, &[Attribute::Extractable(true)])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::AttributeReadOnly, _)
+            ),
+            "{imported}: {err}"
+        );
+        let listed = admin::list_keys(&admin).unwrap();
+        let info = listed.iter().find(|k| k.label == imported).unwrap();
+        assert_eq!(
+            (info.sensitive, info.extractable, info.private),
+            (Some(true), Some(false), Some(true)),
+            "{info:?}"
+        );
+    }
+}
+
+/// A second import of a label is `-v2`, which the pool uses after its
+/// re-scan (v1 still verifying in the overlap); destroy_key removes one
+/// version, and the next import numbers past the newest left.
+#[test]
+fn imported_versions_rotate_and_are_destroyed_one_by_one() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    let (v1, v2) = (test_secret("bank-1"), test_secret("bank-2"));
+    let tag = |secret: &[u8]| SoftKey::hmac_sha256(secret).unwrap().mac(MESSAGE).unwrap();
+    assert_eq!(
+        admin::import_secret(&admin, "bank-mac", Mechanism::HmacSha256, &v1).unwrap(),
+        "bank-mac-v1"
+    );
+    let clock = Arc::new(ManualClock::new());
+    let hsm = Hsm::builder(rotation_config(token.config()))
+        .clock(clock.clone())
+        .start()
+        .unwrap();
+    let mac = hsm.key(KeyRef::new("bank-mac", Mechanism::HmacSha256).unwrap());
+    assert_eq!(mac.generate(MESSAGE).unwrap(), tag(&v1));
+    assert_eq!(
+        admin::import_secret(&admin, "bank-mac", Mechanism::HmacSha256, &v2).unwrap(),
+        "bank-mac-v2"
+    );
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(mac.generate(MESSAGE).unwrap(), tag(&v2), "new MACs use v2");
+    mac.verify(MESSAGE, &tag(&v1))
+        .expect("v1 verifies during the overlap");
+    drop(mac);
+    drop(hsm);
+
+    admin::destroy_key(&admin, "bank-mac-v1").unwrap();
+    let labels: Vec<_> = admin::list_keys(&admin)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.label)
+        .collect();
+    assert_eq!(labels, ["bank-mac-v2"]);
+    assert_err(admin::destroy_key(&admin, "bank-mac-v1"), |e| {
+        matches!(e, HsmError::KeyNotFound { .. })
+    });
+    assert_err(admin::destroy_key(&admin, "bank-mac"), |e| {
+        matches!(e, HsmError::InvalidInput { .. })
+    });
+    assert_eq!(
+        admin::import_secret(&admin, "bank-mac", Mechanism::HmacSha256, &v1).unwrap(),
+        "bank-mac-v3"
+    );
+    // A key pair goes whole: private and public objects of the version.
+    admin::generate(&admin, "sign-ec", Mechanism::EcdsaP256Sha256).unwrap();
+    admin::destroy_key(&admin, "sign-ec-v1").unwrap();
+    assert!(admin::list_keys(&admin)
+        .unwrap()
+        .iter()
+        .all(|k| k.label != "sign-ec-v1"));
+}
+
+/// Wrong lengths, signature mechanisms, versioned labels and a label that
+/// holds another kind of key are refused, with messages that name the
+/// problem and never the key bytes; nothing is created.
+#[test]
+fn import_refuses_what_it_cannot_use() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    let secret = |n: usize| vec![0xa7; n];
+    let reason = |e: &HsmError| e.to_string();
+    for (mechanism, len, expected) in [
+        (
+            Mechanism::HmacSha256,
+            20,
+            "20 bytes, HMAC-SHA256 keys need at least 32",
+        ),
+        (
+            Mechanism::HmacSha256,
+            0,
+            "0 bytes, HMAC-SHA256 keys need at least 32",
+        ),
+        (
+            Mechanism::HmacSha256,
+            257,
+            "257 bytes, HMAC-SHA256 keys are at most 256",
+        ),
+        (
+            Mechanism::AesCmac,
+            15,
+            "15 bytes, AES-CMAC keys are 16, 24 or 32",
+        ),
+        (
+            Mechanism::AesCmac,
+            33,
+            "33 bytes, AES-CMAC keys are 16, 24 or 32",
+        ),
+    ] {
+        let e = assert_err(
+            admin::import_secret(&admin, "bad", mechanism, &secret(len)),
+            |e| matches!(e, HsmError::InvalidInput { .. }),
+        );
+        let shown = reason(&e);
+        assert!(shown.contains(expected), "{shown}");
+        assert!(
+            !shown.to_lowercase().contains("a7a7"),
+            "key bytes in {shown}"
+        );
+    }
+    for mechanism in [
+        Mechanism::EcdsaP256Sha256,
+        Mechanism::RsaPssSha256,
+        Mechanism::Ed25519,
+    ] {
+        let e = assert_err(
+            admin::import_secret(&admin, "bad", mechanism, &secret(32)),
+            |e| matches!(e, HsmError::UnsupportedMechanism { .. }),
+        );
+        assert!(reason(&e).contains("only MAC keys"), "{mechanism}");
+    }
+    assert_err(
+        admin::import_secret(&admin, "bad-v1", Mechanism::HmacSha256, &secret(32)),
+        |e| matches!(e, HsmError::InvalidInput { .. }),
+    );
+    // A new version must be of the same kind as the newest.
+    admin::import_secret(&admin, "kind", Mechanism::HmacSha256, &secret(32)).unwrap();
+    let e = assert_err(
+        admin::import_secret(&admin, "kind", Mechanism::AesCmac, &secret(16)),
+        |e| matches!(e, HsmError::InvalidInput { .. }),
+    );
+    assert!(
+        reason(&e).contains("`kind-v1` is a CKK_GENERIC_SECRET key"),
+        "{e}"
+    );
+    admin::generate(&admin, "signer", Mechanism::EcdsaP256Sha256).unwrap();
+    let e = assert_err(
+        admin::import_secret(&admin, "signer", Mechanism::HmacSha256, &secret(32)),
+        |e| matches!(e, HsmError::InvalidInput { .. }),
+    );
+    assert!(reason(&e).contains("not a secret key"), "{e}");
+    let labels: Vec<_> = admin::list_keys(&admin)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.label)
+        .collect();
+    assert_eq!(
+        labels,
+        ["kind-v1", "signer-v1", "signer-v1"],
+        "nothing else created"
+    );
+}
+
+/// `fps-hsm import`: the key file's hex (whitespace around it allowed)
+/// becomes the next version; bad input exits 2 with the option named,
+/// before the PIN is even read, and without the key in the output.
+#[test]
+fn fps_hsm_import_command() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let key_file = token.dir().join("bank.hmac.hex");
+    let import = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fps-hsm"))
+            .args(["--module", token.module.to_str().unwrap()])
+            .args(["--token", TOKEN])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let secret = test_secret("cli");
+    let secret_hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&key_file, format!("\n  {secret_hex}\n\n")).unwrap();
+    let file = key_file.to_str().unwrap();
+    for expected in ["cli-mac-v1", "cli-mac-v2"] {
+        let out = import(&[
+            "--pin-env",
+            PIN_ENV,
+            "import",
+            "--label",
+            "cli-mac",
+            "--mechanism",
+            "hmac_sha256",
+            "--key-file",
+            file,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(expected), "{stdout}");
+        assert!(!stdout.contains(&secret_hex[..16]), "{stdout}");
+    }
+    let hsm = Hsm::builder(token.config()).start().unwrap();
+    let mac = hsm.key(KeyRef::new("cli-mac", Mechanism::HmacSha256).unwrap());
+    assert_eq!(
+        mac.generate(MESSAGE).unwrap(),
+        SoftKey::hmac_sha256(&secret).unwrap().mac(MESSAGE).unwrap()
+    );
+    drop(mac);
+    drop(hsm);
+
+    // Bad input: exit 2, the option named, checked before the PIN (whose
+    // variable is not even set here).
+    let short_file = token.dir().join("short.hex");
+    std::fs::write(&short_file, &secret_hex[..40]).unwrap();
+    let not_hex = token.dir().join("not.hex");
+    std::fs::write(&not_hex, format!("{}zz", &secret_hex[..62])).unwrap();
+    let aes_file = token.dir().join("aes.hex");
+    std::fs::write(&aes_file, &secret_hex[..30]).unwrap();
+    let missing = token.dir().join("missing.hex");
+    for (mechanism, key_file, label, expected) in [
+        (
+            "hmac_sha256",
+            short_file.as_path(),
+            "cli-mac",
+            "--key-file: 20 bytes, HMAC-SHA256 keys need at least 32",
+        ),
+        (
+            "hmac_sha256",
+            not_hex.as_path(),
+            "cli-mac",
+            "--key-file: not hex",
+        ),
+        (
+            "aes_cmac",
+            aes_file.as_path(),
+            "cli-aes",
+            "--key-file: 15 bytes, AES-CMAC keys are 16, 24 or 32",
+        ),
+        (
+            "hmac_sha256",
+            missing.as_path(),
+            "cli-mac",
+            "--key-file: cannot read",
+        ),
+        (
+            "ecdsa_p256_sha256",
+            key_file.as_path(),
+            "cli-mac",
+            "--mechanism: `ecdsa_p256_sha256` cannot be imported",
+        ),
+        (
+            "des3",
+            key_file.as_path(),
+            "cli-mac",
+            "--mechanism: `des3` cannot be imported",
+        ),
+        (
+            "hmac_sha256",
+            key_file.as_path(),
+            "cli-mac-v3",
+            "--label: key label `cli-mac-v3` must not carry a version suffix",
+        ),
+    ] {
+        let out = import(&[
+            "--pin-env",
+            "FPS_HSM_TEST_UNSET_PIN",
+            "import",
+            "--label",
+            label,
+            "--mechanism",
+            mechanism,
+            "--key-file",
+            key_file.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{expected}: {stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+        assert!(!stderr.contains(&secret_hex[..16]), "key bytes in {stderr}");
+    }
+    // A label holding another kind of key: found at the token, still exit 2.
+    let aes_ok = token.dir().join("aes-ok.hex");
+    std::fs::write(&aes_ok, &secret_hex[..32]).unwrap();
+    let out = import(&[
+        "--pin-env",
+        PIN_ENV,
+        "import",
+        "--label",
+        "cli-mac",
+        "--mechanism",
+        "aes-cmac",
+        "--key-file",
+        aes_ok.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--label: `cli-mac-v2` is a CKK_GENERIC_SECRET key"),
+        "{stderr}"
+    );
+    // A good key with the PIN missing: not an input problem, exit 1.
+    let out = import(&[
+        "--pin-env",
+        "FPS_HSM_TEST_UNSET_PIN",
+        "import",
+        "--label",
+        "cli-mac",
+        "--mechanism",
+        "hmac_sha256",
+        "--key-file",
+        file,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("FPS_HSM_TEST_UNSET_PIN"), "{stderr}");
+}

@@ -196,3 +196,173 @@ async fn frames_flow_through_haproxy_and_back_in_plaintext() {
 async fn frames_flow_through_haproxy_and_back_over_tls() {
     relay_round_trip("tls", true).await;
 }
+
+/// SoftHSM2's usual module paths (as `compare-relay` looks for it).
+const SOFTHSM2_MODULES: [&str; 4] = [
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+
+/// The development token of `scripts/softhsm-init` (`SOFTHSM2_CONF`, or
+/// target/softhsm), or `None` with the reason printed: a failure under
+/// `FPS_REQUIRE_HSM=1` (scripts/test).
+fn dev_token_or_skip(test: &str) -> Option<(PathBuf, String)> {
+    let found = (|| {
+        let module = std::env::var_os("FPS_HSM_MODULE")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(SOFTHSM2_MODULES.iter().map(PathBuf::from))
+            .find(|p| p.is_file())
+            .ok_or("SoftHSM2 is not installed")?;
+        // Set before any HSM use (SoftHSM2 reads it at C_Initialize); this
+        // binary's only HSM test, so no other thread reads it meanwhile.
+        if std::env::var_os("SOFTHSM2_CONF").is_none() {
+            let conf =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/softhsm/softhsm2.conf");
+            if !conf.is_file() {
+                return Err("SOFTHSM2_CONF is unset and target/softhsm has no token");
+            }
+            std::env::set_var("SOFTHSM2_CONF", conf);
+        }
+        if std::env::var_os("FPS_HSM_PIN").is_none() {
+            std::env::set_var("FPS_HSM_PIN", "1234");
+        }
+        let token = std::env::var("FPS_HSM_TOKEN").unwrap_or_else(|_| "fps-switch".into());
+        Ok((module, token))
+    })();
+    match found {
+        Ok(t) => Some(t),
+        Err(why) => {
+            let require = std::env::var("FPS_REQUIRE_HSM").is_ok_and(|v| v == "1");
+            assert!(!require, "{test}: FPS_REQUIRE_HSM=1 but {why}");
+            eprintln!("{test}: SKIPPED: {why} (run scripts/softhsm-init)");
+            None
+        }
+    }
+}
+
+/// `--mac`'s key: made per run, in the token (sensitive, not extractable,
+/// MACing as the simulator's key file does) and in a private key file;
+/// both gone once the key is dropped. A run that cannot start (wrong PIN)
+/// leaves nothing behind.
+#[tokio::test]
+async fn the_mac_runs_key_lives_exactly_as_long_as_the_run() {
+    use fps_hsm::pkcs11::TokenSession;
+    use fps_hsm::software::{decode_hex, SoftKey};
+    use fps_hsm::{admin, Pin, PinSource};
+    use fps_loadtest::relay::mac::{self, MacMechanism, MacPlan};
+
+    let Some((module, token)) =
+        dev_token_or_skip("the_mac_runs_key_lives_exactly_as_long_as_the_run")
+    else {
+        return;
+    };
+    let labels = || {
+        let pin = Pin::new(std::env::var("FPS_HSM_PIN").unwrap());
+        let session = TokenSession::open(&module, &token, &pin).unwrap();
+        admin::list_keys(&session).unwrap()
+    };
+    // Run keys of this process only: other runs may share the token.
+    let ours = format!("-{}-", std::process::id());
+    let leftovers = || -> Vec<PathBuf> {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("fps-relay-mac-") && n.contains(&ours))
+            })
+            .collect()
+    };
+    for (mechanism, bytes, suffix) in [
+        (MacMechanism::HmacSha256, 32, "hmac.hex"),
+        (MacMechanism::AesCmac, 16, "cmac.hex"),
+    ] {
+        let plan = MacPlan {
+            mechanism,
+            module: module.clone(),
+            token: token.clone(),
+            pin: PinSource::Env("FPS_HSM_PIN".into()),
+            softhsm2_conf: std::env::var_os("SOFTHSM2_CONF").map(PathBuf::from),
+        };
+        let key = mac::preflight(&plan).await.unwrap();
+        let run = key.run().clone();
+        let prefix = format!("{}-{}{ours}", mac::RUN_KEY_PREFIX, mechanism.as_str());
+        assert!(run.label.starts_with(&prefix), "{}", run.label);
+        let full = format!("{}-v1", run.label);
+
+        // The token holds it protected ...
+        let listed = labels();
+        let info = listed
+            .iter()
+            .find(|k| k.label == full)
+            .unwrap_or_else(|| panic!("{full} not in {listed:?}"));
+        assert_eq!(info.class, "secret");
+        assert_eq!(
+            (info.sensitive, info.extractable, info.private),
+            (Some(true), Some(false), Some(true))
+        );
+        // ... and the simulator's key directory holds the same bytes,
+        // readable by us only.
+        let files: Vec<_> = std::fs::read_dir(&run.key_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(files, [format!("{full}.{suffix}")]);
+        let file = run.key_dir.join(&files[0]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&run.key_dir), 0o700);
+            assert_eq!(mode(&file), 0o600);
+        }
+        let secret = decode_hex(std::fs::read_to_string(&file).unwrap().trim()).unwrap();
+        assert_eq!(secret.len(), bytes);
+        let soft = match mechanism {
+            MacMechanism::HmacSha256 => SoftKey::hmac_sha256(&secret),
+            MacMechanism::AesCmac => SoftKey::aes_cmac(&secret),
+        }
+        .unwrap();
+        let mut config = fps_hsm::HsmConfig::pkcs11(&module, &token, plan.pin.clone());
+        config.threads = 1;
+        let hsm = fps_hsm::Hsm::builder(config).start().unwrap();
+        let tag = hsm
+            .mac(&run.key(), bytes::Bytes::from_static(b"0200 probe"))
+            .await
+            .unwrap();
+        assert_eq!(
+            tag,
+            soft.mac(b"0200 probe").unwrap(),
+            "token and file agree"
+        );
+        drop(hsm);
+
+        drop(key);
+        assert!(
+            labels().iter().all(|k| k.label != full),
+            "{full} left in the token"
+        );
+        assert!(!run.key_dir.exists(), "{} left", run.key_dir.display());
+    }
+
+    // A wrong PIN: named, and nothing made.
+    let pin_file = std::env::temp_dir().join(format!("fps-relay-test-pin-{}", std::process::id()));
+    std::fs::write(&pin_file, "0000\n").unwrap();
+    let plan = MacPlan {
+        mechanism: MacMechanism::HmacSha256,
+        module: module.clone(),
+        token: token.clone(),
+        pin: PinSource::File(pin_file.clone()),
+        softhsm2_conf: None,
+    };
+    let e = format!("{:#}", mac::preflight(&plan).await.unwrap_err());
+    let _ = std::fs::remove_file(&pin_file);
+    assert!(e.contains("wrong user PIN"), "{e}");
+    assert!(e.contains("scripts/softhsm-init"), "{e}");
+    assert_eq!(leftovers(), Vec::<PathBuf>::new());
+    assert!(labels().iter().all(|k| !k.label.contains(&ours)));
+}

@@ -1,17 +1,31 @@
-//! `fps-hsm`: list, generate and rotate keys in the switch's PKCS#11 token.
-//! A thin shell over [`fps_hsm::admin`]; `fps-switch hsm` calls the same
-//! functions. The PIN is read from an environment variable or a file, never
-//! from the command line.
+//! `fps-hsm`: list, generate, rotate and import keys in the switch's
+//! PKCS#11 token. A thin shell over [`fps_hsm::admin`]. The PIN is read
+//! from an environment variable or a file, never from the command line;
+//! imported key material from a file, never from the command line either.
+//!
+//! Exit status: 0 on success, 2 when the input is wrong (a usage error, or
+//! an `import` key file or label that cannot be used), 1 on any other
+//! failure (module, token, PIN, token refusal).
 
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use fps_hsm::pkcs11::{init_token, TokenSession};
 use fps_hsm::{admin, HsmError, Mechanism, Pin, PinSource};
+use zeroize::Zeroizing;
 
 /// Where Debian/Ubuntu install SoftHSM2's module.
 const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// Largest `--key-file` read: a hex key of the longest accepted HMAC key,
+/// with generous room for whitespace.
+const MAX_KEY_FILE_BYTES: u64 = 4 * admin::MAX_HMAC_KEY_BYTES as u64;
+/// Exit status for input the command cannot use (as clap's usage errors).
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit status for any other failure.
+const EXIT_FAILED: u8 = 1;
 
 #[derive(Debug, Parser)]
 #[command(name = "fps-hsm", about = "Manage fps-switch keys in a PKCS#11 token")]
@@ -59,6 +73,20 @@ enum Command {
         #[arg(long)]
         label: String,
     },
+    /// Import a MAC key a bank provides as the next version of a label
+    /// (`-v1` if none exists): sensitive, never extractable.
+    Import {
+        /// Base label (the token object is `<label>-vN`).
+        #[arg(long)]
+        label: String,
+        /// hmac_sha256 | aes_cmac
+        #[arg(long)]
+        mechanism: String,
+        /// File holding the key as hex (whitespace around it ignored), as
+        /// the danger_software backend's `.hmac.hex` / `.cmac.hex` files.
+        #[arg(long)]
+        key_file: PathBuf,
+    },
     /// Initialise a token with this label in a free slot and set the user
     /// PIN (no-op if it exists). SO PIN from $FPS_HSM_SO_PIN.
     InitToken {
@@ -68,8 +96,35 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Input the command cannot use: exits with [`EXIT_BAD_INPUT`].
+#[derive(Debug)]
+struct BadInput(String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // One line for input to fix; otherwise the report a
+        // `fn main() -> anyhow::Result<()>` gives (causes, backtrace).
+        Err(e) if e.is::<BadInput>() => {
+            eprintln!("Error: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let module = cli
         .module
         .clone()
@@ -80,20 +135,22 @@ fn main() -> Result<()> {
         .clone()
         .or_else(|| std::env::var("FPS_HSM_TOKEN").ok())
         .unwrap_or_else(|| "fps-switch".to_owned());
-    let pin = match &cli.pin_file {
+    let pin_source = match &cli.pin_file {
         Some(path) => PinSource::File(path.clone()),
         None => PinSource::Env(cli.pin_env.clone()),
-    }
-    .read()?;
+    };
+    // Read when a command needs it (`import` checks its input first).
+    let pin = || pin_source.read();
 
     match cli.command {
         Command::InitToken { so_pin_env } => {
+            let user_pin = pin()?;
             let so_pin = PinSource::Env(so_pin_env).read()?;
-            init_token(&module, &token, &so_pin, &pin)?;
+            init_token(&module, &token, &so_pin, &user_pin)?;
             println!("token `{token}` ready");
         }
         Command::List => {
-            let session = open(&module, &token, &pin)?;
+            let session = open(&module, &token, &pin()?)?;
             println!(
                 "{:<32} {:<8} {:<18} {:<9} {:<11} {:<7}",
                 "LABEL", "CLASS", "TYPE", "SENSITIVE", "EXTRACTABLE", "PRIVATE"
@@ -117,7 +174,7 @@ fn main() -> Result<()> {
             if_missing,
         } => {
             let mechanism = parse_kind(&kind)?;
-            let session = open(&module, &token, &pin)?;
+            let session = open(&module, &token, &pin()?)?;
             match admin::generate(&session, &label, mechanism) {
                 Ok(full) => println!("generated {full} ({mechanism})"),
                 Err(HsmError::KeyExists { label: existing }) if if_missing => {
@@ -127,12 +184,78 @@ fn main() -> Result<()> {
             }
         }
         Command::Rotate { label } => {
-            let session = open(&module, &token, &pin)?;
+            let session = open(&module, &token, &pin()?)?;
             let full = admin::rotate(&session, &label)?;
             println!("generated {full}; running switches use it after their next key re-scan");
         }
+        Command::Import {
+            label,
+            mechanism,
+            key_file,
+        } => {
+            let (mechanism, key) = import_input(&label, &mechanism, &key_file)?;
+            let session = open(&module, &token, &pin()?)?;
+            let full = match admin::import_secret(&session, &label, mechanism, &key) {
+                Ok(full) => full,
+                // Input is checked above; what the token adds is about the
+                // label (a key of another kind, the last version).
+                Err(e @ HsmError::InvalidInput { .. }) => {
+                    return Err(BadInput(format!("--label: {}", reason(e))).into())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            println!("imported {full} ({mechanism}); running switches use it after their next key re-scan");
+        }
     }
     Ok(())
+}
+
+/// The mechanism and key bytes of `import`, every problem named by its
+/// option. The messages carry lengths, never key bytes.
+fn import_input(
+    label: &str,
+    mechanism: &str,
+    key_file: &Path,
+) -> Result<(Mechanism, Zeroizing<Vec<u8>>)> {
+    let bad = |what: String| anyhow::Error::new(BadInput(what));
+    fps_hsm::config::check_base_label(label).map_err(|e| bad(format!("--label: {}", reason(e))))?;
+    let mechanism = match Mechanism::from_name(&mechanism.replace('-', "_")) {
+        Some(m) if m.is_mac() => m,
+        _ => {
+            return Err(bad(format!(
+                "--mechanism: `{mechanism}` cannot be imported; use hmac_sha256 or aes_cmac"
+            )))
+        }
+    };
+    let file = key_file.display();
+    let cannot_read = |e: std::io::Error| bad(format!("--key-file: cannot read {file}: {e}"));
+    // Bounded read: one byte past the limit tells a file that is too big.
+    // Room for all of it up front, so no reallocation leaves a copy behind.
+    let mut text = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_BYTES as usize + 1));
+    std::fs::File::open(key_file)
+        .and_then(|f| f.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut text))
+        .map_err(cannot_read)?;
+    if text.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(bad(format!(
+            "--key-file: {file} is longer than a hex MAC key can be ({MAX_KEY_FILE_BYTES} bytes at most)"
+        )));
+    }
+    let key = std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| fps_hsm::software::decode_hex(t.trim()))
+        .map(Zeroizing::new)
+        .ok_or_else(|| bad("--key-file: not hex".to_owned()))?;
+    admin::check_secret_len(mechanism, key.len())
+        .map_err(|e| bad(format!("--key-file: {}", reason(e))))?;
+    Ok((mechanism, key))
+}
+
+/// The reason of an input error, without the variant's prefix.
+fn reason(e: HsmError) -> String {
+    match e {
+        HsmError::InvalidInput { reason } => reason,
+        other => other.to_string(),
+    }
 }
 
 fn open(module: &std::path::Path, token: &str, pin: &Pin) -> Result<TokenSession> {

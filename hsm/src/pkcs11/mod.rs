@@ -19,7 +19,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 
 pub(crate) use keys::{
-    der_octet_string, find_key, key_type_of, map_error, mechanism_for, object_class,
+    der_octet_string, find_key, key_type_fits, key_type_of, map_error, mechanism_for, object_class,
     protected_key_attributes, public_key_attributes, strip_octet_string, versions, ED25519_PARAMS,
     P256_PARAMS,
 };

@@ -100,19 +100,20 @@ pub struct CompareRelayArgs {
     pub switch_journal: JournalArg,
     /// Also measure the switch with a MAC on every bank 003 message, both
     /// directions (issue 6: >= 0.6x its rate without): `hmac`
-    /// (HMAC-SHA256, key mac-hmac) or `cmac` (AES-CMAC, key mac-cmac). The
-    /// switch MACs and checks through its [hsm] pool, the simulator checks
-    /// and MACs through its own, both in the SoftHSM2 token of
-    /// scripts/softhsm-init: SOFTHSM2_CONF (target/softhsm/softhsm2.conf)
-    /// and the PIN must be in the environment (scripts/compare-relay sets
-    /// both).
+    /// (HMAC-SHA256) or `cmac` (AES-CMAC), with a random key made for the
+    /// run and removed after it. The switch MACs and checks through its
+    /// [hsm] pool in the SoftHSM2 token of scripts/softhsm-init, where the
+    /// key is imported; the simulator checks and MACs in software with the
+    /// same key, so the load core is not spent on SoftHSM2. SOFTHSM2_CONF
+    /// (target/softhsm/softhsm2.conf) and the PIN must be in the
+    /// environment (scripts/compare-relay sets both).
     #[arg(long, value_enum, default_value_t = MacArg::Off)]
     pub mac: MacArg,
-    /// PKCS#11 module holding the MAC key (default: $FPS_HSM_MODULE, else
-    /// SoftHSM2's usual paths).
+    /// PKCS#11 module of the switch's MAC key (default: $FPS_HSM_MODULE,
+    /// else SoftHSM2's usual paths).
     #[arg(long)]
     pub hsm_module: Option<PathBuf>,
-    /// Label of the token holding the MAC key (default: $FPS_HSM_TOKEN, else fps-switch).
+    /// Label of the token the run's MAC key goes into (default: $FPS_HSM_TOKEN, else fps-switch).
     #[arg(long)]
     pub hsm_token: Option<String>,
     /// Environment variable holding the token's user PIN (this process and
@@ -150,9 +151,9 @@ pub enum TransportArg {
 pub enum MacArg {
     /// No MAC run.
     Off,
-    /// HMAC-SHA256 (key mac-hmac), as bank 003 of the dev configs.
+    /// HMAC-SHA256 (a 32-byte key), as bank 003 of the dev configs.
     Hmac,
-    /// AES-CMAC (key mac-cmac), as bank 004 of the dev configs.
+    /// AES-CMAC (an AES-128 key), as bank 004 of the dev configs.
     Cmac,
 }
 

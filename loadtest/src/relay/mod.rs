@@ -21,12 +21,14 @@
 //! (`--switch-journal batch` puts it back).
 //!
 //! With `--mac hmac` (or `cmac`) a second switch runs beside the first,
-//! with bank 003's messages MACed in both directions through SoftHSM2 on
-//! both sides (the switch's `[hsm]` pool, the simulator's own, which
-//! checks each request and MACs each answer): its maximum is searched
-//! right after the plain switch's, in the same way, and reported as
-//! `mac_ratio = switch_mac_tps / switch_tps` (issue 6: >= 0.6), with its
-//! p99 at the same fixed rate. See [`mac`].
+//! with bank 003's messages MACed in both directions: the switch MACs each
+//! request and checks each answer through SoftHSM2 (its PKCS#11 `[hsm]`
+//! pool), a second simulator checks each request and MACs each answer in
+//! software with the same key (made for the run and removed after it), so
+//! the load generator's core it shares is not spent on SoftHSM2. Its
+//! maximum is searched right after the plain switch's, in the same way,
+//! and reported as `mac_ratio = switch_mac_tps / switch_tps` (issue 6:
+//! >= 0.6), with its p99 at the same fixed rate. See [`mac`].
 //!
 //! Entry point: [`main`] (`compare-relay` options: [`CompareRelayArgs`]).
 //! Modules: [`search`] (sans-I/O), [`haproxy`] and [`switch`] (configs and
@@ -51,7 +53,7 @@ use crate::banksim::{BankSim, SimConfig};
 use crate::load;
 use crate::report::Report;
 pub use cli::{main, CompareRelayArgs, JournalArg, MacArg, TransportArg};
-use mac::{HsmUser, MacPlan};
+use mac::{HsmUser, MacPlan, MacRun};
 use output::{Comparison, MacAuthFailures, Settings, Step, SystemResult, TransportResult};
 use process::{CpuMeter, Machine, Supervised};
 use search::{RateSearch, SearchConfig};
@@ -134,7 +136,8 @@ pub struct ComparePlan {
     pub pinning: Option<Pinning>,
     /// The switch's journal.
     pub journal: switch::Journal,
-    /// `Some`: also measure the switch with this MAC on bank 003.
+    /// `Some`: also measure the switch with this MAC on bank 003 (a key
+    /// of its own is made for the run, see [`mac::preflight`]).
     pub mac: Option<MacPlan>,
     /// Soft bound on the whole comparison: searches are cut short to fit.
     pub budget: Duration,
@@ -146,7 +149,8 @@ pub struct ComparePlan {
 }
 
 /// Run the comparison. The processes it starts are stopped on every path
-/// (killed when an error unwinds past them).
+/// (killed when an error unwinds past them, or on SIGINT / SIGTERM), and
+/// the MAC run's key is destroyed after them.
 pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
     plan.search.validate().map_err(anyhow::Error::msg)?;
     if plan.transports.is_empty() {
@@ -155,11 +159,13 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
     if plan.step.is_zero() || plan.fixed.is_zero() {
         bail!("--step-ms and --fixed-ms must be positive");
     }
-    if let Some(m) = &plan.mac {
-        // Before anything starts: a missing token or key is named now,
-        // not as a switch that fails to start minutes later.
-        mac::preflight(m).await?;
-    }
+    // Before anything starts: a missing token or PIN is named now, not as
+    // a switch that fails to start minutes later. Held to the end: its
+    // drop destroys the run's key, once every process using it is gone.
+    let mac_key = match &plan.mac {
+        Some(m) => Some(mac::preflight(m).await?),
+        None => None,
+    };
     let machine = Machine::probe(&plan.haproxy_bin);
     if let Some(p) = plan.pinning {
         for core in [p.system_core, p.load_core] {
@@ -180,7 +186,14 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
         ),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = compare_in(plan, machine, &dir).await;
+    let mac_run = mac_key.as_ref().map(mac::RunKey::run);
+    // On a signal the comparison is dropped: its processes are killed and
+    // the key is removed below, instead of the signal ending us first.
+    let result = tokio::select! {
+        r = compare_in(plan, mac_run, machine, &dir) => r,
+        signal = interrupted() => Err(anyhow::anyhow!("{signal}: comparison stopped")),
+    };
+    drop(mac_key);
     match &result {
         Ok(_) if temporary => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -191,8 +204,34 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
     result
 }
 
+/// SIGINT or SIGTERM arrived (its name); never, if they cannot be caught.
+async fn interrupted() -> &'static str {
+    let int = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = int => "SIGINT",
+        _ = term => "SIGTERM",
+    }
+}
+
 async fn compare_in(
     plan: &ComparePlan,
+    mac: Option<&MacRun>,
     machine: Machine,
     dir: &Path,
 ) -> anyhow::Result<Comparison> {
@@ -206,7 +245,7 @@ async fn compare_in(
     })?;
     let mut comparison = Comparison {
         machine,
-        settings: settings(plan),
+        settings: settings(plan, mac),
         plaintext: None,
         tls: None,
         elapsed_s: 0.0,
@@ -218,7 +257,7 @@ async fn compare_in(
         };
         let sub = dir.join(transport.as_str());
         std::fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
-        let r = compare_transport(plan, transport, &pki, &sub, left).await?;
+        let r = compare_transport(plan, mac, transport, &pki, &sub, left).await?;
         match transport {
             Transport::Plaintext => comparison.plaintext = Some(r),
             Transport::Tls => comparison.tls = Some(r),
@@ -267,6 +306,7 @@ impl System {
 
 async fn compare_transport(
     plan: &ComparePlan,
+    mac: Option<&MacRun>,
     transport: Transport,
     pki_dir: &Path,
     dir: &Path,
@@ -285,8 +325,9 @@ async fn compare_transport(
     let sim_task = tokio::spawn(sim.run(async move {
         let _ = sim_stopped.await;
     }));
-    // With --mac, a second one whose bank 003 checks and makes MACs.
-    let mac_sim = match &plan.mac {
+    // With --mac, a second one whose bank 003 checks and makes MACs (in
+    // software, with the run's key).
+    let mac_sim = match mac {
         None => None,
         Some(m) => {
             let sim = BankSim::bind(&sim_config(tls.then_some(&pki), Some(m))?)
@@ -321,7 +362,7 @@ async fn compare_transport(
         journal_dir: dir.join("journal"),
         mac: None,
     };
-    let mac_spec = match (&plan.mac, &mac_sim) {
+    let mac_spec = match (mac, &mac_sim) {
         (Some(m), Some((mac_bank, ..))) => Some(switch::SwitchSpec {
             listen: process::free_port()?,
             admin: process::free_port()?,
@@ -687,11 +728,12 @@ async fn run_step(
 
 /// The bank simulator: bank 003, canonical ISO 8583, binary2, answering at
 /// once, mutual TLS when `pki` is given, checking each request's MAC and
-/// MACing each answer when `mac` is. The ledger keeps one record: past
+/// MACing each answer when `mac` is (in software, from the run's key
+/// directory: not on SoftHSM2, see [`mac`]). The ledger keeps one record: past
 /// it answers are decided but not remembered, so its cost and memory stay
 /// flat over the many runs of a comparison (its counts, `auth_failures`
 /// among them, go on).
-fn sim_config(pki: Option<&Pki<'_>>, mac: Option<&MacPlan>) -> anyhow::Result<SimConfig> {
+fn sim_config(pki: Option<&Pki<'_>>, mac: Option<&MacRun>) -> anyhow::Result<SimConfig> {
     let q = |p: PathBuf| toml_string(&p.display().to_string());
     let tls = match pki {
         None => "tls = false\n".to_owned(),
@@ -722,7 +764,7 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-fn settings(plan: &ComparePlan) -> Settings {
+fn settings(plan: &ComparePlan, mac: Option<&MacRun>) -> Settings {
     Settings {
         step_ms: plan.step.as_millis() as u64,
         step_attempts: plan.step_attempts,
@@ -750,7 +792,7 @@ fn settings(plan: &ComparePlan) -> Settings {
             .as_ref()
             .map_or("off", |m| m.mechanism.as_str())
             .to_owned(),
-        mac_setup: plan.mac.as_ref().map(MacPlan::describe),
+        mac_setup: mac.map(MacRun::describe),
     }
 }
 
@@ -781,21 +823,110 @@ mod tests {
 
     #[test]
     fn simulator_configs_with_a_mac_check_and_make_it() {
-        // The simulator's validation wants a module file that exists.
-        let mac = mac::PlanWithModuleFile::new("sim");
+        // The switch's validation (below) wants a module file that exists.
+        let mac = mac::RunWithModuleFile::new("sim");
         let dir = PathBuf::from("/d/pki");
-        let plain = sim_config(None, Some(&mac.plan));
-        let tls = sim_config(Some(&Pki(&dir)), Some(&mac.plan));
+        let plain = sim_config(None, Some(&mac.run));
+        let tls = sim_config(Some(&Pki(&dir)), Some(&mac.run));
         for c in [plain.unwrap(), tls.unwrap()] {
             let hsm = c.hsm.as_ref().unwrap();
-            assert_eq!(hsm.module_path.as_deref(), Some(mac.plan.module.as_path()));
-            assert_eq!(hsm.token_label.as_deref(), Some("fps-switch"));
-            assert_eq!(hsm.module_instances, fps_hsm::ModuleInstances::Shared);
+            assert_eq!(hsm.backend, fps_hsm::Backend::DangerSoftware);
+            assert_eq!(
+                hsm.danger_key_dir.as_deref(),
+                Some(mac.run.key_dir.as_path())
+            );
             let auth = c.banks[0].auth.as_ref().unwrap();
             let key = auth.mac.as_ref().unwrap();
-            assert_eq!(key.label(), "mac-hmac");
+            assert_eq!(key.label(), "relay-mac-hmac-test");
             assert_eq!(key.mechanism(), fps_hsm::Mechanism::HmacSha256);
             assert_eq!(auth.key_uses().len(), 1);
         }
+    }
+
+    /// One run, two sides: the simulated bank MACs in software from the
+    /// run's key directory, the switch through SoftHSM2 (PKCS#11) in the
+    /// token; both name the run's own label, none of the dev keys.
+    #[test]
+    fn the_mac_run_puts_the_bank_in_software_and_the_switch_on_pkcs11() {
+        let mac = mac::RunWithModuleFile::new("sides");
+        let run = &mac.run;
+        let sim = sim_config(None, Some(run)).unwrap();
+        let sim_hsm = sim.hsm.as_ref().unwrap();
+        assert_eq!(sim_hsm.backend, fps_hsm::Backend::DangerSoftware);
+        assert_eq!(
+            sim_hsm.danger_key_dir.as_deref(),
+            Some(run.key_dir.as_path())
+        );
+        assert_eq!(
+            (&sim_hsm.module_path, &sim_hsm.token_label, &sim_hsm.pin_env),
+            (&None, &None, &None),
+            "no SoftHSM2 on the load side"
+        );
+        assert_eq!(sim_hsm.threads, mac::SIM_HSM_THREADS);
+        let sim_key = sim.banks[0].auth.as_ref().unwrap().mac.clone().unwrap();
+
+        let spec = switch::SwitchSpec {
+            listen: "127.0.0.1:7000".parse().unwrap(),
+            admin: "127.0.0.1:7001".parse().unwrap(),
+            bank: "127.0.0.1:7003".parse().unwrap(),
+            links: 4,
+            tls: None,
+            journal: switch::Journal::Never,
+            journal_dir: "/d/j".into(),
+            mac: Some(run.clone()),
+        };
+        let v: toml::Value = toml::from_str(&switch::render(&spec)).unwrap();
+        let switch_hsm: fps_hsm::HsmConfig = v["hsm"].clone().try_into().unwrap();
+        let valid = switch_hsm.validate();
+        assert!(valid.is_ok(), "{valid:?}");
+        assert_eq!(switch_hsm.backend, fps_hsm::Backend::Pkcs11);
+        assert_eq!(
+            switch_hsm.module_path.as_deref(),
+            Some(run.plan.module.as_path())
+        );
+        assert_eq!(switch_hsm.token_label.as_deref(), Some("fps-switch"));
+        assert_eq!(switch_hsm.danger_key_dir, None);
+        assert_eq!(switch_hsm.threads, mac::SWITCH_HSM_THREADS);
+        let switch_label = v["banks"][0]["auth"]["mac"]["label"].as_str();
+        assert_eq!(switch_label, Some(run.label.as_str()));
+        assert_eq!(sim_key.label(), run.label);
+        assert!(run.label.starts_with(mac::RUN_KEY_PREFIX));
+    }
+
+    #[test]
+    fn settings_say_how_the_mac_run_is_set_up() {
+        let mac = mac::RunWithModuleFile::new("settings");
+        let plan = ComparePlan {
+            switch_bin: "/x/fps-switch".into(),
+            haproxy_bin: "/x/haproxy".into(),
+            transports: vec![Transport::Plaintext],
+            search: SearchConfig {
+                start_rate: 2000,
+                min_rate: 100,
+                max_rate: 1_000_000,
+                max_steps: 12,
+                tolerance: 0.1,
+            },
+            step: Duration::from_secs(2),
+            step_attempts: 2,
+            fixed: Duration::from_secs(5),
+            drain: Duration::from_secs(1),
+            settle: Duration::from_secs(2),
+            p99_limit_us: 10_000,
+            connections: 4,
+            pinning: None,
+            journal: switch::Journal::Never,
+            mac: Some(mac.run.plan.clone()),
+            budget: Duration::from_secs(360),
+            work_dir: None,
+            progress: false,
+        };
+        let s = settings(&plan, Some(&mac.run));
+        assert_eq!(s.mac, "hmac");
+        let setup = s.mac_setup.unwrap();
+        assert!(setup.contains("relay-mac-hmac-test"), "{setup}");
+        assert!(setup.contains("danger_software"), "{setup}");
+        let s = settings(&plan, None);
+        assert_eq!(s.mac_setup, None);
     }
 }

@@ -300,7 +300,7 @@ impl Comparison {
         writeln!(f)?;
         writeln!(
             f,
-            "with a MAC on every bank 003 message (--mac {}), both directions, SoftHSM2 on both sides; target mac ratio >= {MAC_RATIO_TARGET}",
+            "with a MAC on every bank 003 message (--mac {}), both directions: the switch through SoftHSM2, the simulated bank in software; target mac ratio >= {MAC_RATIO_TARGET}",
             self.settings.mac
         )?;
         writeln!(

@@ -1,7 +1,8 @@
 //! The switch side of a comparison: a generated config with one bank (the
 //! canonical ISO 8583 bank 003, the same simulator the relay reaches) and
-//! the `fps-switch` binary started on it. With a [`MacPlan`] bank 003's
-//! messages carry a MAC made and checked through the config's `[hsm]`.
+//! the `fps-switch` binary started on it. With a [`MacRun`] bank 003's
+//! messages carry a MAC made and checked through the config's `[hsm]`
+//! (PKCS#11, the run's key in the SoftHSM2 token).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::mac::{HsmUser, MacPlan};
+use super::mac::{HsmUser, MacRun};
 use super::process::{http_get, Supervised};
 
 /// Time the switch has to become ready (links up to the bank).
@@ -59,8 +60,8 @@ pub struct SwitchSpec {
     /// Directory of the journal (when on).
     pub journal_dir: PathBuf,
     /// `Some`: bank 003's requests MACed and its answers checked, with the
-    /// key of this plan through an `[hsm]` section.
-    pub mac: Option<MacPlan>,
+    /// run's key through a PKCS#11 `[hsm]` section.
+    pub mac: Option<MacRun>,
 }
 
 /// TLS files of the switch.
@@ -208,7 +209,7 @@ pub async fn start(
 
 #[cfg(test)]
 mod tests {
-    use super::super::mac::PlanWithModuleFile;
+    use super::super::mac::RunWithModuleFile;
     use super::*;
 
     #[test]
@@ -255,7 +256,7 @@ mod tests {
 
     #[test]
     fn mac_configs_carry_auth_and_hsm() {
-        let mac = PlanWithModuleFile::new("switch");
+        let mac = RunWithModuleFile::new("switch");
         let spec = SwitchSpec {
             listen: "127.0.0.1:7000".parse().unwrap(),
             admin: "127.0.0.1:7001".parse().unwrap(),
@@ -264,7 +265,7 @@ mod tests {
             tls: None,
             journal: Journal::Never,
             journal_dir: "/d/j".into(),
-            mac: Some(mac.plan.clone()),
+            mac: Some(mac.run.clone()),
         };
         let v: toml::Value = toml::from_str(&render(&spec)).unwrap();
         // The switch's own section type, with its own validation.
@@ -273,20 +274,28 @@ mod tests {
         assert!(valid.is_ok(), "{valid:?}");
         let bank = &v["banks"][0];
         assert_eq!(bank["code"].as_str(), Some("003"));
-        assert_eq!(bank["auth"]["mac"]["label"].as_str(), Some("mac-hmac"));
+        // The run's own key, through SoftHSM2 (PKCS#11), not a dev key.
+        assert_eq!(
+            bank["auth"]["mac"]["label"].as_str(),
+            Some("relay-mac-hmac-test")
+        );
         assert_eq!(
             bank["auth"]["mac"]["mechanism"].as_str(),
             Some("hmac_sha256")
         );
         assert_eq!(hsm.backend, fps_hsm::Backend::Pkcs11);
-        assert_eq!(hsm.module_path.as_deref(), Some(mac.plan.module.as_path()));
+        assert_eq!(
+            hsm.module_path.as_deref(),
+            Some(mac.run.plan.module.as_path())
+        );
+        assert_eq!(hsm.danger_key_dir, None);
         assert_eq!(hsm.token_label.as_deref(), Some("fps-switch"));
         assert_eq!(hsm.pin_env.as_deref(), Some("FPS_HSM_PIN"));
         assert_eq!(hsm.module_instances, fps_hsm::ModuleInstances::PerSession);
         assert_eq!(hsm.queue_bound, 4096);
         // The key the switch checks at start is the one the plan names.
         let mac = spec.mac.as_ref().unwrap();
-        assert_eq!(mac.key().label(), "mac-hmac");
+        assert_eq!(mac.key().label(), "relay-mac-hmac-test");
         assert_eq!(v["journal"]["fsync"].as_str(), Some("never"));
     }
 }
