@@ -68,6 +68,10 @@ pub const BANK_DNS: &str = "bank003.fps.test";
 pub const SERVER_DNS: &str = "switch.fps.test";
 /// Length of the warm-up run before each search.
 const WARM_UP: Duration = Duration::from_secs(1);
+/// Longest wait for a system to answer cleanly again after a failed step.
+const RECOVER_LIMIT: Duration = Duration::from_secs(10);
+/// One light-load probe of that wait (and the pause between two).
+const RECOVER_PROBE: Duration = Duration::from_millis(300);
 /// Time a system may take to stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Time reserved for starting and stopping the processes of one transport.
@@ -473,6 +477,8 @@ async fn compare_transport(
         plan.search.min_rate,
     );
     for (sys, res) in systems.iter_mut().zip(results.iter_mut()) {
+        // Its search may have ended on a failed step.
+        recover(plan, sys, fixed_rate.min(plan.search.start_rate)).await?;
         res.fixed = Some(fixed_run(plan, transport, sys, fixed_rate).await?);
         sys.settle(plan.settle).await;
     }
@@ -627,6 +633,7 @@ async fn search_system(
             if passed {
                 break;
             }
+            recover(plan, sys, warm_rate).await?;
         }
         search.record(rate, passed);
     }
@@ -644,6 +651,26 @@ async fn search_system(
         steps,
         fixed: None,
     })
+}
+
+/// After a failed step: wait until the system answers a light load cleanly
+/// again, so that the next step measures its capacity, not the aftermath
+/// of the last one. An overloaded switch opens its circuit breaker to the
+/// bank (timeouts), answers 91 until a half-open probe succeeds, and
+/// without this the next attempt failed on those 91s alone (32,000 of
+/// 32,000 answers at a rate it then passed). Bounded by [`RECOVER_LIMIT`];
+/// a system still failing then is measured as it is.
+async fn recover(plan: &ComparePlan, sys: &mut System, rate: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + RECOVER_LIMIT;
+    while Instant::now() < deadline {
+        let (_, probe) = run_step(plan, sys, rate, RECOVER_PROBE).await?;
+        if probe.passed {
+            break;
+        }
+        tokio::time::sleep(RECOVER_PROBE).await;
+    }
+    sys.settle(plan.settle).await;
+    Ok(())
 }
 
 /// The rate of the fixed-rate runs: half the lower of the maxima, both
@@ -893,10 +920,8 @@ mod tests {
         assert!(run.label.starts_with(mac::RUN_KEY_PREFIX));
     }
 
-    #[test]
-    fn settings_say_how_the_mac_run_is_set_up() {
-        let mac = mac::RunWithModuleFile::new("settings");
-        let plan = ComparePlan {
+    fn test_plan(mac: Option<MacPlan>) -> ComparePlan {
+        ComparePlan {
             switch_bin: "/x/fps-switch".into(),
             haproxy_bin: "/x/haproxy".into(),
             transports: vec![Transport::Plaintext],
@@ -916,11 +941,17 @@ mod tests {
             connections: 4,
             pinning: None,
             journal: switch::Journal::Never,
-            mac: Some(mac.run.plan.clone()),
+            mac,
             budget: Duration::from_secs(360),
             work_dir: None,
             progress: false,
-        };
+        }
+    }
+
+    #[test]
+    fn settings_say_how_the_mac_run_is_set_up() {
+        let mac = mac::RunWithModuleFile::new("settings");
+        let plan = test_plan(Some(mac.run.plan.clone()));
         let s = settings(&plan, Some(&mac.run));
         assert_eq!(s.mac, "hmac");
         let setup = s.mac_setup.unwrap();
@@ -928,5 +959,52 @@ mod tests {
         assert!(setup.contains("danger_software"), "{setup}");
         let s = settings(&plan, None);
         assert_eq!(s.mac_setup, None);
+    }
+
+    /// After a failed step the next starts only once the system answers a
+    /// light load cleanly again: here its bank comes up 600 ms after the
+    /// probes begin (connections refused until then).
+    #[tokio::test]
+    async fn recover_waits_until_the_system_answers_cleanly_again() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let target: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut sys = System {
+            name: "direct",
+            target,
+            tls: None,
+            process: None,
+        };
+        let mut plan = test_plan(None);
+        // Answers are what this is about; a debug build under parallel
+        // tests is slow.
+        plan.p99_limit_us = 2_000_000;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let bank = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let mut config = sim_config(None, None).unwrap();
+            config.banks[0].listen = target;
+            let sim = BankSim::bind(&config).await.unwrap();
+            sim.run(async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let started = Instant::now();
+        recover(&plan, &mut sys, 200).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        // It returned on a clean probe, not at its limit.
+        assert!(
+            started.elapsed() < RECOVER_LIMIT / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        let (_, step) = run_step(&plan, &mut sys, 200, RECOVER_PROBE).await.unwrap();
+        assert!(step.passed, "{step:?}");
+        let _ = stop.send(());
+        let _ = bank.await;
     }
 }
