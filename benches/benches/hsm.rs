@@ -39,11 +39,6 @@ use fps_hsm::{
     admin, Hsm, HsmConfig, HsmError, KeyRef, Mechanism, ModuleInstances, Pin, PinSource,
 };
 
-const MODULES: [&str; 3] = [
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-];
 const TOKEN: &str = "fps-bench";
 const PIN: &str = "1234";
 const PIN_ENV: &str = "FPS_HSM_BENCH_PIN";
@@ -80,11 +75,7 @@ struct Bench {
 }
 
 fn setup() -> Option<Bench> {
-    let module = std::env::var_os("FPS_HSM_MODULE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(MODULES.iter().map(PathBuf::from))
-        .find(|p| p.is_file());
+    let module = fps_hsm::pkcs11::default_module().filter(|p| p.is_file());
     let Some(module) = module else {
         eprintln!("!!!!!!!! SKIPPED hsm bench: SoftHSM2 not installed (apt-get install softhsm2) !!!!!!!!");
         return None;

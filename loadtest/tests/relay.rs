@@ -197,24 +197,13 @@ async fn frames_flow_through_haproxy_and_back_over_tls() {
     relay_round_trip("tls", true).await;
 }
 
-/// SoftHSM2's usual module paths (as `compare-relay` looks for it).
-const SOFTHSM2_MODULES: [&str; 4] = [
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-];
-
 /// The development token of `scripts/softhsm-init` (`SOFTHSM2_CONF`, or
 /// target/softhsm), or `None` with the reason printed: a failure under
 /// `FPS_REQUIRE_HSM=1` (scripts/test).
 fn dev_token_or_skip(test: &str) -> Option<(PathBuf, String)> {
     let found = (|| {
-        let module = std::env::var_os("FPS_HSM_MODULE")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain(SOFTHSM2_MODULES.iter().map(PathBuf::from))
-            .find(|p| p.is_file())
+        let module = fps_hsm::pkcs11::default_module()
+            .filter(|p| p.is_file())
             .ok_or("SoftHSM2 is not installed")?;
         // Set before any HSM use (SoftHSM2 reads it at C_Initialize); this
         // binary's only HSM test, so no other thread reads it meanwhile.

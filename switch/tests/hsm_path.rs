@@ -31,13 +31,6 @@ use tokio::net::TcpListener;
 
 // ---------------------------------------------------------------- the token
 
-const MODULE_CANDIDATES: [&str; 4] = [
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-];
-
 /// Test key material: fixed bytes, test only, never a real key.
 const HMAC_SECRET: [u8; 32] = [0x11; 32];
 const CMAC_KEY: [u8; 16] = [0x22; 16];
@@ -68,11 +61,8 @@ fn token() -> Option<Token> {
 }
 
 fn open_token() -> Result<Token, String> {
-    let module = std::env::var_os("FPS_HSM_MODULE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(MODULE_CANDIDATES.iter().map(PathBuf::from))
-        .find(|p| p.is_file())
+    let module = fps_hsm::pkcs11::default_module()
+        .filter(|p| p.is_file())
         .ok_or("SoftHSM2 is not installed")?;
     // SoftHSM2 reads its config at C_Initialize: set before any HSM use.
     if std::env::var_os("SOFTHSM2_CONF").is_none() {

@@ -13,12 +13,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use fps_hsm::pkcs11::{init_token, TokenSession};
+use fps_hsm::pkcs11::{default_module, init_token, TokenSession, SOFTHSM2_MODULES};
 use fps_hsm::{admin, HsmError, Mechanism, Pin, PinSource};
 use zeroize::Zeroizing;
 
-/// Where Debian/Ubuntu install SoftHSM2's module.
-const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// Largest `--key-file` read: a hex key of the longest accepted HMAC key,
 /// with generous room for whitespace.
 const MAX_KEY_FILE_BYTES: u64 = 4 * admin::MAX_HMAC_KEY_BYTES as u64;
@@ -128,8 +126,9 @@ fn run(cli: Cli) -> Result<()> {
     let module = cli
         .module
         .clone()
-        .or_else(|| std::env::var_os("FPS_HSM_MODULE").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE));
+        .or_else(default_module)
+        // Not installed: loading it fails, naming the path.
+        .unwrap_or_else(|| PathBuf::from(SOFTHSM2_MODULES[0]));
     let token = cli
         .token
         .clone()

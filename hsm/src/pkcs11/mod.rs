@@ -11,7 +11,7 @@ mod module;
 mod session;
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cryptoki::error::{Error, RvError};
@@ -27,6 +27,32 @@ pub(crate) use module::Module;
 
 use crate::pool::{Engine, EngineFactory};
 use crate::{HsmConfig, HsmError, ModuleInstances, Pin};
+
+/// Where Debian, Ubuntu and source builds install SoftHSM2's PKCS#11
+/// module, most usual first.
+pub const SOFTHSM2_MODULES: [&str; 4] = [
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+
+/// The first of [`SOFTHSM2_MODULES`] that is installed.
+pub fn installed_softhsm2() -> Option<PathBuf> {
+    SOFTHSM2_MODULES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// The module to use when none is configured: `$FPS_HSM_MODULE` when set
+/// (as given: a wrong path then fails naming it), else the installed
+/// SoftHSM2 module. Tools, tests and benchmarks share this.
+pub fn default_module() -> Option<PathBuf> {
+    std::env::var_os("FPS_HSM_MODULE")
+        .map(PathBuf::from)
+        .or_else(installed_softhsm2)
+}
 
 /// Opens worker sessions on one token.
 pub(crate) struct Pkcs11Factory {

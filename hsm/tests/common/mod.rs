@@ -34,21 +34,10 @@ pub const USER_PIN: &str = "1234";
 pub const PIN_ENV: &str = "FPS_HSM_TEST_PIN";
 const SO_PIN: &str = "5678";
 
-const MODULE_CANDIDATES: [&str; 4] = [
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-];
-
 /// The SoftHSM2 module, or `None` (with a loud message) when it is not
 /// installed. With `FPS_REQUIRE_HSM=1` a missing module fails the test.
 pub fn softhsm_module() -> Option<PathBuf> {
-    let found = std::env::var_os("FPS_HSM_MODULE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(MODULE_CANDIDATES.iter().map(PathBuf::from))
-        .find(|p| p.is_file());
+    let found = fps_hsm::pkcs11::default_module().filter(|p| p.is_file());
     if found.is_none() {
         let require = std::env::var("FPS_REQUIRE_HSM").is_ok_and(|v| v == "1");
         assert!(

@@ -15,14 +15,6 @@ use super::{haproxy, ComparePlan, Pinning, Transport};
 const DEFAULT_BUDGET_S: u64 = 240;
 /// `--budget-s` with `--mac`: a third search per transport.
 const DEFAULT_MAC_BUDGET_S: u64 = 360;
-/// Where SoftHSM2's module is looked for when neither `--hsm-module` nor
-/// `FPS_HSM_MODULE` names it (as scripts/softhsm-init does).
-const SOFTHSM2_MODULES: [&str; 4] = [
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-];
 /// The development token's label (scripts/softhsm-init).
 const DEFAULT_TOKEN: &str = "fps-switch";
 
@@ -262,14 +254,9 @@ fn mac_plan(
         .hsm_module
         .clone()
         .or_else(|| env("FPS_HSM_MODULE").map(PathBuf::from))
-        .or_else(|| {
-            SOFTHSM2_MODULES
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.is_file())
-        })
+        .or_else(fps_hsm::pkcs11::installed_softhsm2)
         // Not there: the preflight check says so, naming --hsm-module.
-        .unwrap_or_else(|| PathBuf::from(SOFTHSM2_MODULES[0]));
+        .unwrap_or_else(|| PathBuf::from(fps_hsm::pkcs11::SOFTHSM2_MODULES[0]));
     let token = a
         .hsm_token
         .clone()
@@ -352,7 +339,7 @@ mod tests {
         let p = mac_plan(&parse(&["--mac", "hmac"]).unwrap(), |_| None).unwrap();
         assert_eq!(p.token, DEFAULT_TOKEN);
         assert_eq!(p.softhsm2_conf, None);
-        assert!(SOFTHSM2_MODULES.contains(&p.module.to_str().unwrap()));
+        assert!(fps_hsm::pkcs11::SOFTHSM2_MODULES.contains(&p.module.to_str().unwrap()));
 
         assert!(parse(&["--mac", "rsa"]).is_err());
     }
