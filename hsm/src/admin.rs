@@ -179,17 +179,23 @@ pub fn rotate(token: &TokenSession, base_label: &str) -> Result<String, HsmError
     Ok(label)
 }
 
-/// Imports known key material under the full `label` (`<base>-vN`) as a
-/// sensitive, non-extractable token object; a private key also gets its
-/// public key object under the same label. For tests and migrations only:
-/// production keys are generated inside the HSM.
-pub fn import(token: &TokenSession, label: &str, key: &SoftKey) -> Result<(), HsmError> {
+/// The base of a full label (`<base>-vN`), checked.
+fn check_versioned_label(label: &str) -> Result<&str, HsmError> {
     let Some((base, _)) = split_version(label) else {
         return Err(HsmError::InvalidInput {
             reason: format!("label `{label}` needs a -vN version suffix"),
         });
     };
     check_base_label(base)?;
+    Ok(base)
+}
+
+/// Imports known key material under the full `label` (`<base>-vN`) as a
+/// sensitive, non-extractable token object; a private key also gets its
+/// public key object under the same label. For tests and migrations only:
+/// production keys are generated inside the HSM.
+pub fn import(token: &TokenSession, label: &str, key: &SoftKey) -> Result<(), HsmError> {
+    check_versioned_label(label)?;
     let session = token.session();
     let store = format!("token `{}`", token.token_label());
     for class in [KeyClass::Secret, KeyClass::Private, KeyClass::Public] {
@@ -381,12 +387,7 @@ pub fn check_secret_len(mechanism: Mechanism, len: usize) -> Result<(), HsmError
 /// version may hold its own working copy until its session ends; delete a
 /// version only once no one uses it (after the rotation overlap).
 pub fn destroy_key(token: &TokenSession, label: &str) -> Result<(), HsmError> {
-    let Some((base, _)) = split_version(label) else {
-        return Err(HsmError::InvalidInput {
-            reason: format!("label `{label}` needs a -vN version suffix"),
-        });
-    };
-    check_base_label(base)?;
+    let base = check_versioned_label(label)?;
     let session = token.session();
     let store = format!("token `{}`", token.token_label());
     let mut handles = Vec::new();
