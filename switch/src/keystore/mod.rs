@@ -104,6 +104,8 @@ pub const READER_THREADS: usize = 2;
 pub const READ_QUEUE_CAPACITY: usize = 4096;
 /// Keys the start-up scan adds to the filter per read transaction.
 const FILTER_SCAN_CHUNK: usize = 65_536;
+/// Failed reads in a row after which the start-up scan gives up.
+const FILTER_SCAN_ATTEMPTS: u32 = 10;
 /// Most lookups one reader serves per wake-up and read transaction.
 pub const MAX_READ_BATCH: usize = 64;
 /// Keys a commit inserts between two offers of the CPU to other threads
@@ -1129,19 +1131,32 @@ fn run_reader(shared: &Shared, requests: &crossbeam::channel::Receiver<ReadReque
 
 /// Adds every key in the file to the filter, a chunk per read transaction
 /// (a long one would keep the writer from reusing pages), then lets it
-/// answer "absent". Keys put meanwhile are added by `put`. On a read error
-/// the filter stays incomplete and every lookup reads the store.
+/// answer "absent". Keys put meanwhile are added by `put`. A failed read
+/// (the file being reopened after a failed commit) is retried with backoff;
+/// after [`FILTER_SCAN_ATTEMPTS`] failures in a row the filter stays
+/// incomplete and every lookup reads the store, as without a filter.
 fn run_filter_scan(shared: &Shared) {
     let started = Instant::now();
     let mut after: Option<Vec<u8>> = None;
     let mut keys = 0u64;
+    let mut failures = 0;
+    let mut backoff = RETRY_BACKOFF_FIRST;
     loop {
         if shared.lock_pending().shutdown {
             return;
         }
         match scan_chunk(shared, after.as_deref(), &mut keys) {
-            Ok(Some(last)) => after = Some(last),
+            Ok(Some(last)) => {
+                after = Some(last);
+                failures = 0;
+            }
             Ok(None) => break,
+            Err(e) if failures + 1 < FILTER_SCAN_ATTEMPTS => {
+                failures += 1;
+                tracing::debug!(error = %e, failures, "key store filter scan failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "key store filter not built: every idempotency lookup reads the store");
                 return;
