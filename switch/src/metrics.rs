@@ -5,7 +5,7 @@
 //! account or proxy id.
 //! Routing `source` and `result` values are fixed words.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -102,6 +102,47 @@ fn builder() -> PrometheusBuilder {
     with_buckets.unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
+/// The counters of one metric whose label values are static strings,
+/// each series registered on its first count and kept. For counts made on
+/// every request: `counter!` with a label builds a key and looks it up in
+/// the registry each time (hashing, and an allocation for an owned label).
+#[derive(Debug)]
+pub(crate) struct CounterSet<const N: usize> {
+    name: &'static str,
+    keys: [&'static str; N],
+    /// Few entries (the label values are a small fixed set): a linear scan.
+    seen: Mutex<Vec<([&'static str; N], metrics::Counter)>>,
+}
+
+impl<const N: usize> CounterSet<N> {
+    /// Counters of `name` labelled `keys`.
+    pub(crate) const fn new(name: &'static str, keys: [&'static str; N]) -> Self {
+        CounterSet {
+            name,
+            keys,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Add one to the series with label values `values`.
+    pub(crate) fn increment(&self, values: [&'static str; N]) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = seen.iter().find(|(v, _)| *v == values) {
+            counter.increment(1);
+            return;
+        }
+        let labels: Vec<metrics::Label> = self
+            .keys
+            .iter()
+            .zip(values)
+            .map(|(k, v)| metrics::Label::from_static_parts(k, v))
+            .collect();
+        let counter = metrics::counter!(self.name, labels);
+        counter.increment(1);
+        seen.push((values, counter));
+    }
+}
+
 /// Install the Prometheus recorder as the process's `metrics` recorder (once
 /// per process: later calls, e.g. several switches in one test binary, share
 /// the first) and return a handle that renders the text exposition.
@@ -190,3 +231,31 @@ pub const BANK_INBOUND_IN_FLIGHT: &str = "fps_switch_bank_inbound_in_flight";
 /// link readers and writers, background loops), read at each scrape: after
 /// load it returns to its idle level, so a leak of tasks shows here.
 pub const RUNTIME_TASKS: &str = "fps_switch_runtime_tasks";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_set_counts_each_series_and_registers_it_once() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let set = CounterSet::new("fps_test_total", ["source", "result"]);
+        metrics::with_local_recorder(&recorder, || {
+            for _ in 0..3 {
+                set.increment(["proxy", "routed"]);
+            }
+            set.increment(["bin", "routed"]);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("fps_test_total{source=\"proxy\",result=\"routed\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fps_test_total{source=\"bin\",result=\"routed\"} 1"),
+            "{text}"
+        );
+        assert_eq!(set.seen.lock().unwrap().len(), 2);
+    }
+}

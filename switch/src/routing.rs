@@ -78,6 +78,12 @@ pub struct Routing {
     clock: Arc<dyn MonotonicClock>,
     /// SplitMix64 state for retry jitter.
     jitter: AtomicU64,
+    /// Breaker state gauge per link, by `LinkId::index` (set twice per
+    /// request: registering it each time cost a label allocation and a
+    /// registry lookup).
+    circuit_gauges: Vec<metrics::Gauge>,
+    /// Routing decisions by `source` and `result`.
+    decisions: m::CounterSet<2>,
 }
 
 /// A route and its admitted first attempt.
@@ -102,6 +108,16 @@ impl Routing {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
+        let links: Vec<LinkId> = health.iter().map(|(l, _)| l).collect();
+        let mut circuit_gauges = Vec::with_capacity(links.len());
+        for link in &links {
+            let name = router.link_name(*link).map_or("unknown", |b| b.as_str());
+            if circuit_gauges.len() <= link.index() {
+                circuit_gauges.resize_with(link.index() + 1, metrics::Gauge::noop);
+            }
+            circuit_gauges[link.index()] =
+                metrics::gauge!(m::CIRCUIT_STATE, "bank" => name.to_owned());
+        }
         let routing = Routing {
             router,
             health: Mutex::new(health),
@@ -109,9 +125,10 @@ impl Routing {
             proxy_path,
             clock,
             jitter: AtomicU64::new(seed),
+            circuit_gauges,
+            decisions: m::CounterSet::new(m::ROUTING, ["source", "result"]),
         };
         routing.install_proxies(proxies);
-        let links: Vec<LinkId> = routing.health().iter().map(|(l, _)| l).collect();
         for link in links {
             routing.publish_state(link, 0);
         }
@@ -149,7 +166,7 @@ impl Routing {
                     RouteError::NoRoute { via, .. } => via.as_str(),
                     _ => "none",
                 };
-                count_route(source, "unknown_destination");
+                self.decisions.increment([source, "unknown_destination"]);
                 return Err(e);
             }
         };
@@ -160,11 +177,11 @@ impl Routing {
         };
         match self.acquire(decision.candidates(), 0) {
             Ok(lease) => {
-                count_route(via, "routed");
+                self.decisions.increment([via, "routed"]);
                 Ok(Routed { decision, lease })
             }
             Err(u) => {
-                count_route(via, "unavailable");
+                self.decisions.increment([via, "unavailable"]);
                 Err(RouteError::Unavailable(u))
             }
         }
@@ -281,13 +298,10 @@ impl Routing {
     }
 
     fn publish_state(&self, link: LinkId, state: u8) {
-        metrics::gauge!(m::CIRCUIT_STATE, "bank" => self.link_name(link).to_owned())
-            .set(f64::from(state));
+        if let Some(gauge) = self.circuit_gauges.get(link.index()) {
+            gauge.set(f64::from(state));
+        }
     }
-}
-
-fn count_route(source: &'static str, result: &'static str) {
-    metrics::counter!(m::ROUTING, "source" => source, "result" => result).increment(1);
 }
 
 /// An admitted attempt that must be settled exactly once: [`settle`]

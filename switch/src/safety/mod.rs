@@ -97,6 +97,8 @@ pub struct Safety {
     canonical: Iso8583Codec,
     /// How long a duplicate waits for its in-flight original.
     wait_limit: Duration,
+    /// Claims by `result`.
+    claims: m::CounterSet<1>,
 }
 
 impl Safety {
@@ -120,6 +122,7 @@ impl Safety {
             canonical: Iso8583Codec::builtin("canonical")
                 .expect("the canonical dialect is built in"),
             wait_limit,
+            claims: m::CounterSet::new(m::IDEMPOTENCY, ["result"]),
         }
     }
 
@@ -156,26 +159,26 @@ impl Safety {
             let rx = match claim {
                 Err(e) => return Admission::Answer(req.response(e.response_code())),
                 Ok((Claim::New(ticket), _)) => {
-                    count("new");
+                    self.claims.increment(["new"]);
                     return self.received(ticket, req);
                 }
                 Ok((Claim::Duplicate(outcome), _)) => {
-                    count("duplicate");
+                    self.claims.increment(["duplicate"]);
                     return Admission::Answer(outcome.answer_for(req));
                 }
                 Ok((Claim::Mismatch, _)) => {
-                    count("mismatch");
+                    self.claims.increment(["mismatch"]);
                     return Admission::Answer(req.response(ResponseCode::DUPLICATE));
                 }
                 Ok((Claim::NeedsLookup(lookup), _)) => {
-                    count("lookup");
+                    self.claims.increment(["lookup"]);
                     match self.lookup(lookup, req).await {
                         Some(a) => return a,
                         None => continue,
                     }
                 }
                 Ok((Claim::InFlight(token), Some(rx))) => {
-                    count("in_flight");
+                    self.claims.increment(["in_flight"]);
                     (token, rx)
                 }
                 Ok((Claim::InFlight(_), None)) => continue,
@@ -454,10 +457,6 @@ impl Safety {
     fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Wake>>> {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-fn count(result: &'static str) {
-    metrics::counter!(m::IDEMPOTENCY, "result" => result).increment(1);
 }
 
 /// Wall-clock milliseconds since the Unix epoch (for retention on disk).
