@@ -1468,4 +1468,34 @@ fn fps_hsm_import_command() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("FPS_HSM_TEST_UNSET_PIN"), "{stderr}");
+
+    // destroy: one version goes, the other stays; a missing version or a
+    // label without one is input the command cannot use (exit 2).
+    let destroy = |label: &str| import(&["--pin-env", PIN_ENV, "destroy", "--label", label]);
+    let out = destroy("cli-mac-v1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("destroyed cli-mac-v1"));
+    let labels: Vec<String> = admin::list_keys(&token.admin())
+        .unwrap()
+        .into_iter()
+        .map(|k| k.label)
+        .collect();
+    assert!(!labels.iter().any(|l| l == "cli-mac-v1"), "{labels:?}");
+    assert!(labels.iter().any(|l| l == "cli-mac-v2"), "{labels:?}");
+    for (label, expected) in [
+        ("cli-mac-v1", "--label:"),
+        (
+            "cli-mac",
+            "--label: label `cli-mac` needs a -vN version suffix",
+        ),
+    ] {
+        let out = destroy(label);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{label}: {stderr}");
+        assert!(stderr.contains(expected), "{label}: {stderr}");
+    }
 }

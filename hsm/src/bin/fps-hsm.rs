@@ -85,6 +85,13 @@ enum Command {
         #[arg(long)]
         key_file: PathBuf,
     },
+    /// Delete one version of a key (`<label>-vN`), every object of it: once
+    /// no one uses it (after a rotation's overlap), or a leftover test key.
+    Destroy {
+        /// Full label with its version (`mac-bank004-v1`).
+        #[arg(long)]
+        label: String,
+    },
     /// Initialise a token with this label in a free slot and set the user
     /// PIN (no-op if it exists). SO PIN from $FPS_HSM_SO_PIN.
     InitToken {
@@ -204,6 +211,16 @@ fn run(cli: Cli) -> Result<()> {
                 Err(e) => return Err(e.into()),
             };
             println!("imported {full} ({mechanism}); running switches use it after their next key re-scan");
+        }
+        Command::Destroy { label } => {
+            let session = open(&module, &token, &pin()?)?;
+            match admin::destroy_key(&session, &label) {
+                Ok(()) => println!("destroyed {label}"),
+                Err(e @ (HsmError::InvalidInput { .. } | HsmError::KeyNotFound { .. })) => {
+                    return Err(BadInput(format!("--label: {}", reason(e))).into())
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())
