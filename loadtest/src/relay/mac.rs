@@ -332,8 +332,7 @@ impl Drop for RunKey {
             if let Err(e) = destroyed {
                 eprintln!(
                     "compare-relay: the run's MAC key `{label}` is still in token `{}`: {e}; \
-                     delete it with: pkcs11-tool --module {} --token-label {} --login \
-                     --delete-object --type secrkey --label {label}",
+                     delete it with: fps-hsm --module {} --token {} destroy --label {label}",
                     plan.token,
                     plan.module.display(),
                     plan.token
