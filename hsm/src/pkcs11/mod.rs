@@ -166,11 +166,22 @@ impl Token {
     fn find(module_path: &Path, label: &str) -> Result<Token, HsmError> {
         let module = Module::open(module_path)?;
         let slot = find_slot(&module, label)?;
-        let offered = module.ctx().get_mechanism_list(slot).map_err(map_error)?;
-        let mechanisms = crate::mechanism::ALL_MECHANISMS
-            .into_iter()
-            .filter(|m| offered.contains(&keys::mechanism_type(*m)))
-            .collect();
+        // Asked one by one rather than listed: cryptoki logs an ERROR line
+        // for each listed mechanism it has no name for (SoftHSM2 offers
+        // several), which every start of the switch printed.
+        let mut mechanisms = HashSet::new();
+        for m in crate::mechanism::ALL_MECHANISMS {
+            match module
+                .ctx()
+                .get_mechanism_info(slot, keys::mechanism_type(m))
+            {
+                Ok(_) => {
+                    mechanisms.insert(m);
+                }
+                Err(Error::Pkcs11(RvError::MechanismInvalid, _)) => {}
+                Err(e) => return Err(map_error(e)),
+            }
+        }
         Ok(Token {
             module,
             slot,
