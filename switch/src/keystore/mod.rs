@@ -1137,40 +1137,50 @@ fn run_reader(shared: &Shared, requests: &crossbeam::channel::Receiver<ReadReque
 /// incomplete and every lookup reads the store, as without a filter.
 fn run_filter_scan(shared: &Shared) {
     let started = Instant::now();
+    match scan_into_filter(shared) {
+        Ok(Some(keys)) => {
+            shared.filter.mark_complete();
+            metrics::gauge!(m::KEYSTORE_FILTER_BYTES).set(shared.filter.bytes() as f64);
+            tracing::info!(
+                keys,
+                bytes = shared.filter.bytes(),
+                elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "key store filter built"
+            );
+        }
+        Ok(None) => {} // shut down meanwhile
+        Err(e) => {
+            tracing::warn!(error = %e, "key store filter not built: every idempotency lookup reads the store");
+        }
+    }
+}
+
+/// The scan of [`run_filter_scan`]: the keys added, `None` if the store
+/// shut down meanwhile, or the error that ended the retries.
+fn scan_into_filter(shared: &Shared) -> Result<Option<u64>, KeyStoreError> {
     let mut after: Option<Vec<u8>> = None;
     let mut keys = 0u64;
     let mut failures = 0;
     let mut backoff = RETRY_BACKOFF_FIRST;
     loop {
         if shared.lock_pending().shutdown {
-            return;
+            return Ok(None);
         }
         match scan_chunk(shared, after.as_deref(), &mut keys) {
             Ok(Some(last)) => {
                 after = Some(last);
                 failures = 0;
             }
-            Ok(None) => break,
+            Ok(None) => return Ok(Some(keys)),
             Err(e) if failures + 1 < FILTER_SCAN_ATTEMPTS => {
                 failures += 1;
                 tracing::debug!(error = %e, failures, "key store filter scan failed; retrying");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "key store filter not built: every idempotency lookup reads the store");
-                return;
-            }
+            Err(e) => return Err(e),
         }
     }
-    shared.filter.mark_complete();
-    metrics::gauge!(m::KEYSTORE_FILTER_BYTES).set(shared.filter.bytes() as f64);
-    tracing::info!(
-        keys,
-        bytes = shared.filter.bytes(),
-        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "key store filter built"
-    );
 }
 
 /// Adds up to [`FILTER_SCAN_CHUNK`] entries after `after` to the filter;
@@ -1568,6 +1578,26 @@ mod tests {
             Err(KeyStoreError::Io(_))
         ));
         *store.shared.db.write().unwrap() = file;
+    }
+
+    /// The scan at open retries a read that fails while the file is away
+    /// (being reopened after a failed commit) and then adds every key.
+    #[tokio::test]
+    async fn the_filter_scan_outlasts_a_reopen() {
+        let dir = TempDir::new("filter-retry");
+        let store = KeyStore::open(KeyStoreConfig::new(dir.0.join("k.redb"))).unwrap();
+        for i in 0..10 {
+            store.put(record(i)).unwrap();
+        }
+        store.flush().await.unwrap();
+        let file = store.shared.db.write().unwrap().take();
+        let shared = Arc::clone(&store.shared);
+        let scan = std::thread::spawn(move || scan_into_filter(&shared));
+        // Longer than the first retries' backoff (50 + 100 ms).
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!scan.is_finished(), "the scan gave up or did not wait");
+        *store.shared.db.write().unwrap() = file;
+        assert_eq!(scan.join().unwrap(), Ok(Some(10)));
     }
 
     #[tokio::test]
