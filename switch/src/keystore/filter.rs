@@ -187,7 +187,7 @@ impl KeyFilter {
             span_ms: u64::try_from(retention.as_millis())
                 .unwrap_or(u64::MAX)
                 .max(1),
-            first_capacity: expected_keys.saturating_add(expected_keys / 4),
+            first_capacity: with_headroom(expected_keys),
             hasher: RandomState::new(),
             generations: RwLock::new(Vec::with_capacity(3)),
             complete: AtomicBool::new(false),
@@ -227,7 +227,7 @@ impl KeyFilter {
                 }
             }
             _ => {
-                let capacity = newest.map_or(self.first_capacity, |(_, keys)| keys + keys / 4);
+                let capacity = newest.map_or(self.first_capacity, |(_, keys)| with_headroom(keys));
                 generations.retain(|g| g.index.saturating_add(1) >= index);
                 generations.push(Generation::new(index, capacity));
                 generations.len() - 1
@@ -282,6 +282,12 @@ impl KeyFilter {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Keys a generation is sized for when about `keys` are expected: a
+/// quarter more.
+fn with_headroom(keys: u64) -> u64 {
+    keys.saturating_add(keys / 4)
 }
 
 /// Whether generation `index` is older than every one kept: its keys

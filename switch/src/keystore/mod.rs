@@ -1202,8 +1202,8 @@ fn scan_chunk(
         let (entry, value) = item.map_err(db_err)?;
         // An entry whose value cannot be read is filed as completed now:
         // its lookup reads it (and fails, as it would without a filter).
-        let completed =
-            format::completed_unix_ms_of(value.value()).unwrap_or_else(|_| now_unix_ms());
+        let completed = format::completed_unix_ms_of(value.value())
+            .unwrap_or_else(|_| crate::safety::unix_ms());
         shared.filter.insert(entry.value(), completed);
         *keys += 1;
         seen += 1;
@@ -1219,12 +1219,6 @@ fn stored_len(db: &Database) -> Result<u64, KeyStoreError> {
     let tx = db.begin_read().map_err(db_err)?;
     let table = tx.open_table(KEYS).map_err(db_err)?;
     table.len().map_err(db_err)
-}
-
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn read_in(
