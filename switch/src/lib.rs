@@ -19,7 +19,8 @@
 //!
 //! Process-level choices for a steady request path: transparent huge pages
 //! are turned off at start (`main.rs`), and background threads (key-store
-//! commits, metrics upkeep) run at lower priority ([`threads`]).
+//! commits, metrics upkeep, journal rotation) run at lower priority
+//! ([`threads`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,7 +1,9 @@
 //! Scheduling of the switch's own background threads.
 //!
 //! The request path runs on the async runtime's workers. Work that can
-//! wait (the key store's batched B-tree commits, metrics upkeep) runs on
+//! wait (the key store's batched B-tree commits and its filter scan at
+//! start, metrics upkeep, the journal's segment rotation with `fsync =
+//! "never"`) runs on
 //! threads of its own, and on a busy core those threads must not take the
 //! core from a worker for a whole scheduler slice: a key-store commit of a
 //! few thousand keys ran 4-6 ms at a stretch, and every request arriving
@@ -50,6 +52,35 @@ pub(crate) mod tests {
         rustix::thread::gettid().as_raw_nonzero().to_string()
     }
 
+    /// The nice value a thread lowered by [`run_in_background`] from this
+    /// thread's has.
+    pub(crate) fn lowered_from_mine() -> i32 {
+        (nice_of(&my_tid()).unwrap() + BACKGROUND_NICE).min(19)
+    }
+
+    /// Wait (at most 5 s, then panic) until at least one thread is named
+    /// `name` and every thread so named has nice value `nice`. A thread
+    /// names itself once it runs, and one gone meanwhile is no finding;
+    /// other tests' threads of the same name must agree too.
+    pub(crate) fn wait_until_all_named_have_nice(name: &str, nice: i32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let named = threads_named(name);
+            let wrong: Vec<_> = named
+                .iter()
+                .filter(|tid| nice_of(tid).is_some_and(|n| n != nice))
+                .collect();
+            if !named.is_empty() && wrong.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "threads named {name}: {named:?}, not at nice {nice}: {wrong:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     #[test]
     fn only_the_calling_thread_is_lowered() {
         let before = nice_of(&my_tid()).unwrap();
@@ -61,10 +92,7 @@ pub(crate) mod tests {
             let _ = wait.recv();
         });
         let background = rx.recv().unwrap();
-        assert_eq!(
-            nice_of(&background),
-            Some((before + BACKGROUND_NICE).min(19))
-        );
+        assert_eq!(nice_of(&background), Some(lowered_from_mine()));
         assert_eq!(nice_of(&my_tid()), Some(before));
         drop(done);
         t.join().unwrap();

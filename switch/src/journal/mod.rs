@@ -528,10 +528,9 @@ mod tests {
     /// meanwhile: every thread of each name must have its priority.)
     #[test]
     fn only_the_rotator_of_inline_appends_runs_at_background_priority() {
-        use crate::threads::{tests as t, BACKGROUND_NICE};
+        use crate::threads::tests as t;
         let base = std::env::temp_dir().join(format!("fps-journal-nice-{}", std::process::id()));
         let normal = t::nice_of(&t::my_tid()).unwrap();
-        let lowered = (normal + BACKGROUND_NICE).min(19);
         let open = |mode: FsyncMode, sub: &str| {
             let mut cfg = JournalConfig::new(base.join(sub));
             cfg.fsync = mode;
@@ -539,32 +538,8 @@ mod tests {
         };
         let never = open(FsyncMode::Never, "never");
         let batch = open(FsyncMode::Batch, "batch");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let rotators = t::threads_named(file::ROTATOR_THREAD);
-            let writers = t::threads_named(file::WRITER_THREAD);
-            // A thread names itself once it runs, and one gone meanwhile
-            // (another test's journal) is no finding.
-            let named = !rotators.is_empty() && !writers.is_empty();
-            let wrong = rotators
-                .iter()
-                .filter(|tid| t::nice_of(tid).is_some_and(|n| n != lowered))
-                .chain(
-                    writers
-                        .iter()
-                        .filter(|tid| t::nice_of(tid).is_some_and(|n| n != normal)),
-                )
-                .count();
-            if named && wrong == 0 {
-                break;
-            }
-            // A thread caught before its first instruction gets a moment.
-            assert!(
-                std::time::Instant::now() < deadline,
-                "named: {named}, {wrong} threads at the wrong priority"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        t::wait_until_all_named_have_nice(file::ROTATOR_THREAD, t::lowered_from_mine());
+        t::wait_until_all_named_have_nice(file::WRITER_THREAD, normal);
         drop((never, batch));
         let _ = std::fs::remove_dir_all(&base);
     }

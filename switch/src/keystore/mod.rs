@@ -1470,30 +1470,14 @@ mod tests {
     /// not hold a busy core away from the request path for a whole slice.
     #[tokio::test]
     async fn the_writer_thread_runs_at_background_priority() {
-        use crate::threads::{tests as t, BACKGROUND_NICE};
+        use crate::threads::tests as t;
         let dir = TempDir::new("nice");
         let store = KeyStore::open(KeyStoreConfig::new(dir.0.join("k.redb"))).unwrap();
         // Its first act; a put and a flush mean it has started.
         store.put(record(1)).unwrap();
         store.flush().await.unwrap();
-        let lowered = (t::nice_of(&t::my_tid()).unwrap() + BACKGROUND_NICE).min(19);
-        // Other tests' stores may be starting in parallel: a writer caught
-        // before its first instruction is given a moment.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let writers = t::threads_named("keystore-writer");
-            assert!(!writers.is_empty());
-            let normal: Vec<_> = writers
-                .iter()
-                // A thread gone meanwhile (another test's store) is no finding.
-                .filter(|tid| t::nice_of(tid).is_some_and(|n| n != lowered))
-                .collect();
-            if normal.is_empty() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{normal:?} at normal priority");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Other tests' stores may be starting in parallel.
+        t::wait_until_all_named_have_nice("keystore-writer", t::lowered_from_mine());
     }
 
     /// Deterministic version of "a lookup sees a put the writer has not
