@@ -146,11 +146,7 @@ pub fn rotate(token: &TokenSession, base_label: &str) -> Result<String, HsmError
         store: format!("token `{}`", token.token_label()),
     };
     let newest = newest_version(token, base_label)?.ok_or_else(missing)?;
-    if newest >= MAX_VERSION {
-        return Err(HsmError::InvalidInput {
-            reason: format!("`{base_label}` already at the last version {MAX_VERSION}"),
-        });
-    }
+    let next = next_version(base_label, newest)?;
     let current = versioned_label(base_label, newest);
     let session = token.session();
     let store = format!("token `{}`", token.token_label());
@@ -174,9 +170,19 @@ pub fn rotate(token: &TokenSession, base_label: &str) -> Result<String, HsmError
             .flatten(),
         _ => None,
     };
-    let label = versioned_label(base_label, newest + 1);
+    let label = versioned_label(base_label, next);
     generate_labelled(token, &label, mechanism, size)?;
     Ok(label)
+}
+
+/// The version after `newest` of `base_label`, unless that was the last.
+fn next_version(base_label: &str, newest: u32) -> Result<u32, HsmError> {
+    if newest >= MAX_VERSION {
+        return Err(HsmError::InvalidInput {
+            reason: format!("`{base_label}` already at the last version {MAX_VERSION}"),
+        });
+    }
+    Ok(newest + 1)
 }
 
 /// The base of a full label (`<base>-vN`), checked.
@@ -335,12 +341,7 @@ pub fn import_secret(
         None => 1,
         Some(newest) => {
             check_same_kind(token, &versioned_label(base_label, newest), mechanism)?;
-            if newest >= MAX_VERSION {
-                return Err(HsmError::InvalidInput {
-                    reason: format!("`{base_label}` already at the last version {MAX_VERSION}"),
-                });
-            }
-            newest + 1
+            next_version(base_label, newest)?
         }
     };
     // check_secret_len let only the two MAC mechanisms through. SoftKey
