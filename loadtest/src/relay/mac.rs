@@ -178,8 +178,8 @@ impl MacRun {
     pub fn auth_entry(&self) -> String {
         format!(
             "auth = {{ mac = {{ label = {}, mechanism = {} }} }}",
-            toml_str(&self.label),
-            toml_str(self.plan.mechanism.mechanism().as_str())
+            super::toml_string(&self.label),
+            super::toml_string(self.plan.mechanism.mechanism().as_str())
         )
     }
 
@@ -190,23 +190,26 @@ impl MacRun {
         match user {
             HsmUser::Switch => {
                 let pin = match &plan.pin {
-                    PinSource::Env(var) => format!("pin_env = {}", toml_str(var)),
+                    PinSource::Env(var) => format!("pin_env = {}", super::toml_string(var)),
                     PinSource::File(p) => {
-                        format!("pin_file = {}", toml_str(&p.display().to_string()))
+                        format!(
+                            "pin_file = {}",
+                            super::toml_string(&p.display().to_string())
+                        )
                     }
                 };
                 format!(
                     "[hsm]\nbackend = \"pkcs11\"\nmodule_path = {}\ntoken_label = {}\n{pin}\n\
                      threads = {SWITCH_HSM_THREADS}\nmodule_instances = \"per_session\"\n\
                      queue_bound = {HSM_QUEUE_BOUND}\n",
-                    toml_str(&plan.module.display().to_string()),
-                    toml_str(&plan.token)
+                    super::toml_string(&plan.module.display().to_string()),
+                    super::toml_string(&plan.token)
                 )
             }
             HsmUser::Simulator => format!(
                 "[hsm]\nbackend = \"danger_software\"\ndanger_key_dir = {}\n\
                  threads = {SIM_HSM_THREADS}\nqueue_bound = {HSM_QUEUE_BOUND}\n",
-                toml_str(&self.key_dir.display().to_string())
+                super::toml_string(&self.key_dir.display().to_string())
             ),
         }
     }
@@ -559,11 +562,6 @@ impl Drop for RunWithModuleFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.run.plan.module);
     }
-}
-
-/// A TOML basic string.
-fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
 }
 
 #[cfg(test)]
