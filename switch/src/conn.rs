@@ -91,6 +91,13 @@ impl Drain {
     }
 }
 
+/// Capacity of the buffer one outgoing message is encoded into: a typical
+/// ISO 8583 message, its frame header, and the room the ISO 8583 codec
+/// reserves before it writes (512 bytes), so encoding a request or answer
+/// allocates once and never grows the buffer. Larger messages (ISO 20022)
+/// still fit: the buffer grows.
+pub(crate) const ENCODE_BUFFER_BYTES: usize = 1024;
+
 /// Most bytes the writer gathers from queued frames into one write.
 pub(crate) const MAX_WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// After closing on a bad stream, how long input is still read and
@@ -235,6 +242,25 @@ mod tests {
         server.read_to_end(&mut got).await.unwrap();
         let want: Vec<u8> = (0..10u8).flat_map(|i| [i; 3]).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_typical_message_and_its_frame_header_encode_without_growing_the_buffer() {
+        use fps_codecs::iso8583::Iso8583Codec;
+        use fps_codecs::model::{examples::credit_transfer, ResponseCode};
+        use fps_codecs::MessageCodec;
+        let codec = Iso8583Codec::builtin("canonical").unwrap();
+        let request = credit_transfer();
+        let answer = request.response(ResponseCode::APPROVED);
+        for txn in [&request, &answer] {
+            let mut buf = BytesMut::with_capacity(ENCODE_BUFFER_BYTES);
+            let capacity = buf.capacity();
+            // The longest length header a framer writes first.
+            buf.extend_from_slice(&[0; 4]);
+            codec.encode(txn, &mut buf).unwrap();
+            assert!(buf.len() > 100, "{} bytes", buf.len());
+            assert_eq!(buf.capacity(), capacity, "the encoder grew the buffer");
+        }
     }
 
     #[tokio::test]

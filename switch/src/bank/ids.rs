@@ -97,8 +97,9 @@ impl OutboundIds {
     /// The next RRN: 12 digits from the start time and a sequence.
     pub fn next_rrn(&self) -> Rrn {
         let n = self.rrn.fetch_add(1, Ordering::Relaxed) % RRN_MODULUS;
-        let text = format!("{n:012}");
-        Rrn::parse(text.as_bytes()).expect("12 digits are a valid RRN")
+        let mut text = [0u8; 12];
+        put_zero_padded(n, &mut text);
+        Rrn::parse(&text).expect("12 digits are a valid RRN")
     }
 
     /// Continue after the last STAN and RRN journaled before a restart:
@@ -115,14 +116,38 @@ impl OutboundIds {
     /// The next message id: `FPS<bank><start ms><seq>`, at most 35 characters.
     pub fn next_message_id(&self) -> MessageId {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let text = format!(
-            "FPS{}{}{}",
-            self.bank,
-            self.boot_ms % 10_000_000_000_000,
-            seq % 10_000_000_000_000_000
-        );
-        MessageId::parse(text.as_bytes()).expect("at most 3+3+13+16 printable characters")
+        let mut text = [0u8; MAX_MESSAGE_ID_BYTES];
+        let mut len = 0;
+        for part in [b"FPS".as_slice(), self.bank.as_bytes()] {
+            text[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
+        len += put_decimal(self.boot_ms % 10_000_000_000_000, &mut text[len..]);
+        len += put_decimal(seq % 10_000_000_000_000_000, &mut text[len..]);
+        MessageId::parse(&text[..len]).expect("at most 3+3+13+16 printable characters")
     }
+}
+
+/// Longest message id [`OutboundIds::next_message_id`] makes: `FPS`, a
+/// 3-digit bank code, at most 13 digits of start time and 16 of sequence.
+const MAX_MESSAGE_ID_BYTES: usize = 3 + 3 + 13 + 16;
+
+/// Writes `n` as decimal digits filling all of `out`, zero-padded on the
+/// left (higher digits than fit are dropped; callers reduce `n` first).
+/// Ids are made per request: no formatting machinery, no allocation.
+fn put_zero_padded(mut n: u64, out: &mut [u8]) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// Writes `n` as decimal digits, without padding, at the start of `out`;
+/// returns how many. `out` must have room for 20 digits or for `n`'s.
+fn put_decimal(n: u64, out: &mut [u8]) -> usize {
+    let digits = n.checked_ilog10().map_or(1, |d| d as usize + 1);
+    put_zero_padded(n, &mut out[..digits]);
+    digits
 }
 
 /// A block of outbound ids to journal before use (see [`OutboundIds`]).
@@ -190,6 +215,33 @@ mod tests {
         assert!(after.next_rrn().as_str().parse::<u64>().unwrap() > last.1);
         ids.reserved(&next);
         assert_eq!(ids.reservation_due(), None);
+    }
+
+    #[test]
+    fn message_ids_spell_bank_start_time_and_sequence() {
+        let ids = OutboundIds::new(BankCode::parse(b"024").unwrap());
+        let boot = ids.boot_ms % 10_000_000_000_000;
+        assert_eq!(ids.next_message_id().as_str(), format!("FPS024{boot}0"));
+        ids.seq.store(9_999_999_999_999_999, Ordering::Relaxed);
+        let longest = ids.next_message_id();
+        assert_eq!(longest.as_str(), format!("FPS024{boot}9999999999999999"));
+        // The sequence wraps within its 16 digits.
+        assert_eq!(ids.next_message_id().as_str(), format!("FPS024{boot}0"));
+        assert!(longest.as_str().len() <= MAX_MESSAGE_ID_BYTES);
+    }
+
+    #[test]
+    fn decimal_digits() {
+        let mut out = [b'x'; 20];
+        assert_eq!(put_decimal(0, &mut out), 1);
+        assert_eq!(&out[..1], b"0");
+        assert_eq!(put_decimal(u64::MAX, &mut out), 20);
+        assert_eq!(&out[..], u64::MAX.to_string().as_bytes());
+        let mut padded = [0u8; 6];
+        put_zero_padded(42, &mut padded);
+        assert_eq!(&padded, b"000042");
+        put_zero_padded(1_234_567, &mut padded);
+        assert_eq!(&padded, b"234567");
     }
 
     #[test]

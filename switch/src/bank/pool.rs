@@ -104,7 +104,7 @@ impl BankShared {
     /// `txn` framed for this bank's links. Codec errors are logged by
     /// field and reason, never a value.
     pub(crate) fn frame(&self, txn: &Transaction) -> Result<Framed, SendError> {
-        let mut frame = BytesMut::with_capacity(512);
+        let mut frame = BytesMut::with_capacity(crate::conn::ENCODE_BUFFER_BYTES);
         let mark = self
             .framer
             .begin(&self.frame_header, &mut frame)

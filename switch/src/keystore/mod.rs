@@ -159,6 +159,14 @@ const META_LOW_WATER_LSN: &str = "low_water_lsn";
 /// Name of the redb table of entries (entry key → value), for tools and tests.
 pub const KEYS_TABLE: &str = "keys";
 
+thread_local! {
+    /// [`KeyStore::put`]'s encoding buffer, one per thread (puts come from
+    /// the runtime's workers): a put allocates only what it shares.
+    static PUT_SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(
+        Vec::with_capacity(format::MAX_KEY_BYTES + format::MIN_VALUE_BYTES + 128),
+    );
+}
+
 /// Where and how to keep the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyStoreConfig {
@@ -397,15 +405,19 @@ impl KeyStore {
     /// full (count it: the journal still has the key), `Err(Closed)` if the
     /// writer has stopped.
     pub fn put(&self, rec: KeyRecord) -> Result<(), KeyStoreError> {
-        let mut key = Vec::with_capacity(64);
-        format::encode_key(&rec.scope, &rec.key, &mut key);
-        let mut value = Vec::with_capacity(format::MIN_VALUE_BYTES + 48);
-        format::encode_value(&rec.stored, rec.completed_unix_ms, rec.lsn, &mut value);
-        // Before the key can be seen anywhere (and whether or not the put
-        // is refused below): the filter never answers "absent" for it.
-        self.shared.filter.insert(&key, rec.completed_unix_ms);
-        let key: Arc<[u8]> = key.into();
-        let value: Arc<[u8]> = value.into();
+        // Encoded into this thread's scratch buffer, then copied once into
+        // the two shared allocations the queue and the overlay hold.
+        let (key, value): (Arc<[u8]>, Arc<[u8]>) = PUT_SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            format::encode_key(&rec.scope, &rec.key, buf);
+            let key_len = buf.len();
+            format::encode_value(&rec.stored, rec.completed_unix_ms, rec.lsn, buf);
+            let (key, value) = buf.split_at(key_len);
+            // Before the key can be seen anywhere (and whether or not the
+            // put is refused below): the filter never answers "absent" for it.
+            self.shared.filter.insert(key, rec.completed_unix_ms);
+            (key.into(), value.into())
+        });
 
         let mut p = self.shared.lock_pending();
         // A tracked final record is no longer waiting for its put: from here

@@ -85,6 +85,13 @@ enum Wake {
     Reclaim,
 }
 
+thread_local! {
+    /// [`Safety::write`]'s encoding buffer, one per thread: journaling a
+    /// record allocates nothing when the journal writes inline.
+    static RECORD_SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(Vec::with_capacity(1024));
+}
+
 /// The run-time safety layer shared by every connection.
 #[derive(Debug)]
 pub struct Safety {
@@ -358,14 +365,19 @@ impl Safety {
 
     /// Journal a record and wait until it is durable.
     pub(crate) async fn write(&self, rec: &Record<'_>) -> Result<Lsn, JournalError> {
-        let mut buf = Vec::with_capacity(rec.size_hint());
-        if rec.encode(&mut buf).is_err() {
-            return Err(JournalError::TooLarge {
-                bytes: buf.len(),
-                max: u16::MAX as usize,
-            });
-        }
-        let durable = self.journal.append_owned(buf);
+        // Encoded into this thread's scratch buffer: an inline journal
+        // (`fsync = "never"`) writes it from there, a queued one copies it.
+        let durable = RECORD_SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.reserve(rec.size_hint());
+            match rec.encode(buf) {
+                Ok(()) => Ok(self.journal.append(buf)),
+                Err(_) => Err(JournalError::TooLarge {
+                    bytes: buf.len(),
+                    max: u16::MAX as usize,
+                }),
+            }
+        })?;
         match durable {
             Ok(d) => d.await,
             Err(e) => Err(e),
@@ -380,7 +392,7 @@ impl Safety {
     /// with its first attempt), or 96 when the journal cannot take it.
     fn received(&self, ticket: Ticket, req: &Transaction) -> Admission {
         let txn = TxnId(self.next_txn.fetch_add(1, Ordering::Relaxed));
-        let mut request = BytesMut::with_capacity(256);
+        let mut request = BytesMut::with_capacity(crate::conn::ENCODE_BUFFER_BYTES);
         // A request the canonical codec cannot re-encode was decoded by it,
         // so that does not happen; refuse safely if it does.
         let ready = self.canonical.encode(req, &mut request).is_ok() && self.journal.healthy();

@@ -229,7 +229,7 @@ async fn handle(
 /// bare `96` carrying only the matching fields goes instead: every request
 /// gets exactly one answer.
 async fn send(answer: &Transaction, settings: &ConnSettings, tx: &mpsc::Sender<BytesMut>) {
-    let mut frame = BytesMut::with_capacity(256);
+    let mut frame = BytesMut::with_capacity(crate::conn::ENCODE_BUFFER_BYTES);
     if !encode(answer, settings, &mut frame) {
         tracing::error!(mti = %answer.mti, "cannot encode upstream answer: sending 96");
         let mut bare = Transaction::new(answer.mti);
