@@ -82,6 +82,7 @@
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod devtoken;
 mod error;
 mod hsm;
 pub mod keyring;

@@ -197,39 +197,15 @@ async fn frames_flow_through_haproxy_and_back_over_tls() {
     relay_round_trip("tls", true).await;
 }
 
-/// The development token of `scripts/softhsm-init` (`SOFTHSM2_CONF`, or
-/// target/softhsm), or `None` with the reason printed: a failure under
-/// `FPS_REQUIRE_HSM=1` (scripts/test).
+/// The development token of `scripts/softhsm-init` (module and label), or
+/// `None` with the reason printed: a failure under `FPS_REQUIRE_HSM=1`
+/// (scripts/test). Sets the environment up (see `devtoken::open`): this
+/// is the binary's only HSM test, so no other thread uses an HSM meanwhile.
 fn dev_token_or_skip(test: &str) -> Option<(PathBuf, String)> {
-    let found = (|| {
-        let module = fps_hsm::pkcs11::default_module()
-            .filter(|p| p.is_file())
-            .ok_or("SoftHSM2 is not installed")?;
-        // Set before any HSM use (SoftHSM2 reads it at C_Initialize); this
-        // binary's only HSM test, so no other thread reads it meanwhile.
-        if std::env::var_os("SOFTHSM2_CONF").is_none() {
-            let conf =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/softhsm/softhsm2.conf");
-            if !conf.is_file() {
-                return Err("SOFTHSM2_CONF is unset and target/softhsm has no token");
-            }
-            std::env::set_var("SOFTHSM2_CONF", conf);
-        }
-        if std::env::var_os("FPS_HSM_PIN").is_none() {
-            std::env::set_var("FPS_HSM_PIN", "1234");
-        }
-        let token = std::env::var("FPS_HSM_TOKEN").unwrap_or_else(|_| "fps-switch".into());
-        Ok((module, token))
-    })();
-    match found {
-        Ok(t) => Some(t),
-        Err(why) => {
-            let require = std::env::var("FPS_REQUIRE_HSM").is_ok_and(|v| v == "1");
-            assert!(!require, "{test}: FPS_REQUIRE_HSM=1 but {why}");
-            eprintln!("{test}: SKIPPED: {why} (run scripts/softhsm-init)");
-            None
-        }
-    }
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    // Only where the token is: the test opens its own sessions.
+    let found = fps_hsm::devtoken::open(root).map(|dev| (dev.module, dev.label));
+    fps_hsm::devtoken::or_skip(test, found)
 }
 
 /// `--mac`'s key: made per run, in the token (sensitive, not extractable,

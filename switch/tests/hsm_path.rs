@@ -14,7 +14,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -22,8 +22,8 @@ use bytes::BytesMut;
 use fps_codecs::framing::{FrameConfig, Framer};
 use fps_codecs::model::*;
 use fps_codecs::MessageCodec;
+use fps_hsm::devtoken;
 use fps_hsm::software::SoftKey;
-use fps_hsm::{HsmError, Pin};
 use fps_switch::Config;
 use support::{credit_transfer, http_get, metric, write_file, Gateway, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,41 +45,16 @@ struct Token {
 }
 
 /// The token, or `None` with the reason printed (a failure under
-/// `FPS_REQUIRE_HSM=1`). The first call sets the environment up.
+/// `FPS_REQUIRE_HSM=1`). The first call sets the environment up, before
+/// any test uses the HSM: every test comes through here first.
 fn token() -> Option<Token> {
     static TOKEN: OnceLock<Result<Token, String>> = OnceLock::new();
-    let found = TOKEN.get_or_init(open_token);
-    match found {
-        Ok(t) => Some(t.clone()),
-        Err(why) => {
-            let require = std::env::var("FPS_REQUIRE_HSM").is_ok_and(|v| v == "1");
-            assert!(!require, "FPS_REQUIRE_HSM=1 but {why}");
-            eprintln!("\n!!!!!!!! SKIPPED (HSM path): {why}. Run scripts/softhsm-init, or set FPS_REQUIRE_HSM=1 to fail instead. !!!!!!!!\n");
-            None
-        }
-    }
+    let found = TOKEN.get_or_init(open_token).as_ref();
+    devtoken::or_skip("HSM path", found).cloned()
 }
 
 fn open_token() -> Result<Token, String> {
-    let module = fps_hsm::pkcs11::default_module()
-        .filter(|p| p.is_file())
-        .ok_or("SoftHSM2 is not installed")?;
-    // SoftHSM2 reads its config at C_Initialize: set before any HSM use.
-    if std::env::var_os("SOFTHSM2_CONF").is_none() {
-        let conf =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/softhsm/softhsm2.conf");
-        if !conf.is_file() {
-            return Err("SOFTHSM2_CONF is unset and target/softhsm has no token".into());
-        }
-        std::env::set_var("SOFTHSM2_CONF", conf);
-    }
-    if std::env::var_os("FPS_HSM_PIN").is_none() {
-        std::env::set_var("FPS_HSM_PIN", "1234");
-    }
-    let label = std::env::var("FPS_HSM_TOKEN").unwrap_or_else(|_| "fps-switch".into());
-    let pin = Pin::new(std::env::var("FPS_HSM_PIN").unwrap_or_default());
-    let session = fps_hsm::pkcs11::TokenSession::open(&module, &label, &pin)
-        .map_err(|e| format!("cannot open the development token: {e}"))?;
+    let dev = devtoken::open(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")))?;
     let keys = [
         ("t-hsmpath-hmac-v1", SoftKey::hmac_sha256(&HMAC_SECRET)),
         ("t-hsmpath-cmac-v1", SoftKey::aes_cmac(&CMAC_KEY)),
@@ -94,13 +69,13 @@ fn open_token() -> Result<Token, String> {
         ),
     ];
     for (label, key) in keys {
-        let key = key.map_err(|e| e.to_string())?;
-        match fps_hsm::admin::import(&session, label, &key) {
-            Ok(()) | Err(HsmError::KeyExists { .. }) => {}
-            Err(e) => return Err(format!("cannot import test key {label}: {e}")),
-        }
+        dev.import_if_absent(label, &key.map_err(|e| e.to_string())?)?;
     }
-    Ok(Token { module, label })
+    // `dev.session` closes here: the switch under test opens its own.
+    Ok(Token {
+        module: dev.module,
+        label: dev.label,
+    })
 }
 
 // ---------------------------------------------------------------- bank peer

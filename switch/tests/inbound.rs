@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -19,8 +19,8 @@ use fps_codecs::framing::{FrameConfig, Framer};
 use fps_codecs::iso8583::Iso8583Codec;
 use fps_codecs::model::*;
 use fps_codecs::MessageCodec;
+use fps_hsm::devtoken;
 use fps_hsm::software::SoftKey;
-use fps_hsm::{HsmError, Pin};
 use support::inbound::{
     bank_client_certs, bank_payment, code, config, metrics, start, Bank, Started, Token,
 };
@@ -149,45 +149,22 @@ const HMAC_SECRET: [u8; 32] = [0x5a; 32];
 const MAC_HMAC: &str = r#"{ mac = { label = "t-inbound-hmac", mechanism = "hmac_sha256" } }"#;
 
 /// The development token with the test key in it, or `None` (skipped)
-/// with the reason printed; a failure under `FPS_REQUIRE_HSM=1`.
+/// with the reason printed; a failure under `FPS_REQUIRE_HSM=1`. The
+/// first call sets the environment up, before any test uses the HSM.
 fn token() -> Option<Token> {
     static TOKEN: OnceLock<Result<Token, String>> = OnceLock::new();
-    match TOKEN.get_or_init(open_token) {
-        Ok(t) => Some(t.clone()),
-        Err(why) => {
-            let require = std::env::var("FPS_REQUIRE_HSM").is_ok_and(|v| v == "1");
-            assert!(!require, "FPS_REQUIRE_HSM=1 but {why}");
-            eprintln!("\n!!!!!!!! SKIPPED (inbound MAC): {why}. Run scripts/softhsm-init, or set FPS_REQUIRE_HSM=1 to fail instead. !!!!!!!!\n");
-            None
-        }
-    }
+    devtoken::or_skip("inbound MAC", TOKEN.get_or_init(open_token).as_ref()).cloned()
 }
 
 fn open_token() -> Result<Token, String> {
-    let module = fps_hsm::pkcs11::default_module()
-        .filter(|p| p.is_file())
-        .ok_or("SoftHSM2 is not installed")?;
-    if std::env::var_os("SOFTHSM2_CONF").is_none() {
-        let conf =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/softhsm/softhsm2.conf");
-        if !conf.is_file() {
-            return Err("SOFTHSM2_CONF is unset and target/softhsm has no token".into());
-        }
-        std::env::set_var("SOFTHSM2_CONF", conf);
-    }
-    if std::env::var_os("FPS_HSM_PIN").is_none() {
-        std::env::set_var("FPS_HSM_PIN", "1234");
-    }
-    let label = std::env::var("FPS_HSM_TOKEN").unwrap_or_else(|_| "fps-switch".into());
-    let pin = Pin::new(std::env::var("FPS_HSM_PIN").unwrap_or_default());
-    let session = fps_hsm::pkcs11::TokenSession::open(&module, &label, &pin)
-        .map_err(|e| format!("cannot open the development token: {e}"))?;
+    let dev = devtoken::open(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")))?;
     let key = SoftKey::hmac_sha256(&HMAC_SECRET).map_err(|e| e.to_string())?;
-    match fps_hsm::admin::import(&session, "t-inbound-hmac-v1", &key) {
-        Ok(()) | Err(HsmError::KeyExists { .. }) => {}
-        Err(e) => return Err(format!("cannot import test key: {e}")),
-    }
-    Ok(Token { module, label })
+    dev.import_if_absent("t-inbound-hmac-v1", &key)?;
+    // `dev.session` closes here: the switch under test opens its own.
+    Ok(Token {
+        module: dev.module,
+        label: dev.label,
+    })
 }
 
 // ---------------------------------------------------------------- a MACing bank

@@ -37,19 +37,7 @@ const SO_PIN: &str = "5678";
 /// The SoftHSM2 module, or `None` (with a loud message) when it is not
 /// installed. With `FPS_REQUIRE_HSM=1` a missing module fails the test.
 pub fn softhsm_module() -> Option<PathBuf> {
-    let found = fps_hsm::pkcs11::default_module().filter(|p| p.is_file());
-    if found.is_none() {
-        let require = std::env::var("FPS_REQUIRE_HSM").is_ok_and(|v| v == "1");
-        assert!(
-            !require,
-            "FPS_REQUIRE_HSM=1 but SoftHSM2 is not installed (apt-get install softhsm2)"
-        );
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: SoftHSM2 is not installed; PKCS#11 tests did not run. \
-             Install softhsm2 (scripts/test does) or set FPS_REQUIRE_HSM=1 to fail instead. !!!!!!!!\n"
-        );
-    }
-    found
+    fps_hsm::devtoken::or_skip("PKCS#11 tests", fps_hsm::devtoken::softhsm2_module())
 }
 
 /// SoftHSM2 reads `SOFTHSM2_CONF` at C_Initialize and is one instance per
