@@ -248,7 +248,6 @@ mod tests {
     fn a_typical_message_and_its_frame_header_encode_without_growing_the_buffer() {
         use fps_codecs::iso8583::Iso8583Codec;
         use fps_codecs::model::{examples::credit_transfer, ResponseCode};
-        use fps_codecs::MessageCodec;
         let codec = Iso8583Codec::builtin("canonical").unwrap();
         let request = credit_transfer();
         let answer = request.response(ResponseCode::APPROVED);
