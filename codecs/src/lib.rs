@@ -10,7 +10,10 @@
 //! - [`json`]: the JSON API some banks expose;
 //! - [`framing`]: length headers in front of each message on a stream;
 //! - [`auth`]: where each codec carries a MAC or signature and which bytes
-//!   it covers (the switch makes and checks them through `fps-hsm`).
+//!   it covers (the switch makes and checks them through `fps-hsm`);
+//! - [`CodecName`]: the `codec = "..."` name a config picks a codec by;
+//! - [`calendar`]: day counts to calendar dates and back, for the date
+//!   fields the codecs own.
 //!
 //! No I/O, no clock, no tokio: bytes in, values out. Decoders never panic on
 //! any input and name the field and the reason in every error.
@@ -19,6 +22,8 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod calendar;
+mod codec_name;
 pub mod error;
 pub mod framing;
 pub mod iso20022;
@@ -27,6 +32,7 @@ pub mod json;
 pub mod model;
 
 pub use auth::AuthSlot;
+pub use codec_name::CodecName;
 pub use error::{CodecError, Location};
 pub use model::Transaction;
 

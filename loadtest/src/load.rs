@@ -16,6 +16,7 @@ use crate::report::{Progress, Recorder, Report};
 use crate::schedule::{ClosedLoop, Destination, Mix, OpenLoop, Outcome};
 use anyhow::{bail, Context};
 use bytes::BytesMut;
+use fps_codecs::calendar::civil_from_days;
 use fps_codecs::framing::{FrameConfig, Framer};
 use fps_codecs::iso8583::Iso8583Codec;
 use fps_codecs::model::*;
@@ -851,20 +852,20 @@ pub(crate) fn clock_fields(now: SystemTime) -> ([u8; 10], [u8; 6], [u8; 4]) {
 }
 
 /// (year, month, day, hour, minute, second) of a Unix time (proleptic
-/// Gregorian, H. Hinnant's days-to-civil).
+/// Gregorian, UTC).
 fn civil(unix_s: u64) -> (u64, u64, u64, u64, u64, u64) {
-    let days = unix_s / 86_400;
     let rem = unix_s % 86_400;
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+    // A u64 of seconds has under 2^47 days, so the count fits an i64, and a
+    // day on or after 1970-01-01 has a year that fits a u64.
+    let (y, m, d) = civil_from_days((unix_s / 86_400) as i64);
+    (
+        y as u64,
+        u64::from(m),
+        u64::from(d),
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use fps_codecs::calendar::civil_from_days;
 use fps_codecs::model::{SettlementDate, TransmissionDateTime};
 use fps_routing::Millis;
 
@@ -79,20 +80,6 @@ pub fn settlement_date_at(unix_secs: u64) -> SettlementDate {
     let (year, month, day) = civil_from_days(((unix_secs + HKT_OFFSET_SECS) / 86_400) as i64);
     let text = format!("{year:04}{month:02}{day:02}");
     SettlementDate::parse(text.as_bytes()).expect("a real date is valid")
-}
-
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian, UTC).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

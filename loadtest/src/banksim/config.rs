@@ -12,6 +12,10 @@ use fps_codecs::model::BankCode;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+/// A bank's `codec = "..."`, the switch's names; the simulator reads it with
+/// `CodecName::parse_shipped`, as it serves only shipped ISO 8583 dialects.
+pub use fps_codecs::CodecName;
+
 /// Most banks one simulator process serves.
 pub const MAX_BANKS: usize = 256;
 /// Default bound on transactions (and reversal records) kept in the ledger.
@@ -279,31 +283,6 @@ impl Default for Faults {
     }
 }
 
-/// A bank's interface, parsed from `codec = "..."` (the switch's names).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CodecName {
-    /// A shipped ISO 8583 dialect.
-    Iso8583(String),
-    /// ISO 20022 XML.
-    Iso20022,
-    /// The JSON bank API.
-    Json,
-}
-
-impl CodecName {
-    /// Parse `iso8583:<dialect>` (a shipped dialect), `iso20022` or `json`.
-    pub fn parse(s: &str) -> Option<CodecName> {
-        match s {
-            "iso20022" => Some(CodecName::Iso20022),
-            "json" => Some(CodecName::Json),
-            _ => s
-                .strip_prefix("iso8583:")
-                .filter(|d| fps_codecs::iso8583::builtin_names().any(|n| n == *d))
-                .map(|d| CodecName::Iso8583(d.to_owned())),
-        }
-    }
-}
-
 /// Every problem found in a config, each at its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
@@ -415,7 +394,7 @@ impl SimConfig {
             if BankCode::parse(b.code.as_bytes()).is_err() {
                 err(at("code"), "must be 3 digits".into());
             }
-            if CodecName::parse(&b.codec).is_none() {
+            if CodecName::parse_shipped(&b.codec).is_none() {
                 let dialects: Vec<&str> = fps_codecs::iso8583::builtin_names().collect();
                 err(
                     at("codec"),
@@ -522,7 +501,7 @@ impl SimConfig {
                         "needs an [hsm] section: the keys live in the HSM".into(),
                     );
                 }
-                for (key, problem) in auth.problems(CodecName::parse(&b.codec).as_ref()) {
+                for (key, problem) in auth.problems(CodecName::parse_shipped(&b.codec).as_ref()) {
                     err(at(&format!("auth{key}")), problem);
                 }
             }

@@ -66,7 +66,7 @@ impl BankSim {
                 .banks
                 .iter()
                 .map(|b| {
-                    let style = match CodecName::parse(&b.codec) {
+                    let style = match CodecName::parse_shipped(&b.codec) {
                         Some(CodecName::Iso20022) => Style::Iso20022,
                         Some(CodecName::Json) => Style::Json,
                         _ => Style::Iso8583,
@@ -90,7 +90,8 @@ impl BankSim {
         let mut clients = Vec::new();
         for (index, b) in config.banks.iter().enumerate() {
             let at = |key: &str| format!("banks[{index}].{key} ({})", b.name);
-            let (style, codec): (Style, Arc<dyn MessageCodec>) = match CodecName::parse(&b.codec) {
+            let codec_name = CodecName::parse_shipped(&b.codec);
+            let (style, codec): (Style, Arc<dyn MessageCodec>) = match codec_name {
                 Some(CodecName::Iso8583(dialect)) => (
                     Style::Iso8583,
                     Arc::new(

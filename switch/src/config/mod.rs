@@ -14,6 +14,9 @@ use fps_routing::route::MAX_CANDIDATES;
 use fps_routing::RoutingConfig;
 use serde::{Deserialize, Deserializer};
 
+/// A bank's `codec = "..."`; `parse` checks only the syntax, and validation
+/// reports an unknown ISO 8583 dialect at the bank's `codec` key.
+pub use fps_codecs::CodecName;
 pub use validate::{ConfigError, ConfigErrors};
 
 /// Largest number of upstream connections a config may allow.
@@ -813,31 +816,6 @@ impl Default for PoolConfig {
             min: one(),
             max: default_pool_max(),
             idle_close_ms: default_pool_idle_close_ms(),
-        }
-    }
-}
-
-/// A bank's interface standard, parsed from `codec = "..."`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CodecName {
-    /// An ISO 8583 dialect shipped in `configs/dialects/`.
-    Iso8583(String),
-    /// ISO 20022 XML.
-    Iso20022,
-    /// The JSON bank API.
-    Json,
-}
-
-impl CodecName {
-    /// Parse `iso8583:<dialect>`, `iso20022` or `json`.
-    pub fn parse(s: &str) -> Option<CodecName> {
-        match s {
-            "iso20022" => Some(CodecName::Iso20022),
-            "json" => Some(CodecName::Json),
-            _ => s
-                .strip_prefix("iso8583:")
-                .filter(|d| !d.is_empty())
-                .map(|d| CodecName::Iso8583(d.to_owned())),
         }
     }
 }
