@@ -198,9 +198,11 @@ fn parse_u64(what: &'static str, value: &[u8]) -> Result<u64, ValueError> {
     })
 }
 
-/// Write `value` as exactly `out.len()` zero-padded digits.
-/// The caller guarantees that `value` fits (every newtype bounds its value).
-pub(crate) fn write_padded(mut value: u64, out: &mut [u8]) {
+/// Write `value` as exactly `out.len()` zero-padded ASCII digits; digits
+/// of `value` that do not fit are dropped (`value mod 10^len`). No
+/// formatting machinery and no allocation: ids and dates made per message
+/// use it. Every newtype here bounds its value, so nothing is dropped there.
+pub fn write_padded(mut value: u64, out: &mut [u8]) {
     for slot in out.iter_mut().rev() {
         *slot = b'0' + (value % 10) as u8;
         value /= 10;
@@ -420,6 +422,27 @@ impl BankCode {
 impl SettlementDate {
     fn check(d: &[u8; 8]) -> Result<(), ValueError> {
         check_month_day("settlement date", &d[4..8])
+    }
+
+    /// The date `year`-`month`-`day` (as [`crate::calendar::civil_from_days`]
+    /// gives them), refusing years outside 0..=9999 and impossible months
+    /// or days.
+    pub fn from_civil(year: i64, month: u32, day: u32) -> Result<Self, ValueError> {
+        let year = u64::try_from(year)
+            .ok()
+            .filter(|y| *y <= 9_999)
+            .ok_or(ValueError::new("settlement date", "year out of range"))?;
+        if month > 12 || day > 31 {
+            return Err(ValueError::new(
+                "settlement date",
+                "month or day out of range",
+            ));
+        }
+        let mut d = [0u8; 8];
+        write_padded(year, &mut d[0..4]);
+        write_padded(u64::from(month), &mut d[4..6]);
+        write_padded(u64::from(day), &mut d[6..8]);
+        Self::parse(&d)
     }
 
     /// ISO 8601 form `YYYY-MM-DD`.
@@ -1111,6 +1134,38 @@ mod tests {
         assert!(!format!("{name:?}{name}").contains("Chan"));
         // Short values hide everything rather than most of themselves.
         assert_eq!(format!("{}", Account::parse(b"1234").unwrap()), "****");
+    }
+
+    #[test]
+    fn settlement_dates_from_civil_dates() {
+        let d = SettlementDate::from_civil(2026, 11, 24).unwrap();
+        assert_eq!(d.as_bytes(), b"20261124");
+        assert_eq!(
+            SettlementDate::from_civil(7, 1, 2).unwrap().as_bytes(),
+            b"00070102"
+        );
+        assert!(SettlementDate::from_civil(-1, 1, 1).is_err());
+        assert!(SettlementDate::from_civil(10_000, 1, 1).is_err());
+        assert!(SettlementDate::from_civil(2026, 13, 1).is_err());
+        assert!(SettlementDate::from_civil(2026, 0, 1).is_err());
+        assert!(SettlementDate::from_civil(2026, 1, 32).is_err());
+        // The same check a parsed date gets.
+        assert_eq!(
+            SettlementDate::from_civil(2026, 2, 28),
+            SettlementDate::parse(b"20260228")
+        );
+    }
+
+    #[test]
+    fn padded_digits_keep_the_low_digits() {
+        let mut out = [0u8; 6];
+        write_padded(42, &mut out);
+        assert_eq!(&out, b"000042");
+        write_padded(1_234_567, &mut out);
+        assert_eq!(&out, b"234567");
+        let mut all = [0u8; 20];
+        write_padded(u64::MAX, &mut all);
+        assert_eq!(&all[..], u64::MAX.to_string().as_bytes());
     }
 
     #[test]

@@ -9,7 +9,8 @@ use bytes::BytesMut;
 use fps_codecs::calendar::civil_from_days;
 use fps_codecs::framing::Framer;
 use fps_codecs::model::{
-    MessageId, NetworkCode, ResponseCode, SettlementDate, Transaction, TransmissionDateTime,
+    write_padded, MessageId, NetworkCode, ResponseCode, SettlementDate, Transaction,
+    TransmissionDateTime,
 };
 use fps_codecs::MessageCodec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -452,17 +453,23 @@ pub(crate) fn utc_now_fields() -> (TransmissionDateTime, SettlementDate) {
     let secs = unix_ms() / 1000;
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let f7 = format!(
-        "{m:02}{d:02}{:02}{:02}{:02}",
+    let mut f7 = [0u8; 10];
+    for (i, part) in [
+        u64::from(m),
+        u64::from(d),
         rem / 3600,
         (rem / 60) % 60,
-        rem % 60
-    );
-    let date = format!("{y:04}{m:02}{d:02}");
+        rem % 60,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        write_padded(part, &mut f7[2 * i..2 * i + 2]);
+    }
     (
         // Both are built from a valid calendar date and time of day.
-        TransmissionDateTime::parse(f7.as_bytes()).expect("valid F7 from the clock"),
-        SettlementDate::parse(date.as_bytes()).expect("valid date from the clock"),
+        TransmissionDateTime::parse(&f7).expect("valid F7 from the clock"),
+        SettlementDate::from_civil(y, m, d).expect("valid date from the clock"),
     )
 }
 

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fps_codecs::model::{BankCode, MessageId, Rrn, Stan};
+use fps_codecs::model::{write_padded, BankCode, MessageId, Rrn, Stan};
 
 /// Counters of one bank's outbound identifiers.
 ///
@@ -98,7 +98,7 @@ impl OutboundIds {
     pub fn next_rrn(&self) -> Rrn {
         let n = self.rrn.fetch_add(1, Ordering::Relaxed) % RRN_MODULUS;
         let mut text = [0u8; 12];
-        put_zero_padded(n, &mut text);
+        write_padded(n, &mut text);
         Rrn::parse(&text).expect("12 digits are a valid RRN")
     }
 
@@ -132,21 +132,12 @@ impl OutboundIds {
 /// 3-digit bank code, at most 13 digits of start time and 16 of sequence.
 const MAX_MESSAGE_ID_BYTES: usize = 3 + 3 + 13 + 16;
 
-/// Writes `n` as decimal digits filling all of `out`, zero-padded on the
-/// left (higher digits than fit are dropped; callers reduce `n` first).
-/// Ids are made per request: no formatting machinery, no allocation.
-fn put_zero_padded(mut n: u64, out: &mut [u8]) {
-    for digit in out.iter_mut().rev() {
-        *digit = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-}
-
 /// Writes `n` as decimal digits, without padding, at the start of `out`;
 /// returns how many. `out` must have room for 20 digits or for `n`'s.
+/// Ids are made per request: no formatting machinery, no allocation.
 fn put_decimal(n: u64, out: &mut [u8]) -> usize {
     let digits = n.checked_ilog10().map_or(1, |d| d as usize + 1);
-    put_zero_padded(n, &mut out[..digits]);
+    write_padded(n, &mut out[..digits]);
     digits
 }
 
@@ -237,11 +228,8 @@ mod tests {
         assert_eq!(&out[..1], b"0");
         assert_eq!(put_decimal(u64::MAX, &mut out), 20);
         assert_eq!(&out[..], u64::MAX.to_string().as_bytes());
-        let mut padded = [0u8; 6];
-        put_zero_padded(42, &mut padded);
-        assert_eq!(&padded, b"000042");
-        put_zero_padded(1_234_567, &mut padded);
-        assert_eq!(&padded, b"234567");
+        assert_eq!(put_decimal(907, &mut out), 3);
+        assert_eq!(&out[..3], b"907");
     }
 
     #[test]
