@@ -1,26 +1,24 @@
-//! One upstream connection: a reader that frames and decodes, a task per
-//! request, and a writer fed by a bounded channel. A per-connection
-//! semaphore bounds requests in flight; when it is empty the reader stops
-//! reading, which pushes back on the gateway through TCP.
-//!
-//! Idleness is measured from the last *complete* frame, so a peer dripping
-//! the bytes of a frame that never completes (slowloris) is closed after
-//! `idle_timeout` like a silent one.
+//! One upstream connection: served by [`crate::conn::serve_framed`] (a
+//! reader that frames, a writer fed by a bounded channel, a per-connection
+//! semaphore bounding requests in flight, which pushes back on the gateway
+//! through TCP when it is empty, and the idle rule); this file decodes each
+//! frame as canonical ISO 8583 and answers it from a task per request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use fps_codecs::framing::Frame;
 use fps_codecs::model::{ResponseCode, Transaction};
+use fps_codecs::CodecError;
 use fps_routing::idempotency::ClientScope;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 
 use super::{salvage, ConnSettings};
-use crate::conn::{linger, read_more, write_loop, Close, Read};
+use crate::conn::{serve_framed, Close, FrameHandler, FramedConn, Slot};
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
 
@@ -89,121 +87,111 @@ fn plaintext_scope() -> ClientScope {
     ClientScope::new("plaintext").expect("a short, non-empty scope")
 }
 
+/// `side` label of frame errors on upstream connections.
+const SIDE: &str = "upstream";
+
+/// Starting capacity of a connection's read buffer: room for one frame of
+/// the default maximum (8 KiB).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Serve one upstream connection (TLS done): count it open, let
+/// [`serve_framed`] run it with [`Frames`], and log how it ended.
 async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     scope: ClientScope,
     settings: Arc<ConnSettings>,
     pipeline: Arc<Pipeline>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let gauge = metrics::gauge!(m::UPSTREAM_CONNECTIONS);
     gauge.increment(1.0);
     tracing::info!(%peer, "upstream connection open");
-    let (mut rd, wr) = tokio::io::split(stream);
-    // Every request task holds a permit while it may send, so the channel
-    // never holds more than max_in_flight answers.
-    let (tx, rx) = mpsc::channel::<BytesMut>(settings.max_in_flight);
-    let writer = tokio::spawn(write_loop(rx, wr));
-    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    let mut requests: u64 = 0;
-    // When the last complete frame was read (or the connection opened).
-    let mut quiet_since = Instant::now();
+    let conn = FramedConn {
+        side: SIDE,
+        framer: settings.framer,
+        read_buffer_bytes: READ_BUFFER_BYTES,
+        idle_timeout: settings.idle_timeout,
+        max_in_flight: settings.max_in_flight,
+    };
+    let frames = Frames {
+        peer,
+        scope,
+        settings,
+        pipeline,
+    };
+    let served = serve_framed(stream, conn, &frames, shutdown).await;
+    gauge.decrement(1.0);
+    tracing::info!(%peer, reason = served.close.label(), requests = served.requests, "upstream connection closed");
+}
 
-    let close = 'conn: loop {
-        loop {
-            let frame = match settings.framer.decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    quiet_since = Instant::now();
-                    frame
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    metrics::counter!(m::FRAME_ERRORS, "side" => "upstream", "reason" => "framing")
-                        .increment(1);
-                    tracing::warn!(%peer, error = %e, "bad upstream frame: closing connection");
-                    break 'conn Close::BadFrame;
-                }
-            };
-            // Backpressure: no more reading until a request finishes.
-            let permit = tokio::select! {
-                p = in_flight.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break 'conn Close::Shutdown,
-                },
-                _ = shutdown.changed() => break 'conn Close::Shutdown,
-            };
-            requests += 1;
-            match settings.codec.decode(&frame.message) {
-                Ok(req) if req.is_response() => {
-                    // The gateway must not answer us: nothing to match it
-                    // to, so it is counted and dropped; the stream is sound.
-                    metrics::counter!(m::FRAME_ERRORS, "side" => "upstream", "reason" => "unexpected_response")
-                        .increment(1);
-                    tracing::warn!(%peer, mti = %req.mti, "upstream sent a response message: dropped");
-                    drop(permit);
-                }
-                Ok(req) => {
-                    tokio::spawn(handle(
-                        req,
-                        scope.clone(),
-                        permit,
-                        tx.clone(),
-                        settings.clone(),
-                        pipeline.clone(),
-                    ));
-                }
-                Err(e) => {
-                    metrics::counter!(m::FRAME_ERRORS, "side" => "upstream", "reason" => "decode")
-                        .increment(1);
-                    match salvage::format_error_answer(&settings.codec, &frame.message) {
-                        Some(answer) => {
-                            // Answered like any request, so error ratios see it.
-                            let class = crate::pipeline::class_label(answer.mti.class());
-                            metrics::counter!(m::REQUESTS, "bank" => "none", "class" => class, "code" => "30")
-                                .increment(1);
-                            tracing::info!(%peer, error = %e, stan = ?answer.stan.map(|s| s.value()), "undecodable upstream request: answered 30");
-                            send(&answer, &settings, &tx).await;
-                            drop(permit);
-                        }
-                        None => {
-                            tracing::warn!(%peer, error = %e, "undecodable upstream message: closing connection");
-                            break 'conn Close::Undecodable;
-                        }
+/// What an upstream connection does with each frame: decode it as
+/// canonical ISO 8583 and hand a request to the pipeline in its own task.
+struct Frames {
+    peer: SocketAddr,
+    scope: ClientScope,
+    settings: Arc<ConnSettings>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl FrameHandler for Frames {
+    async fn frame(&self, frame: Frame, slot: Slot<'_>) -> Result<(), Close> {
+        let (peer, settings) = (self.peer, &self.settings);
+        match settings.codec.decode(&frame.message) {
+            Ok(req) if req.is_response() => {
+                // The gateway must not answer us: nothing to match it
+                // to, so it is counted and dropped; the stream is sound.
+                metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "unexpected_response")
+                    .increment(1);
+                tracing::warn!(%peer, mti = %req.mti, "upstream sent a response message: dropped");
+                drop(slot.permit);
+            }
+            Ok(req) => {
+                tokio::spawn(handle(
+                    req,
+                    self.scope.clone(),
+                    slot.permit,
+                    slot.tx.clone(),
+                    settings.clone(),
+                    self.pipeline.clone(),
+                ));
+            }
+            Err(e) => {
+                metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "decode")
+                    .increment(1);
+                match salvage::format_error_answer(&settings.codec, &frame.message) {
+                    Some(answer) => {
+                        // Answered like any request, so error ratios see it.
+                        let class = crate::pipeline::class_label(answer.mti.class());
+                        metrics::counter!(m::REQUESTS, "bank" => "none", "class" => class, "code" => "30")
+                            .increment(1);
+                        tracing::info!(%peer, error = %e, stan = ?answer.stan.map(|s| s.value()), "undecodable upstream request: answered 30");
+                        send(&answer, settings, slot.tx).await;
+                        drop(slot.permit);
+                    }
+                    None => {
+                        tracing::warn!(%peer, error = %e, "undecodable upstream message: closing connection");
+                        return Err(Close::Undecodable);
                     }
                 }
             }
         }
-        if *shutdown.borrow() {
-            break Close::Shutdown;
-        }
-        let idle_at = quiet_since + settings.idle_timeout;
-        let idle = || in_flight.available_permits() == settings.max_in_flight;
-        match read_more(&mut rd, &mut buf, idle_at, idle, &mut shutdown).await {
-            Ok(Read::Data) => {}
-            // Requests are still being answered: not idle, wait again.
-            Ok(Read::Busy) => quiet_since = Instant::now(),
-            Err(close) => break close,
-        }
-    };
-    if !buf.is_empty() && close.may_truncate() {
-        // A frame was begun and never finished.
-        metrics::counter!(m::FRAME_ERRORS, "side" => "upstream", "reason" => "truncated")
-            .increment(1);
-        tracing::warn!(%peer, reason = close.label(), pending_bytes = buf.len(), "upstream connection ended inside a frame");
+        Ok(())
     }
-    metrics::counter!(m::UPSTREAM_CLOSED, "reason" => close.label()).increment(1);
-    // In-flight requests still answer; the writer ends when the last one has.
-    drop(tx);
-    let _ = writer.await;
-    if close.needs_linger() {
-        linger(&mut rd).await;
+
+    fn bad_frame(&self, error: &CodecError) {
+        tracing::warn!(peer = %self.peer, error = %error, "bad upstream frame: closing connection");
     }
-    gauge.decrement(1.0);
-    tracing::info!(%peer, reason = close.label(), requests, "upstream connection closed");
+
+    fn truncated(&self, close: Close, pending_bytes: usize) {
+        tracing::warn!(peer = %self.peer, reason = close.label(), pending_bytes, "upstream connection ended inside a frame");
+    }
+
+    fn closed(&self, close: Close) {
+        metrics::counter!(m::UPSTREAM_CLOSED, "reason" => close.label()).increment(1);
+    }
 }
 
 async fn handle(

@@ -1,34 +1,40 @@
-//! One inbound bank link: the handshake and identification, then a reader
-//! that frames and decodes in the bank's dialect, a task per request, and a
-//! writer fed by a bounded channel (the upstream connection's shape:
-//! `crate::upstream`). A per-link semaphore bounds requests in flight;
-//! when it is empty the reader stops reading, which pushes back on the
-//! bank through TCP.
+//! One inbound bank link: the handshake and identification, then served by
+//! [`crate::conn::serve_framed`] as upstream connections are (a reader that
+//! frames, a writer fed by a bounded channel, a per-link semaphore bounding
+//! requests in flight, which pushes back on the bank through TCP when it is
+//! empty, and the idle rule); this file decodes each frame in the bank's
+//! dialect and answers it from a task per request.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use fps_codecs::framing::Frame;
 use fps_codecs::model::{
     IdempotencyKey, InstitutionId, MessageId, NetworkCode, ResponseCode, Rrn, Stan, TerminalId,
     Transaction, TxnKind,
 };
+use fps_codecs::CodecError;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 
 use super::identity::{identify, CertIdentity};
 use super::{InboundBank, LinkSettings};
 use crate::bank::MatchBy;
-use crate::conn::{linger, read_more, write_loop, Close, Read};
+use crate::conn::{serve_framed, Close, FrameHandler, FramedConn, Slot};
 use crate::metrics as m;
 use crate::pipeline::{class_label, Pipeline};
 
 /// `side` label of frame errors on inbound links.
 const SIDE: &str = "bank_inbound";
+
+/// Starting capacity of a link's read buffer: twice an upstream
+/// connection's, as a bank's ISO 20022 or JSON messages are larger than
+/// ISO 8583 ones.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Handshake, identify the bank, then serve the link.
 pub(super) async fn accept(
@@ -94,124 +100,110 @@ async fn close_quietly<S: AsyncWrite + Unpin>(mut s: S) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), s.shutdown()).await;
 }
 
+/// Serve one identified bank's link: count it open, let [`serve_framed`]
+/// run it with [`Frames`], and log how it ended.
 async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     bank: Arc<InboundBank>,
     settings: Arc<LinkSettings>,
     pipeline: Arc<Pipeline>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let gauge = metrics::gauge!(m::BANK_INBOUND_LINKS, "bank" => bank.name.clone());
     gauge.increment(1.0);
     tracing::info!(%peer, bank = %bank.name, "bank inbound link open");
-    let (mut rd, wr) = tokio::io::split(stream);
-    // Every request task holds a permit while it may send, so the channel
-    // never holds more than max_in_flight answers.
-    let (tx, rx) = mpsc::channel::<BytesMut>(settings.max_in_flight);
-    let writer = tokio::spawn(write_loop(rx, wr));
-    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut requests: u64 = 0;
-    let mut quiet_since = Instant::now();
+    let conn = FramedConn {
+        side: SIDE,
+        framer: bank.framer,
+        read_buffer_bytes: READ_BUFFER_BYTES,
+        idle_timeout: settings.idle_timeout,
+        max_in_flight: settings.max_in_flight,
+    };
+    let frames = Frames {
+        peer,
+        bank,
+        pipeline,
+    };
+    let served = serve_framed(stream, conn, &frames, shutdown).await;
+    gauge.decrement(1.0);
+    tracing::info!(%peer, bank = %frames.bank.name, reason = served.close.label(), requests = served.requests, "bank inbound link closed");
+}
 
-    let close = 'conn: loop {
-        loop {
-            let frame = match bank.framer.decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    quiet_since = Instant::now();
-                    frame
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "framing")
-                        .increment(1);
-                    tracing::warn!(%peer, bank = %bank.name, error = %e, "bad frame on bank inbound link: closing it");
-                    break 'conn Close::BadFrame;
-                }
-            };
-            let permit = tokio::select! {
-                p = in_flight.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break 'conn Close::Shutdown,
-                },
-                _ = shutdown.changed() => break 'conn Close::Shutdown,
-            };
-            requests += 1;
-            let header = frame.header.to_vec();
-            match bank.codec.codec.decode(&frame.message) {
-                Ok(req) if req.is_response() => {
-                    // Nothing is sent to the bank on its own link: no request
-                    // to match this to. Counted and dropped; the stream is sound.
-                    metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "unexpected_response")
-                        .increment(1);
-                    tracing::warn!(%peer, bank = %bank.name, mti = %req.mti, "response message on a bank inbound link: dropped");
-                    drop(permit);
-                }
-                Ok(req) => {
-                    tokio::spawn(handle(
-                        req,
-                        header,
-                        bank.clone(),
-                        permit,
-                        tx.clone(),
-                        pipeline.clone(),
-                    ));
-                }
-                Err(e) => {
-                    metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "decode")
-                        .increment(1);
-                    let salvaged = bank
-                        .salvage
-                        .as_ref()
-                        .and_then(|s| s.format_error_answer(&frame.message));
-                    match salvaged {
-                        Some(answer) => {
-                            let answer = salvaged_answer(&bank, answer);
-                            metrics::counter!(m::BANK_INBOUND_REQUESTS, "bank" => bank.name.clone(), "class" => class_label(answer.mti.class()))
-                                .increment(1);
-                            // Codec errors name a field and a static reason, never a value.
-                            tracing::info!(%peer, bank = %bank.name, error = %e, stan = ?answer.stan.map(|s| s.value()), "undecodable bank request: answered 30");
-                            let sealed = seal(&bank, answer).await;
-                            send(&bank, &header, &sealed, &tx).await;
-                            drop(permit);
-                        }
-                        None => {
-                            tracing::warn!(%peer, bank = %bank.name, error = %e, "undecodable message on bank inbound link: closing it");
-                            break 'conn Close::Undecodable;
-                        }
+/// What an inbound link does with each frame: decode it in the bank's
+/// dialect and answer a request from its own task, echoing the frame header.
+struct Frames {
+    peer: SocketAddr,
+    bank: Arc<InboundBank>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl FrameHandler for Frames {
+    async fn frame(&self, frame: Frame, slot: Slot<'_>) -> Result<(), Close> {
+        // Echoed in front of the answer.
+        let header = frame.header.to_vec();
+        let (peer, bank) = (self.peer, &self.bank);
+        match bank.codec.codec.decode(&frame.message) {
+            Ok(req) if req.is_response() => {
+                // Nothing is sent to the bank on its own link: no request
+                // to match this to. Counted and dropped; the stream is sound.
+                metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "unexpected_response")
+                    .increment(1);
+                tracing::warn!(%peer, bank = %bank.name, mti = %req.mti, "response message on a bank inbound link: dropped");
+                drop(slot.permit);
+            }
+            Ok(req) => {
+                tokio::spawn(handle(
+                    req,
+                    header,
+                    bank.clone(),
+                    slot.permit,
+                    slot.tx.clone(),
+                    self.pipeline.clone(),
+                ));
+            }
+            Err(e) => {
+                metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "decode")
+                    .increment(1);
+                let salvaged = bank
+                    .salvage
+                    .as_ref()
+                    .and_then(|s| s.format_error_answer(&frame.message));
+                match salvaged {
+                    Some(answer) => {
+                        let answer = salvaged_answer(bank, answer);
+                        metrics::counter!(m::BANK_INBOUND_REQUESTS, "bank" => bank.name.clone(), "class" => class_label(answer.mti.class()))
+                            .increment(1);
+                        // Codec errors name a field and a static reason, never a value.
+                        tracing::info!(%peer, bank = %bank.name, error = %e, stan = ?answer.stan.map(|s| s.value()), "undecodable bank request: answered 30");
+                        let sealed = seal(bank, answer).await;
+                        send(bank, &header, &sealed, slot.tx).await;
+                        drop(slot.permit);
+                    }
+                    None => {
+                        tracing::warn!(%peer, bank = %bank.name, error = %e, "undecodable message on bank inbound link: closing it");
+                        return Err(Close::Undecodable);
                     }
                 }
             }
         }
-        if *shutdown.borrow() {
-            break Close::Shutdown;
-        }
-        let idle_at = quiet_since + settings.idle_timeout;
-        let idle = || in_flight.available_permits() == settings.max_in_flight;
-        match read_more(&mut rd, &mut buf, idle_at, idle, &mut shutdown).await {
-            Ok(Read::Data) => {}
-            // Requests are still being answered: not idle, wait again.
-            Ok(Read::Busy) => quiet_since = Instant::now(),
-            Err(close) => break close,
-        }
-    };
-    if !buf.is_empty() && close.may_truncate() {
-        metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "truncated").increment(1);
-        tracing::warn!(%peer, bank = %bank.name, reason = close.label(), pending_bytes = buf.len(), "bank inbound link ended inside a frame");
+        Ok(())
     }
-    metrics::counter!(m::BANK_INBOUND_CLOSED, "bank" => bank.name.clone(), "reason" => close.label())
-        .increment(1);
-    // In-flight requests still answer; the writer ends when the last one has.
-    drop(tx);
-    let _ = writer.await;
-    if close.needs_linger() {
-        linger(&mut rd).await;
+
+    fn bad_frame(&self, error: &CodecError) {
+        tracing::warn!(peer = %self.peer, bank = %self.bank.name, error = %error, "bad frame on bank inbound link: closing it");
     }
-    gauge.decrement(1.0);
-    tracing::info!(%peer, bank = %bank.name, reason = close.label(), requests, "bank inbound link closed");
+
+    fn truncated(&self, close: Close, pending_bytes: usize) {
+        tracing::warn!(peer = %self.peer, bank = %self.bank.name, reason = close.label(), pending_bytes, "bank inbound link ended inside a frame");
+    }
+
+    fn closed(&self, close: Close) {
+        metrics::counter!(m::BANK_INBOUND_CLOSED, "bank" => self.bank.name.clone(), "reason" => close.label())
+            .increment(1);
+    }
 }
 
 /// One request from a bank to its one answer on the same link.
