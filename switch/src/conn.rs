@@ -416,7 +416,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn reads_report_data_busy_idle_close_and_shutdown() {
         let (mut peer, ours) = tokio::io::duplex(1024);
         let (mut rd, _wr) = tokio::io::split(ours);
@@ -528,7 +528,7 @@ mod tests {
         (peer, requests, stop, task)
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn with_no_permit_free_the_next_frame_waits_for_one_or_shutdown() {
         let (mut peer, mut requests, stop, task) = serve_recorded(1, Duration::from_secs(60));
         let frames = [framed(b"one"), framed(b"two"), framed(b"three")];
@@ -571,20 +571,28 @@ mod tests {
         ended
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn not_idle_while_a_request_is_in_flight_then_idle() {
         let idle = Duration::from_millis(30);
         let (mut peer, mut requests, _stop, task) = serve_recorded(4, idle);
         peer.write_all(&framed(b"slow")).await.unwrap();
         let slow = requests.recv().await.unwrap();
-        // Several idle timeouts pass, each one only a busy period.
+        // Several idle timeouts pass, each one only a busy period: the
+        // connection still reads.
         tokio::time::sleep(idle * 5).await;
+        peer.write_all(&framed(b"more")).await.unwrap();
+        let more = tokio::time::timeout(idle, requests.recv())
+            .await
+            .expect("closed as idle with a request in flight")
+            .unwrap();
+        assert_eq!(&more.message[..], b"more");
+        drop(more);
         let (served, events) = answer_last(slow, b"answer", task, &mut peer).await;
-        assert_eq!((served.close, served.requests), (Close::Idle, 1));
+        assert_eq!((served.close, served.requests), (Close::Idle, 2));
         assert_eq!(events, [Event::Closed(Close::Idle)]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_frame_dripped_too_slowly_is_idle_and_truncated() {
         let idle = Duration::from_millis(60);
         let (mut peer, _requests, _stop, task) = serve_recorded(4, idle);
@@ -597,7 +605,12 @@ mod tests {
             }
             tokio::time::sleep(idle / 3).await;
         }
-        let (served, events) = task.await.unwrap();
+        // Bounded: without the idle close the completed frame is a request
+        // held forever, and the connection would never end.
+        let (served, events) = tokio::time::timeout(idle * 100, task)
+            .await
+            .expect("never closed as idle")
+            .unwrap();
         assert_eq!((served.close, served.requests), (Close::Idle, 0));
         match events[..] {
             [Event::Truncated(Close::Idle, pending), Event::Closed(Close::Idle)] => {
@@ -607,7 +620,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn answers_in_flight_are_written_after_the_peer_stops_sending() {
         let (mut peer, mut requests, _stop, task) = serve_recorded(4, Duration::from_secs(60));
         let half = b"\x00\x09half";
