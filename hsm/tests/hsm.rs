@@ -632,6 +632,42 @@ fn concurrent_signing_through_the_pool_is_correct() {
     assert_eq!(hsm.queue_len(), 0);
 }
 
+/// Workers sharing one module instance each make their session copy of a
+/// key on first use, while the others look the same key up: a copy being
+/// built briefly matched the lookup ("2 secret objects labelled
+/// `t-hmac-v1`"; 2 failures in 40 runs of the test above). Many fresh pools,
+/// four workers each, all first-using the same keys at once.
+#[test]
+fn workers_first_using_a_key_at_once_never_see_each_others_copies() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    add_known_keys(&token.admin(), false);
+    let mut config = token.config();
+    config.threads = 4;
+    let rt = runtime();
+    for round in 0..25 {
+        let hsm = Hsm::builder(config.clone()).start().unwrap();
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for i in 0..32u32 {
+                let hsm = hsm.clone();
+                let base = ["t-hmac", "t-cmac"][i as usize % 2];
+                tasks.push(tokio::spawn(async move {
+                    let message = format!("round {round} message {i}").into_bytes();
+                    let out = hsm.mac(&key(base), Bytes::from(message.clone())).await;
+                    (base, message, out)
+                }));
+            }
+            for task in tasks {
+                let (base, message, out) = task.await.unwrap();
+                let out = out.unwrap_or_else(|e| panic!("round {round}, {base}: {e}"));
+                assert_eq!(out, independent_mac(base, &message));
+            }
+        });
+    }
+}
+
 #[test]
 fn full_queue_answers_busy_and_the_rest_succeed() {
     let Some(token) = TestToken::new() else {

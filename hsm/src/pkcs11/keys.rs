@@ -80,31 +80,72 @@ pub(crate) fn object_class(class: KeyClass) -> ObjectClass {
 
 /// Finds the one token (persistent) object of `class` labelled exactly
 /// `label`; a session's working copies (see `session.rs`) do not count.
+///
+/// Session objects are visible to every session of the process, and
+/// SoftHSM2 builds a copy (`C_CopyObject`) attribute by attribute: for a
+/// moment another worker's new copy still carries the original's
+/// `CKA_TOKEN = true` and matches this search (seen as "2 objects labelled
+/// `t-hmac-v1`" with two workers on one module instance). So when more than
+/// one matches, the ones that are not token objects by now are dropped and
+/// the search is repeated a few times before duplicates count as real.
 pub(crate) fn find_key(
     session: &Session,
     label: &str,
     class: KeyClass,
     store: &str,
 ) -> Result<Option<ObjectHandle>, HsmError> {
-    let found = session
-        .find_objects(&[
-            Attribute::Token(true),
-            Attribute::Class(object_class(class)),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .map_err(map_error)?;
-    match found.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(*one)),
-        many => Err(HsmError::Pkcs11 {
-            function: "C_FindObjects".into(),
-            rv: format!(
-                "{} {} objects labelled `{label}` in {store}; labels must be unique",
-                many.len(),
-                class.as_str()
-            ),
-        }),
+    let template = [
+        Attribute::Token(true),
+        Attribute::Class(object_class(class)),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    let mut found = Vec::new();
+    for attempt in 0..FIND_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(FIND_RETRY_PAUSE);
+        }
+        found = session.find_objects(&template).map_err(map_error)?;
+        if found.len() > 1 {
+            found = only_token_objects(session, found)?;
+        }
+        if found.len() <= 1 {
+            return Ok(found.first().copied());
+        }
     }
+    Err(HsmError::Pkcs11 {
+        function: "C_FindObjects".into(),
+        rv: format!(
+            "{} {} objects labelled `{label}` in {store}; labels must be unique",
+            found.len(),
+            class.as_str()
+        ),
+    })
+}
+
+/// Searches [`find_key`] makes before two objects with one label are an
+/// error (a copy in progress settles within microseconds).
+const FIND_ATTEMPTS: usize = 3;
+/// Pause between those searches.
+const FIND_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The handles whose `CKA_TOKEN` is true when read now (a handle that
+/// vanished meanwhile is dropped too).
+fn only_token_objects(
+    session: &Session,
+    handles: Vec<ObjectHandle>,
+) -> Result<Vec<ObjectHandle>, HsmError> {
+    let mut kept = Vec::with_capacity(handles.len());
+    for handle in handles {
+        let attrs = match session.get_attributes(handle, &[AttributeType::Token]) {
+            Ok(attrs) => attrs,
+            Err(Error::Pkcs11(RvError::ObjectHandleInvalid, _)) => continue,
+            Err(e) => return Err(map_error(e)),
+        };
+        if attrs.contains(&Attribute::Token(true)) {
+            kept.push(handle);
+        }
+    }
+    Ok(kept)
 }
 
 /// The versions `<base>-vN` present as `class` token objects.
@@ -129,6 +170,10 @@ pub(crate) fn versions(
             }
         }
     }
+    // Another worker's session copy being made can match for a moment
+    // (see `find_key`): one entry per version.
+    versions.sort_unstable();
+    versions.dedup();
     Ok(versions)
 }
 
