@@ -837,18 +837,14 @@ pub(crate) fn proxy_wire(k: u32) -> String {
 /// for the wall-clock time `now`.
 pub(crate) fn clock_fields(now: SystemTime) -> ([u8; 10], [u8; 6], [u8; 4]) {
     let utc = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (_, mo, d, h, mi, s) = civil(utc);
-    let f7 = format!("{mo:02}{d:02}{h:02}{mi:02}{s:02}");
+    let f7 = *TransmissionDateTime::at_unix_secs(utc).as_bytes();
+    // Made for every request: digits written in place, no formatting.
     let (_, lmo, ld, lh, lmi, ls) = civil(utc + 8 * 3600);
-    let f12 = format!("{lh:02}{lmi:02}{ls:02}");
-    let f13 = format!("{lmo:02}{ld:02}");
-    let mut a = [b'0'; 10];
-    a.copy_from_slice(f7.as_bytes());
-    let mut b = [b'0'; 6];
-    b.copy_from_slice(f12.as_bytes());
-    let mut c = [b'0'; 4];
-    c.copy_from_slice(f13.as_bytes());
-    (a, b, c)
+    let mut f12 = [0u8; 6];
+    write_padded(lh * 10_000 + lmi * 100 + ls, &mut f12);
+    let mut f13 = [0u8; 4];
+    write_padded(lmo * 100 + ld, &mut f13);
+    (f7, f12, f13)
 }
 
 /// (year, month, day, hour, minute, second) of a Unix time (proleptic

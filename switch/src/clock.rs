@@ -47,21 +47,7 @@ pub fn transmission_now() -> TransmissionDateTime {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    transmission_at(secs)
-}
-
-/// F7 `MMDDhhmmss` (UTC) for a Unix time in seconds.
-pub fn transmission_at(unix_secs: u64) -> TransmissionDateTime {
-    let days = (unix_secs / 86_400) as i64;
-    let rem = unix_secs % 86_400;
-    let (_, month, day) = civil_from_days(days);
-    let text = format!(
-        "{month:02}{day:02}{:02}{:02}{:02}",
-        rem / 3_600,
-        (rem % 3_600) / 60,
-        rem % 60
-    );
-    TransmissionDateTime::parse(text.as_bytes()).expect("a real date and time is valid")
+    TransmissionDateTime::at_unix_secs(secs)
 }
 
 /// Today's interbank settlement date (Hong Kong calendar day).
@@ -88,9 +74,7 @@ mod tests {
 
     #[test]
     fn known_instants() {
-        assert_eq!(transmission_at(0).as_str(), "0101000000");
-        // 2024-02-29T13:45:07Z
-        assert_eq!(transmission_at(1_709_214_307).as_str(), "0229134507");
+        // (F7 of a Unix time is tested in fps-codecs.)
         // 2024-02-29T16:00:00Z is already 1 March in Hong Kong.
         assert_eq!(settlement_date_at(1_709_222_400).as_str(), "20240301");
     }

@@ -399,6 +399,25 @@ impl TransmissionDateTime {
         check_month_day("transmission date and time", &d[0..4])?;
         check_hms("transmission date and time", &d[4..10])
     }
+
+    /// F7 `MMDDhhmmss` (UTC) of a Unix time in whole seconds. Made for
+    /// every message a switch or simulator originates: no formatting, no
+    /// allocation.
+    pub fn at_unix_secs(unix_secs: u64) -> Self {
+        // u64 seconds are under 2^47 days: the count fits an i64.
+        let (_, month, day) = crate::calendar::civil_from_days((unix_secs / 86_400) as i64);
+        let rem = unix_secs % 86_400;
+        let (hour, minute, second) = (rem / 3_600, rem % 3_600 / 60, rem % 60);
+        let packed = u64::from(month) * 100_000_000
+            + u64::from(day) * 1_000_000
+            + hour * 10_000
+            + minute * 100
+            + second;
+        let mut d = [0u8; 10];
+        write_padded(packed, &mut d);
+        // A real month and day, hour < 24, minute and second < 60.
+        TransmissionDateTime(d)
+    }
 }
 
 impl LocalTime {
@@ -1134,6 +1153,17 @@ mod tests {
         assert!(!format!("{name:?}{name}").contains("Chan"));
         // Short values hide everything rather than most of themselves.
         assert_eq!(format!("{}", Account::parse(b"1234").unwrap()), "****");
+    }
+
+    #[test]
+    fn transmission_date_times_of_unix_times() {
+        assert_eq!(TransmissionDateTime::at_unix_secs(0).as_str(), "0101000000");
+        // 2024-02-29T13:45:07Z
+        let leap = TransmissionDateTime::at_unix_secs(1_709_214_307);
+        assert_eq!(leap.as_str(), "0229134507");
+        // 2024-02-29T23:59:58Z, a second before a day ends.
+        let late = TransmissionDateTime::at_unix_secs(1_709_251_198);
+        assert_eq!(late, TransmissionDateTime::parse(b"0229235958").unwrap());
     }
 
     #[test]

@@ -9,8 +9,7 @@ use bytes::BytesMut;
 use fps_codecs::calendar::civil_from_days;
 use fps_codecs::framing::Framer;
 use fps_codecs::model::{
-    write_padded, MessageId, NetworkCode, ResponseCode, SettlementDate, Transaction,
-    TransmissionDateTime,
+    MessageId, NetworkCode, ResponseCode, SettlementDate, Transaction, TransmissionDateTime,
 };
 use fps_codecs::MessageCodec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -452,23 +451,9 @@ pub fn unix_ms() -> u64 {
 pub(crate) fn utc_now_fields() -> (TransmissionDateTime, SettlementDate) {
     let secs = unix_ms() / 1000;
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let mut f7 = [0u8; 10];
-    for (i, part) in [
-        u64::from(m),
-        u64::from(d),
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        write_padded(part, &mut f7[2 * i..2 * i + 2]);
-    }
     (
-        // Both are built from a valid calendar date and time of day.
-        TransmissionDateTime::parse(&f7).expect("valid F7 from the clock"),
+        TransmissionDateTime::at_unix_secs(secs),
+        // A calendar date of a Unix time in u64 milliseconds.
         SettlementDate::from_civil(y, m, d).expect("valid date from the clock"),
     )
 }

@@ -117,11 +117,9 @@ impl OutboundIds {
     pub fn next_message_id(&self) -> MessageId {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut text = [0u8; MAX_MESSAGE_ID_BYTES];
-        let mut len = 0;
-        for part in [b"FPS".as_slice(), self.bank.as_bytes()] {
-            text[len..len + part.len()].copy_from_slice(part);
-            len += part.len();
-        }
+        text[..3].copy_from_slice(b"FPS");
+        text[3..6].copy_from_slice(self.bank.as_bytes());
+        let mut len = 6;
         len += put_decimal(self.boot_ms % 10_000_000_000_000, &mut text[len..]);
         len += put_decimal(seq % 10_000_000_000_000_000, &mut text[len..]);
         MessageId::parse(&text[..len]).expect("at most 3+3+13+16 printable characters")
