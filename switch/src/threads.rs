@@ -2,15 +2,16 @@
 //!
 //! The request path runs on the async runtime's workers. Work that can
 //! wait (the key store's batched B-tree commits and its filter scan at
-//! start, metrics upkeep, the journal's segment rotation with `fsync =
-//! "never"`) runs on
-//! threads of its own, and on a busy core those threads must not take the
-//! core from a worker for a whole scheduler slice: a key-store commit of a
-//! few thousand keys ran 4-6 ms at a stretch, and every request arriving
-//! meanwhile waited for it (perf sched at 18,000 TPS, one core). Lowered to
-//! [`BACKGROUND_NICE`], such a thread gets about a tenth of the core while
-//! a worker also wants it (kernel weights 110 vs 1024), and all of what a
-//! worker leaves idle.
+//! start, metrics upkeep, the journal's segment rotation with
+//! `fsync = "never"`) runs on threads of its own, and on a busy core those
+//! threads must not take the core from a worker for a whole scheduler
+//! slice: a key-store commit of a few thousand keys ran 4-6 ms at a
+//! stretch, and every request arriving meanwhile waited for it (perf sched
+//! at 18,000 TPS, one core). Lowered to [`BACKGROUND_NICE`], such a thread
+//! gets about a tenth of the core while a worker also wants it (kernel
+//! weights 110 vs 1024), and all of what a worker leaves idle. It can still
+//! hold the core for a while: the key-store writer ran up to 1.5 ms at a
+//! stretch at 11,000 TPS (perf sched, 2026-11-24; README, Relay baseline).
 
 /// Nice value added to a background thread (Linux nice is per thread).
 pub const BACKGROUND_NICE: i32 = 10;
