@@ -40,6 +40,9 @@ pub const SIGN_OFFS: &str = "fps_switch_bank_sign_offs_total";
 pub const TIMEOUTS: &str = "fps_switch_bank_timeouts_total";
 /// Bank answers that arrived with no one waiting, by `bank`.
 pub const LATE_RESPONSES: &str = "fps_switch_bank_late_responses_total";
+/// Requests a bank sent on a link the switch opened that are not network
+/// management, answered `57`, by `bank` (banks originate on `[bank_inbound]`).
+pub const BANK_UNSOLICITED: &str = "fps_switch_bank_unsolicited_requests_total";
 /// Send failures, by `bank` and `kind` (`not_sent`/`outcome_unknown`/`rejected`).
 pub const SEND_FAILURES: &str = "fps_switch_bank_send_failures_total";
 /// Circuit breaker state per `bank` link: 0 closed, 1 open, 2 half-open.

@@ -591,3 +591,128 @@ async fn idle_close_zero_keeps_extra_links() {
     assert_eq!(bank.open(), 2);
     assert!(sw.stop().await);
 }
+
+// ------------------------------------------- requests the bank sends on our link
+
+/// Read one frame from `rd` into `buf` (more bytes as needed), within 10 s.
+async fn next_frame(
+    rd: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    framer: &Framer,
+) -> BytesMut {
+    let read = async {
+        loop {
+            if let Some(f) = framer.decode(buf).unwrap() {
+                return f.message;
+            }
+            assert!(
+                rd.read_buf(buf).await.unwrap() > 0,
+                "the switch closed the link"
+            );
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("no frame from the switch within 10 s")
+}
+
+fn framed(framer: &Framer, message: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    let mark = framer.begin(&[], &mut out).unwrap();
+    out.extend_from_slice(message);
+    framer.finish(mark, &mut out).unwrap();
+    out
+}
+
+/// A bank that sends requests of its own on a link the switch opened gets
+/// an answer to each, at once, on that link: network management `00`,
+/// payments and reversals `57` (banks originate on the links they open to
+/// `[bank_inbound]`), counted per bank. Before, a payment was dropped with
+/// a log line and the bank waited out its own timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_a_bank_sends_on_a_switch_link_are_answered_never_dropped() {
+    let pki = Pki::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sw = Running::start(&switch_toml(
+        &pki,
+        "orig003",
+        addr,
+        "{ min = 1, max = 1 }",
+        "",
+    ))
+    .await;
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the switch never connected")
+        .unwrap();
+    let tls = acceptor(&pki).accept(tcp).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let codec = Iso8583Codec::builtin("canonical").unwrap();
+    let framer = Framer::new(FrameConfig::default()).unwrap();
+    let encode = |t: &Transaction| {
+        let mut m = BytesMut::new();
+        codec.encode(t, &mut m).unwrap();
+        framed(&framer, &m)
+    };
+    let mut buf = BytesMut::new();
+
+    // The switch signs on first.
+    let sign_on = codec
+        .decode(&next_frame(&mut rd, &mut buf, &framer).await)
+        .unwrap();
+    assert_eq!(sign_on.network_code, Some(NetworkCode::SignOn));
+    wr.write_all(&encode(&sign_on.response(ResponseCode::APPROVED)))
+        .await
+        .unwrap();
+
+    // Then the bank sends a payment, a reversal and an echo of its own.
+    let payment = credit_transfer(4711, "004");
+    let mut reversal = credit_transfer(4712, "004");
+    reversal.mti = Mti::REVERSAL;
+    reversal.original = payment.original_data();
+    let mut echo = Transaction::new(Mti::NETWORK);
+    echo.transmitted_at = payment.transmitted_at;
+    echo.stan = Some(Stan::new(4713).unwrap());
+    echo.network_code = Some(NetworkCode::Echo);
+    for t in [&payment, &reversal, &echo] {
+        wr.write_all(&encode(t)).await.unwrap();
+    }
+
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < 3 {
+        let t = codec
+            .decode(&next_frame(&mut rd, &mut buf, &framer).await)
+            .unwrap();
+        if t.is_response() {
+            answers.insert(t.stan.unwrap().value(), t);
+        } else {
+            // The switch's own echo: answered like a bank would.
+            wr.write_all(&encode(&t.response(ResponseCode::APPROVED)))
+                .await
+                .unwrap();
+        }
+    }
+    let paid = &answers[&4711];
+    assert_eq!(paid.mti, Mti::CREDIT_TRANSFER_RESPONSE);
+    assert_eq!(paid.response_code, Some(ResponseCode::NOT_PERMITTED));
+    assert_eq!(paid.rrn, payment.rrn, "the answer echoes the request's ids");
+    assert_eq!(paid.terminal_id, payment.terminal_id);
+    let reversed = &answers[&4712];
+    assert_eq!(reversed.mti, Mti::REVERSAL_RESPONSE);
+    assert_eq!(reversed.response_code, Some(ResponseCode::NOT_PERMITTED));
+    let echoed = &answers[&4713];
+    assert_eq!(echoed.mti, Mti::NETWORK_RESPONSE);
+    assert_eq!(echoed.response_code, Some(ResponseCode::APPROVED));
+    assert_eq!(
+        counter(
+            "fps_switch_bank_unsolicited_requests_total",
+            &[("bank", "orig003")]
+        ),
+        2.0
+    );
+    // The link is still up and serving.
+    assert_eq!(links_up(sw.admin).await, 1);
+    drop((rd, wr));
+    assert!(sw.stop().await);
+}

@@ -758,3 +758,82 @@ async fn a_forged_sign_on_answer_keeps_the_link_down() {
     );
     switch.stop().await;
 }
+
+/// (f) A bank's own request on a link the switch opened (answered `57`:
+/// banks originate on their `[bank_inbound]` links, see bank_links.rs) has
+/// its MAC checked first, `63` when it is wrong; every answer carries the
+/// switch's MAC, made in the token, which the bank verifies on its own.
+#[tokio::test]
+async fn a_banks_own_request_on_a_switch_link_is_checked_and_answered_maced() {
+    let Some(token) = token() else { return };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bank = Bank {
+        name: "origmac003",
+        code: "003",
+        codec: "iso8583:canonical",
+        addr: listener.local_addr().unwrap(),
+        auth: MAC_HMAC,
+    };
+    // Not `start_switch`: it waits for the sign-on this test answers.
+    let switch = Running::start(&switch_toml(&token, &[bank])).await;
+    let (mut tcp, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the switch never connected")
+        .unwrap();
+    let codec = codec_of("iso8583:canonical");
+    let keys = hmac_peer();
+    let framer = Framer::new(FrameConfig::default()).unwrap();
+    let frame = |t: &Transaction| {
+        let mut out = BytesMut::new();
+        let mark = framer.begin(&[], &mut out).unwrap();
+        codec.encode(t, &mut out).unwrap();
+        framer.finish(mark, &mut out).unwrap();
+        out
+    };
+    let mut good = credit_transfer(4711, "004");
+    seal(&*codec, &keys, &mut good, false);
+    let mut forged = credit_transfer(4712, "004");
+    seal(&*codec, &keys, &mut forged, true);
+
+    let mut buf = BytesMut::new();
+    let mut answers = std::collections::HashMap::new();
+    let mut sent_ours = false;
+    let exchange = async {
+        while answers.len() < 2 {
+            let message = loop {
+                if let Some(f) = framer.decode(&mut buf).unwrap() {
+                    break f.message;
+                }
+                assert!(tcp.read_buf(&mut buf).await.unwrap() > 0, "link closed");
+            };
+            let t = codec.decode_authenticated(&message).unwrap();
+            if t.is_response() {
+                answers.insert(t.stan.unwrap().value(), t);
+                continue;
+            }
+            // The switch's sign-on or echo: answered, MACed.
+            let mut a = t.response(ResponseCode::APPROVED);
+            seal(&*codec, &keys, &mut a, false);
+            tcp.write_all(&frame(&a)).await.unwrap();
+            if !sent_ours {
+                sent_ours = true;
+                for t in [&good, &forged] {
+                    tcp.write_all(&frame(t)).await.unwrap();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("both requests answered within 10 s");
+    assert_eq!(code(&answers[&4711]), "57");
+    assert_eq!(code(&answers[&4712]), "63", "a forged MAC");
+    for stan in [4711, 4712] {
+        assert!(
+            verify_independently(&*codec, &keys, &answers[&stan]),
+            "the answer to {stan} carries the switch's MAC"
+        );
+    }
+    drop(tcp);
+    switch.stop().await;
+}

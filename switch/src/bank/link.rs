@@ -8,6 +8,12 @@
 //! network management request is MACed like a payment and every 0810
 //! verified; one that fails ends the link (the pool reconnects after
 //! backoff) and counts in `fps_switch_bank_auth_failures_total`.
+//!
+//! A request the bank itself sends on such a link is answered on it:
+//! network management `00`, anything else `57` (banks originate payments
+//! on the links they open to `[bank_inbound]`), counted in
+//! `fps_switch_bank_unsolicited_requests_total`; with `auth` its MAC is
+//! checked first (`63` when wrong) and the answer MACed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,16 +28,16 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::pool::{BankShared, Framed};
-use super::{MatchKey, SendError};
+use super::{MatchBy, MatchKey, SendError};
 use crate::metrics as m;
 
 /// Read buffer size to start with.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// Longest wait for the 0810 of a sign-off before the link closes anyway.
 pub(crate) const SIGN_OFF_TIMEOUT: Duration = Duration::from_secs(1);
-/// Network management requests from the bank being authenticated at once
-/// on one link; more are dropped (the bank repeats or drops the link).
-const MAX_BANK_NETWORK_CHECKS: usize = 8;
+/// Requests from the bank being authenticated at once on one link; more
+/// are dropped (the bank repeats or drops the link).
+const MAX_BANK_REQUEST_CHECKS: usize = 8;
 /// Why a request was refused by a link that is closing: nothing was sent,
 /// the pool tries another link.
 pub(crate) const LINK_CLOSING: &str = "link closing";
@@ -400,7 +406,7 @@ where
         last_busy_ms: AtomicU64::new(0),
         drained: Notify::new(),
         close: watch::Sender::new(None),
-        bank_checks: Arc::new(Semaphore::new(MAX_BANK_NETWORK_CHECKS)),
+        bank_checks: Arc::new(Semaphore::new(MAX_BANK_REQUEST_CHECKS)),
     });
     let mut close_rx = link.close.subscribe();
     let mut reader = AbortOnDrop(tokio::spawn(read_loop(link.clone(), rd)));
@@ -561,39 +567,59 @@ async fn read_loop<S: AsyncRead>(link: Arc<Link>, mut rd: ReadHalf<S>) -> LinkEn
     }
 }
 
-/// Requests a bank sends us on an outbound link: network management is
-/// answered (with `auth`: its MAC checked, `63` when it fails, the answer
-/// MACed); the rest waits for bank-originated traffic support.
+/// Requests a bank sends us on a link the switch opened. Network
+/// management is answered `00`. Anything else is answered `57` (not
+/// permitted): banks originate payments over the links they open to
+/// `[bank_inbound]` (DESIGN.md), where they are identified, authenticated
+/// and routed; here the bank at least gets its answer at once instead of
+/// waiting out its own timeout on a request the switch dropped. With
+/// `auth`, the request's MAC is checked first (`63` when it fails, `96`
+/// when it cannot be checked) and the answer is MACed.
 fn answer_bank_request(link: &Arc<Link>, txn: Transaction) {
     let bank = &*link.bank;
-    if txn.kind() != Some(TxnKind::NetworkManagement) {
-        // TODO(bank-originated): route inbound payments from banks.
-        tracing::warn!(bank = %bank.name, mti = %txn.mti, "unsolicited request from bank ignored");
-        return;
+    let allowed = txn.kind() == Some(TxnKind::NetworkManagement);
+    if !allowed {
+        metrics::counter!(m::BANK_UNSOLICITED, "bank" => bank.name.clone()).increment(1);
+        tracing::warn!(bank = %bank.name, mti = %txn.mti, "bank request on a link the switch opened: answered 57 (banks originate on their own links to [bank_inbound])");
     }
+    let verdict = if allowed {
+        ResponseCode::APPROVED
+    } else {
+        ResponseCode::NOT_PERMITTED
+    };
     let Some(auth) = bank.auth.clone() else {
-        write_answer(link, &txn.response(ResponseCode::APPROVED));
+        write_answer(link, &own_answer(bank, &txn, verdict));
         return;
     };
     let Ok(permit) = link.bank_checks.clone().try_acquire_owned() else {
-        tracing::warn!(bank = %bank.name, "too many network management requests from the bank: dropped");
+        tracing::warn!(bank = %bank.name, "too many requests from the bank being checked: dropped");
         return;
     };
     let link = link.clone();
     tokio::spawn(async move {
         let _permit = permit;
         let code = match auth.check(&txn).await {
-            Ok(()) => ResponseCode::APPROVED,
+            Ok(()) => verdict,
             Err(e) if e.is_forgery() => ResponseCode::SECURITY_VIOLATION,
             Err(_) => ResponseCode::SYSTEM_MALFUNCTION,
         };
-        match auth.seal(&txn.response(code)).await {
+        match auth.seal(&own_answer(&link.bank, &txn, code)).await {
             Ok(answer) => write_answer(&link, &answer),
             Err(e) => {
-                tracing::warn!(bank = %link.bank.name, error = %e, "cannot MAC network management answer")
+                tracing::warn!(bank = %link.bank.name, error = %e, "cannot MAC the answer to a bank request")
             }
         }
     });
+}
+
+/// The answer to a bank's request: an ISO 20022 answer carries a message
+/// id of the switch's own (and names the request in `OrgnlMsgId`).
+fn own_answer(bank: &BankShared, req: &Transaction, code: ResponseCode) -> Transaction {
+    let mut answer = req.response(code);
+    if bank.codec.match_by == MatchBy::OriginalMessageId {
+        answer.message_id = Some(bank.ids.next_message_id());
+    }
+    answer
 }
 
 fn write_answer(link: &Link, answer: &Transaction) {
@@ -605,7 +631,7 @@ fn write_answer(link: &Link, answer: &Transaction) {
     if bank.codec.codec.encode(answer, &mut frame).is_err()
         || bank.framer.finish(mark, &mut frame).is_err()
     {
-        tracing::warn!(bank = %bank.name, "cannot encode network management answer");
+        tracing::warn!(bank = %bank.name, mti = %answer.mti, "cannot encode the answer to a bank request");
         return;
     }
     // Best effort: a full writer queue means the link is in trouble anyway.
