@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use fps_codecs::framing::{FrameConfig, Framer};
 use fps_codecs::iso8583::Iso8583Codec;
+use fps_codecs::MessageCodec;
 use fps_codecs::model::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -713,6 +714,58 @@ async fn requests_a_bank_sends_on_a_switch_link_are_answered_never_dropped() {
     );
     // The link is still up and serving.
     assert_eq!(links_up(sw.admin).await, 1);
+    drop((rd, wr));
+    assert!(sw.stop().await);
+}
+
+/// The same on an ISO 20022 link: a pacs.008 the bank sends on the link
+/// the switch opened is answered with a pacs.002 rejecting it (`AG01`,
+/// i.e. `57`) under a message id of the switch's own, naming the request
+/// in `OrgnlMsgId`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pacs008_a_bank_sends_on_a_switch_link_is_rejected_ag01() {
+    const PACS008: &str = include_str!("../../codecs/tests/data/iso20022/pacs008_plain.xml");
+    let pki = Pki::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let toml = config_toml(
+        &pki,
+        &[BankSpec {
+            code: "003",
+            name: "origxml003",
+            codec: "iso20022",
+            addr: listener.local_addr().unwrap(),
+            request_timeout_ms: 5_000,
+        }],
+        "",
+    );
+    let sw = Running::start(&toml).await;
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the switch never connected")
+        .unwrap();
+    let tls = acceptor(&pki).accept(tcp).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let framer = Framer::new(FrameConfig::default()).unwrap();
+    let codec = fps_codecs::iso20022::Iso20022Codec::default();
+    let request = codec.decode(PACS008.as_bytes()).unwrap();
+    wr.write_all(&framed(&framer, PACS008.as_bytes()))
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let answer = codec
+        .decode(&next_frame(&mut rd, &mut buf, &framer).await)
+        .unwrap();
+    assert!(answer.is_response());
+    assert_eq!(answer.response_code, Some(ResponseCode::NOT_PERMITTED));
+    assert_eq!(answer.original_message_id, request.message_id);
+    assert!(answer.message_id.is_some() && answer.message_id != request.message_id);
+    assert_eq!(
+        counter(
+            "fps_switch_bank_unsolicited_requests_total",
+            &[("bank", "origxml003")]
+        ),
+        1.0
+    );
     drop((rd, wr));
     assert!(sw.stop().await);
 }
