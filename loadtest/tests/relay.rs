@@ -33,6 +33,10 @@ fn work_dir(name: &str) -> PathBuf {
 
 /// Bank 003 (canonical ISO 8583, binary2), mutual TLS with the dev PKI in `pki`.
 fn sim_config(pki: Option<&Path>) -> SimConfig {
+    SimConfig::from_toml_str(&sim_toml(pki, "127.0.0.1:0")).unwrap()
+}
+
+fn sim_toml(pki: Option<&Path>, listen: &str) -> String {
     let tls = match pki {
         None => "tls = false\n".to_owned(),
         Some(p) => format!(
@@ -42,12 +46,11 @@ fn sim_config(pki: Option<&Path>) -> SimConfig {
             p.join("ca.crt")
         ),
     };
-    SimConfig::from_toml_str(&format!(
+    format!(
         "max_ledger_entries = 1000\n[http]\nbind = \"127.0.0.1:0\"\n[[banks]]\nname = \"bank003\"\n\
-         code = \"003\"\ncodec = \"iso8583:canonical\"\nlisten = \"127.0.0.1:0\"\n\
+         code = \"003\"\ncodec = \"iso8583:canonical\"\nlisten = \"{listen}\"\n\
          framing = {{ prefix = \"binary2\" }}\n{tls}"
-    ))
-    .unwrap()
+    )
 }
 
 #[test]
@@ -184,6 +187,50 @@ async fn relay_round_trip(name: &str, tls: bool) {
     relay.stop(Duration::from_secs(5)).await;
     let _ = stop.send(());
     sim_task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The peer of the load generator's ceiling (`compare-relay`): the bank
+/// simulator as a process of its own (this package's `fps-loadtest
+/// bank-sim`) on a port chosen beforehand answers the generator straight,
+/// every request once and correctly, and stops on request.
+#[tokio::test]
+async fn the_generator_ceiling_peer_answers_the_generator_straight() {
+    let dir = work_dir("peer");
+    let listen = free_port().unwrap();
+    let toml = sim_toml(None, &listen.to_string());
+    let peer = fps_loadtest::relay::peer::start(
+        Path::new(env!("CARGO_BIN_EXE_fps-loadtest")),
+        &toml,
+        listen,
+        &dir,
+        None,
+    )
+    .await
+    .unwrap();
+    let report = load::run(load::Plan {
+        target: listen,
+        tls: None,
+        mode: load::Mode::Open { rate: 200 },
+        duration: Duration::from_secs(1),
+        connections: 2,
+        banks: load::parse_banks(&["003".into()]).unwrap(),
+        mix: Default::default(),
+        proxy_directory: Default::default(),
+        drain: Duration::from_secs(5),
+        progress: false,
+    })
+    .await
+    .unwrap();
+    assert!(report.clean(), "{report}");
+    assert_eq!(report.answered, 200, "{report}");
+    let pid = peer.pid();
+    peer.stop(Duration::from_secs(5)).await;
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the peer process is gone"
+    );
+    assert!(!fps_loadtest::relay::process::accepts(listen).await);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -30,15 +30,21 @@
 //! and reported as `mac_ratio = switch_mac_tps / switch_tps` (issue 6:
 //! >= 0.6), with its p99 at the same fixed rate. See [`mac`].
 //!
+//! Last, unless `--no-generator-ceiling`, the load generator's own maximum
+//! against the simulated bank alone on the system core ([`peer`]), reported
+//! as `generator_ratio = generator_tps / switch_tps` (issue 6: >= 2).
+//!
 //! Entry point: [`main`] (`compare-relay` options: [`CompareRelayArgs`]).
 //! Modules: [`search`] (sans-I/O), [`haproxy`] and [`switch`] (configs and
-//! processes), [`mac`] (the MAC run's keys and checks), [`process`]
+//! processes), [`peer`] (the generator's ceiling), [`mac`] (the MAC run's
+//! keys and checks), [`process`]
 //! (children, pinning, CPU), [`output`] (JSON and table).
 
 mod cli;
 pub mod haproxy;
 pub mod mac;
 pub mod output;
+pub mod peer;
 pub mod process;
 pub mod search;
 pub mod switch;
@@ -82,6 +88,8 @@ const SWITCH: &str = "switch";
 const SWITCH_MAC: &str = "switch+mac";
 /// HAProxy.
 const RELAY: &str = "relay";
+/// The load generator against the simulated bank alone (its ceiling).
+const GENERATOR: &str = "generator";
 
 /// Plaintext or TLS on both legs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +151,9 @@ pub struct ComparePlan {
     /// `Some`: also measure the switch with this MAC on bank 003 (a key
     /// of its own is made for the run, see [`mac::preflight`]).
     pub mac: Option<MacPlan>,
+    /// Also search the load generator's own maximum against the simulated
+    /// bank alone on the system core ([`peer`]).
+    pub generator_ceiling: bool,
     /// Soft bound on the whole comparison: searches are cut short to fit.
     pub budget: Duration,
     /// Keep the work directory (configs, certificates, logs) here instead
@@ -321,7 +332,7 @@ async fn compare_transport(
     let core = plan.pinning.map(|p| p.system_core);
 
     // The bank simulator, in this process (on the load generator's core).
-    let sim = BankSim::bind(&sim_config(tls.then_some(&pki), None)?).await?;
+    let sim = BankSim::bind(&sim_config(tls.then_some(&pki), None, None)?).await?;
     let bank = sim
         .bank_addr(BANK_NAME)
         .context("the bank simulator has no bank003 listener")?;
@@ -334,7 +345,7 @@ async fn compare_transport(
     let mac_sim = match mac {
         None => None,
         Some(m) => {
-            let sim = BankSim::bind(&sim_config(tls.then_some(&pki), Some(m))?)
+            let sim = BankSim::bind(&sim_config(tls.then_some(&pki), Some(m), None)?)
                 .await
                 .context("the bank simulator with the MAC")?;
             let bank = sim
@@ -443,6 +454,18 @@ async fn compare_transport(
         tls: load_tls(SERVER_DNS)?,
         process: Some(relay),
     });
+    if plan.generator_ceiling {
+        let listen = process::free_port()?;
+        let toml = sim_toml(tls.then_some(&pki), None, Some(listen));
+        let exe = std::env::current_exe().context("the fps-loadtest executable")?;
+        let p = peer::start(&exe, &toml, listen, dir, core).await?;
+        systems.push(System {
+            name: GENERATOR,
+            target: listen,
+            tls: load_tls(BANK_DNS)?,
+            process: Some(p),
+        });
+    }
 
     let per_transport = systems.len();
     let mut results = Vec::with_capacity(per_transport);
@@ -477,6 +500,10 @@ async fn compare_transport(
         plan.search.min_rate,
     );
     for (sys, res) in systems.iter_mut().zip(results.iter_mut()) {
+        if sys.name == GENERATOR {
+            // Its maximum is what it is for: no like-for-like p99.
+            continue;
+        }
         // Its search may have ended on a failed step.
         recover(plan, sys, fixed_rate.min(plan.search.start_rate)).await?;
         res.fixed = Some(fixed_run(plan, transport, sys, fixed_rate).await?);
@@ -518,13 +545,14 @@ async fn compare_transport(
     let _ = sim_task.await;
 
     let mut results = results.into_iter();
-    let (Some(switch_res), switch_mac_res, Some(relay_res)) = (
+    let (Some(switch_res), switch_mac_res, Some(relay_res), generator_res) = (
         results.next(),
         if mac_spec.is_some() {
             results.next()
         } else {
             None
         },
+        results.next(),
         results.next(),
     ) else {
         bail!("one result per system");
@@ -544,6 +572,11 @@ async fn compare_transport(
             .and_then(|r| output::ratio(r.max_tps, switch_res.max_tps)),
         switch_mac_p99_us: switch_mac_res.as_ref().and_then(p99),
         mac_auth_failures,
+        generator_tps: generator_res.as_ref().map(|r| r.max_tps),
+        generator_ratio: generator_res
+            .as_ref()
+            .and_then(|r| output::ratio(r.max_tps, switch_res.max_tps)),
+        generator: generator_res,
         direct,
         switch: switch_res,
         relay: relay_res,
@@ -760,7 +793,18 @@ async fn run_step(
 /// it answers are decided but not remembered, so its cost and memory stay
 /// flat over the many runs of a comparison (its counts, `auth_failures`
 /// among them, go on).
-fn sim_config(pki: Option<&Pki<'_>>, mac: Option<&MacRun>) -> anyhow::Result<SimConfig> {
+fn sim_config(
+    pki: Option<&Pki<'_>>,
+    mac: Option<&MacRun>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<SimConfig> {
+    SimConfig::from_toml_str(&sim_toml(pki, mac, listen))
+        .map_err(|e| anyhow::anyhow!("bank simulator config:\n{e}"))
+}
+
+/// The TOML of [`sim_config`]; bank 003 listens on `listen` (default: a
+/// port of the system's choosing).
+fn sim_toml(pki: Option<&Pki<'_>>, mac: Option<&MacRun>, listen: Option<SocketAddr>) -> String {
     let q = |p: PathBuf| toml_string(&p.display().to_string());
     let tls = match pki {
         None => "tls = false\n".to_owned(),
@@ -778,12 +822,12 @@ fn sim_config(pki: Option<&Pki<'_>>, mac: Option<&MacRun>) -> anyhow::Result<Sim
             format!("{}\n", m.auth_entry()),
         ),
     };
-    let text = format!(
+    let listen = listen.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string());
+    format!(
         "seed = 1\nmax_ledger_entries = 1\n[http]\nbind = \"127.0.0.1:0\"\n{hsm}\
          [[banks]]\nname = \"{BANK_NAME}\"\ncode = \"{BANK_CODE}\"\ncodec = \"iso8583:canonical\"\n\
-         listen = \"127.0.0.1:0\"\nframing = {{ prefix = \"binary2\" }}\n{auth}{tls}"
-    );
-    SimConfig::from_toml_str(&text).map_err(|e| anyhow::anyhow!("bank simulator config:\n{e}"))
+         listen = \"{listen}\"\nframing = {{ prefix = \"binary2\" }}\n{auth}{tls}"
+    )
 }
 
 /// A TOML basic string.
@@ -836,12 +880,18 @@ mod tests {
 
     #[test]
     fn simulator_configs_parse() {
-        let c = sim_config(None, None).unwrap();
+        let c = sim_config(None, None, None).unwrap();
         assert_eq!(c.banks.len(), 1);
         assert_eq!(c.max_ledger_entries, 1);
         assert!(c.hsm.is_none() && c.banks[0].auth.is_none());
+        assert_eq!(c.banks[0].listen.port(), 0);
+        // The generator's ceiling: the same bank, in a process of its own
+        // on a port chosen beforehand.
+        let at: SocketAddr = "127.0.0.1:7003".parse().unwrap();
+        let c = sim_config(None, None, Some(at)).unwrap();
+        assert_eq!(c.banks[0].listen, at);
         let dir = PathBuf::from("/d/pki \"q\"");
-        let c = sim_config(Some(&Pki(&dir)), None).unwrap();
+        let c = sim_config(Some(&Pki(&dir)), None, None).unwrap();
         assert!(matches!(
             &c.banks[0].tls,
             crate::banksim::config::TlsSetting::Tls(f) if f.cert == dir.join("bank003.crt")
@@ -853,8 +903,8 @@ mod tests {
         // The switch's validation (below) wants a module file that exists.
         let mac = mac::RunWithModuleFile::new("sim");
         let dir = PathBuf::from("/d/pki");
-        let plain = sim_config(None, Some(&mac.run));
-        let tls = sim_config(Some(&Pki(&dir)), Some(&mac.run));
+        let plain = sim_config(None, Some(&mac.run), None);
+        let tls = sim_config(Some(&Pki(&dir)), Some(&mac.run), None);
         for c in [plain.unwrap(), tls.unwrap()] {
             let hsm = c.hsm.as_ref().unwrap();
             assert_eq!(hsm.backend, fps_hsm::Backend::DangerSoftware);
@@ -877,7 +927,7 @@ mod tests {
     fn the_mac_run_puts_the_bank_in_software_and_the_switch_on_pkcs11() {
         let mac = mac::RunWithModuleFile::new("sides");
         let run = &mac.run;
-        let sim = sim_config(None, Some(run)).unwrap();
+        let sim = sim_config(None, Some(run), None).unwrap();
         let sim_hsm = sim.hsm.as_ref().unwrap();
         assert_eq!(sim_hsm.backend, fps_hsm::Backend::DangerSoftware);
         assert_eq!(
@@ -942,6 +992,7 @@ mod tests {
             pinning: None,
             journal: switch::Journal::Never,
             mac,
+            generator_ceiling: true,
             budget: Duration::from_secs(360),
             work_dir: None,
             progress: false,
@@ -985,7 +1036,7 @@ mod tests {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let bank = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(600)).await;
-            let mut config = sim_config(None, None).unwrap();
+            let mut config = sim_config(None, None, None).unwrap();
             config.banks[0].listen = target;
             let sim = BankSim::bind(&config).await.unwrap();
             sim.run(async move {

@@ -96,6 +96,12 @@ pub struct TransportResult {
     pub switch_mac_p99_us: Option<u64>,
     /// MACs refused during the MAC run, on either side (0 when all is well).
     pub mac_auth_failures: Option<MacAuthFailures>,
+    /// The load generator's own maximum against the simulated bank alone on
+    /// the system core (`None` with `--no-generator-ceiling`).
+    pub generator_tps: Option<u64>,
+    /// `generator_tps / switch_tps` (issue 6's target: >= 2; `None` when
+    /// not measured or the switch sustained nothing).
+    pub generator_ratio: Option<f64>,
     /// The fixed-rate run straight to the bank.
     pub direct: Report,
     /// The switch's search and fixed-rate run.
@@ -104,6 +110,8 @@ pub struct TransportResult {
     pub relay: SystemResult,
     /// The switch's search and fixed-rate run with the MAC.
     pub switch_mac: Option<SystemResult>,
+    /// The search of the generator's ceiling (no fixed-rate run).
+    pub generator: Option<SystemResult>,
 }
 
 /// MACs refused during a MAC run (each `None` when it could not be read).
@@ -260,9 +268,17 @@ impl fmt::Display for Comparison {
                 Some(("switch", &r.switch)),
                 Some(("relay", &r.relay)),
                 r.switch_mac.as_ref().map(|m| ("switch+mac", m)),
+                r.generator.as_ref().map(|g| ("generator", g)),
             ];
             for (system, res) in systems.into_iter().flatten() {
-                if res.limited_by.as_deref() == Some("generator") {
+                if system == "generator" {
+                    if res.limited_by.as_deref() == Some("system") {
+                        notes.push(format!(
+                            "{name} generator: the simulated bank's core was full at {} TPS: the generator's ceiling is a lower bound",
+                            opt(res.lowest_failed_tps)
+                        ));
+                    }
+                } else if res.limited_by.as_deref() == Some("generator") {
                     notes.push(format!(
                         "{name} {system}: the load generator's core was full at {} TPS: its max is a lower bound",
                         opt(res.lowest_failed_tps)
@@ -280,6 +296,7 @@ impl fmt::Display for Comparison {
                 }
             }
         }
+        self.fmt_generator(f)?;
         if s.mac != "off" {
             self.fmt_mac(f, &mut notes)?;
         }
@@ -295,6 +312,22 @@ impl fmt::Display for Comparison {
 }
 
 impl Comparison {
+    /// The generator's ceiling, one line per transport measured.
+    fn fmt_generator(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, r) in [("plaintext", &self.plaintext), ("tls", &self.tls)] {
+            let Some(r) = r else { continue };
+            let Some(tps) = r.generator_tps else { continue };
+            writeln!(
+                f,
+                "{name}: load generator ceiling (straight to the simulated bank alone on the system core) {} TPS = {} the switch's max (target >= {GENERATOR_RATIO_TARGET}x)",
+                thousands(tps),
+                r.generator_ratio
+                    .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"))
+            )?;
+        }
+        Ok(())
+    }
+
     /// The MAC table: the switch with and without the MAC, same run.
     fn fmt_mac(&self, f: &mut fmt::Formatter<'_>, notes: &mut Vec<String>) -> fmt::Result {
         writeln!(f)?;
@@ -352,6 +385,9 @@ impl Comparison {
 
 /// Issue 6's target for the switch with a MAC: this share of its rate without.
 pub const MAC_RATIO_TARGET: f64 = 0.6;
+/// Issue 6's target for the load generator: this multiple of the switch's
+/// maximum, against a trivial peer.
+pub const GENERATOR_RATIO_TARGET: f64 = 2.0;
 
 #[cfg(test)]
 mod tests {
@@ -425,10 +461,13 @@ mod tests {
                 bank: Some(0),
                 switch: Some(0),
             }),
+            generator_tps: Some(40_000),
+            generator_ratio: ratio(40_000, switch.max_tps),
             direct,
             switch,
             relay,
             switch_mac: mac.then_some(switch_mac),
+            generator: Some(system(40_000, 0)),
         };
         Comparison {
             machine: Machine {
@@ -492,6 +531,40 @@ mod tests {
         assert!(table.contains("target mac ratio >= 0.6"), "{table}");
         assert!(table.contains("0.65x"), "{table}");
         assert!(!table.contains("MACs refused"), "{table}");
+    }
+
+    #[test]
+    fn the_generator_ceiling_is_reported_against_the_switch() {
+        let mut c = comparison(false);
+        let j = serde_json::to_value(&c).unwrap();
+        let p = &j["plaintext"];
+        assert_eq!(p["generator_tps"], 40_000);
+        assert_eq!(p["generator_ratio"], 2.857);
+        assert_eq!(p["generator"]["max_tps"], 40_000);
+        let table = c.to_string();
+        assert!(
+            table.contains("load generator ceiling") && table.contains("40,000 TPS = 2.86x"),
+            "{table}"
+        );
+        assert!(table.contains("target >= 2x"), "{table}");
+        assert!(!table.contains("ceiling is a lower bound"), "{table}");
+        // The peer's core ran out first: the ceiling is only a lower bound.
+        if let Some(g) = c.plaintext.as_mut().and_then(|r| r.generator.as_mut()) {
+            g.limited_by = Some("system".into());
+            g.lowest_failed_tps = Some(44_000);
+        }
+        let table = c.to_string();
+        assert!(
+            table.contains("simulated bank's core was full at 44,000 TPS"),
+            "{table}"
+        );
+        // Not measured (--no-generator-ceiling): no line, null fields.
+        if let Some(r) = c.plaintext.as_mut() {
+            (r.generator_tps, r.generator_ratio, r.generator) = (None, None, None);
+        }
+        assert!(!c.to_string().contains("ceiling"));
+        let j = serde_json::to_value(&c).unwrap();
+        assert!(j["plaintext"]["generator_tps"].is_null());
     }
 
     #[test]
