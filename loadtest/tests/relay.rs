@@ -97,6 +97,29 @@ fn haproxy_accepts_the_generated_configs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One second of open-loop load at `rate` to bank 003 through `target`,
+/// over two connections.
+async fn one_second_to_bank_003(
+    target: std::net::SocketAddr,
+    tls: Option<load::TlsTarget>,
+    rate: u64,
+) -> fps_loadtest::report::Report {
+    load::run(load::Plan {
+        target,
+        tls,
+        mode: load::Mode::Open { rate },
+        duration: Duration::from_secs(1),
+        connections: 2,
+        banks: load::parse_banks(&["003".into()]).unwrap(),
+        mix: Default::default(),
+        proxy_directory: Default::default(),
+        drain: Duration::from_secs(5),
+        progress: false,
+    })
+    .await
+    .unwrap()
+}
+
 /// 50 requests in one second through HAProxy to the bank and back: every
 /// one answered once, correctly (the load generator checks the echo).
 async fn relay_round_trip(name: &str, tls: bool) {
@@ -158,20 +181,7 @@ async fn relay_round_trip(name: &str, tls: bool) {
         .unwrap(),
         server_name: fps_loadtest::tls::server_name("switch.fps.test").unwrap(),
     });
-    let report = load::run(load::Plan {
-        target: spec.listen,
-        tls: load_tls,
-        mode: load::Mode::Open { rate: 50 },
-        duration: Duration::from_secs(1),
-        connections: 2,
-        banks: load::parse_banks(&["003".into()]).unwrap(),
-        mix: Default::default(),
-        proxy_directory: Default::default(),
-        drain: Duration::from_secs(5),
-        progress: false,
-    })
-    .await
-    .unwrap();
+    let report = one_second_to_bank_003(spec.listen, load_tls, 50).await;
     assert!(report.clean(), "{report}");
     assert_eq!(report.answered, 50, "{report}");
     assert_eq!(report.by_bank.get("003"), Some(&50), "{report}");
@@ -208,20 +218,7 @@ async fn the_generator_ceiling_peer_answers_the_generator_straight() {
     )
     .await
     .unwrap();
-    let report = load::run(load::Plan {
-        target: listen,
-        tls: None,
-        mode: load::Mode::Open { rate: 200 },
-        duration: Duration::from_secs(1),
-        connections: 2,
-        banks: load::parse_banks(&["003".into()]).unwrap(),
-        mix: Default::default(),
-        proxy_directory: Default::default(),
-        drain: Duration::from_secs(5),
-        progress: false,
-    })
-    .await
-    .unwrap();
+    let report = one_second_to_bank_003(listen, None, 200).await;
     assert!(report.clean(), "{report}");
     assert_eq!(report.answered, 200, "{report}");
     let pid = peer.pid();

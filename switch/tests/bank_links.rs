@@ -617,6 +617,18 @@ async fn next_frame(
         .expect("no frame from the switch within 10 s")
 }
 
+/// The link the switch opens to `listener` (within 10 s), TLS accepted.
+async fn accept_link(
+    listener: &TcpListener,
+    pki: &Pki,
+) -> tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("the switch never connected")
+        .unwrap();
+    acceptor(pki).accept(tcp).await.unwrap()
+}
+
 fn framed(framer: &Framer, message: &[u8]) -> BytesMut {
     let mut out = BytesMut::new();
     let mark = framer.begin(&[], &mut out).unwrap();
@@ -643,12 +655,7 @@ async fn requests_a_bank_sends_on_a_switch_link_are_answered_never_dropped() {
         "",
     ))
     .await;
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
-        .await
-        .expect("the switch never connected")
-        .unwrap();
-    let tls = acceptor(&pki).accept(tcp).await.unwrap();
-    let (mut rd, mut wr) = tokio::io::split(tls);
+    let (mut rd, mut wr) = tokio::io::split(accept_link(&listener, &pki).await);
     let codec = Iso8583Codec::builtin("canonical").unwrap();
     let framer = Framer::new(FrameConfig::default()).unwrap();
     let encode = |t: &Transaction| {
@@ -739,12 +746,7 @@ async fn a_pacs008_a_bank_sends_on_a_switch_link_is_rejected_ag01() {
         "",
     );
     let sw = Running::start(&toml).await;
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
-        .await
-        .expect("the switch never connected")
-        .unwrap();
-    let tls = acceptor(&pki).accept(tcp).await.unwrap();
-    let (mut rd, mut wr) = tokio::io::split(tls);
+    let (mut rd, mut wr) = tokio::io::split(accept_link(&listener, &pki).await);
     let framer = Framer::new(FrameConfig::default()).unwrap();
     let codec = fps_codecs::iso20022::Iso20022Codec::default();
     let request = codec.decode(PACS008.as_bytes()).unwrap();
