@@ -190,6 +190,102 @@ nobody = 5
 }
 
 #[test]
+fn iso20022_settings_are_checked_at_their_key_paths() {
+    let pki = Pki::new();
+    let head =
+        "[switch]\nparticipant_code = \"950\"\n[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\n\
+                [admin]\nbind = \"127.0.0.1:0\"\n";
+    let bank = |codec: &str, iso20022: &str| {
+        format!(
+            "[[banks]]\ncode = \"012\"\nname = \"b{}\"\ncodec = \"{codec}\"\n\
+             endpoints = [\"127.0.0.1:1\"]\ndanger_plaintext = true\niso20022 = {iso20022}\n",
+            codec.len() + iso20022.len()
+        )
+    };
+    let text = format!(
+        "{head}{}{}{}",
+        bank(
+            "iso20022",
+            r#"{ own_bic = "FPSWHKHHXXX", versions = { pacs008 = "001.09", pacs002 = "001.11" }, accept_other_versions = true }"#
+        ),
+        bank("iso8583:canonical", r#"{ own_bic = "FPSWHKHHXXX" }"#),
+        bank(
+            "iso20022",
+            r#"{ own_bic = "fpswhkhh-secret-value", versions = { pacs008 = "1.9", camt029 = "001.10" }, clearing_system = "HKNCCX", proxy_codes = { mobile = "mob" }, max_message_bytes = 10, default_utc_offset_minutes = 900 }"#
+        ),
+    );
+    let path = write_file(&pki.dir, "iso20022.toml", &text);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
+    for want in [
+        "banks[1].iso20022: only for a bank with codec = \"iso20022\"",
+        "banks[2].iso20022.own_bic: not a BIC",
+        "banks[2].iso20022.versions.pacs008: not a message version",
+        "banks[2].iso20022.clearing_system: not a clearing system code",
+        "banks[2].iso20022.proxy_codes.mobile: not a proxy type code",
+        "banks[2].iso20022.max_message_bytes: 10 is outside 4096..=1048576",
+        "banks[2].iso20022.default_utc_offset_minutes: 900 is outside -840..=840",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    // The good table of banks[0], and a good version next to a bad one,
+    // raise nothing; no value is echoed.
+    assert!(!stderr.contains("banks[0]"), "{stderr}");
+    assert!(!stderr.contains("camt029"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+    let errors = stderr.lines().filter(|l| l.starts_with("  ")).count();
+    assert_eq!(errors, 7, "{stderr}");
+
+    // Without the bad banks the same file passes.
+    let good = format!(
+        "{head}{}",
+        bank(
+            "iso20022",
+            r#"{ own_bic = "FPSWHKHHXXX", versions = { pacs008 = "001.09" }, clearing_system = "" }"#
+        )
+    );
+    let (code, stdout, stderr) = check(&write_file(&pki.dir, "iso20022-good.toml", &good));
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+
+    // Unknown keys inside the table (or its `versions`) are refused, at
+    // their key path and line, whichever way the table is written.
+    for (name, text, want) in [
+        (
+            "inline",
+            format!(
+                "{head}{}",
+                bank("iso20022", "{ own_bic = \"FPSWHKHHXXX\", bogus = 1 }")
+            ),
+            "line 14: banks[0].iso20022.bogus: unknown field `bogus`",
+        ),
+        (
+            "versions",
+            format!(
+                "{head}{}{}",
+                bank("json", "{}").replace("iso20022 = {}\n", ""),
+                bank("iso20022", "{ versions = { pacs009 = \"001.01\" } }")
+            ),
+            "line 20: banks[1].iso20022.versions.pacs009: unknown field `pacs009`",
+        ),
+        (
+            "table",
+            format!(
+                "{head}{}[banks.iso20022]\nown_bic = \"FPSWHKHHXXX\"\nown_bik = \"FPSWHKHHXXX\"\n",
+                bank("iso20022", "{}").replace("iso20022 = {}\n", "")
+            ),
+            "line 16: banks[0].iso20022.own_bik: unknown field `own_bik`",
+        ),
+    ] {
+        let (code, _, stderr) = check(&write_file(&pki.dir, &format!("{name}.toml"), &text));
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert!(
+            stderr.contains(want),
+            "{name}: missing {want:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
 fn unknown_keys_and_syntax_errors_exit_2() {
     let pki = Pki::new();
     let path = write_file(

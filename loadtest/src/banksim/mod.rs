@@ -99,7 +99,13 @@ impl BankSim {
                             .ok_or_else(|| anyhow!("{}: unknown dialect", at("codec")))?,
                     ),
                 ),
-                Some(CodecName::Iso20022) => (Style::Iso20022, Arc::new(Iso20022Codec::default())),
+                Some(CodecName::Iso20022) => {
+                    let settings = b.iso20022_config().map_err(|problems| {
+                        let (key, problem) = problems.into_iter().next().unwrap_or_default();
+                        anyhow!("{}: {problem}", at(&format!("iso20022.{key}")))
+                    })?;
+                    (Style::Iso20022, Arc::new(Iso20022Codec::new(settings)))
+                }
                 Some(CodecName::Json) => (Style::Json, Arc::new(JsonCodec::new())),
                 None => return Err(anyhow!("{}: unknown codec", at("codec"))),
             };
@@ -221,4 +227,130 @@ impl BankSim {
 /// Bind and serve `config` until `shutdown` completes.
 pub async fn run(config: &SimConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     BankSim::bind(config).await?.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use fps_codecs::iso20022::{Iso20022Config, MessageVersion};
+    use fps_codecs::model::examples::credit_transfer;
+    use fps_codecs::model::{BankCode, EndToEndId, MessageId, SettlementDate, Transaction};
+    use fps_codecs::MessageCodec;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// Bank `v09` speaks pacs.008.001.09 and pacs.002.001.11; `dflt` has
+    /// no table (the codec's defaults, .001.08 and .001.10).
+    const CONFIG: &str = r#"
+[http]
+bind = "127.0.0.1:0"
+[[banks]]
+name = "v09"
+code = "012"
+codec = "iso20022"
+listen = "127.0.0.1:0"
+tls = false
+iso20022 = { own_bic = "BANKHKHHXXX", versions = { pacs008 = "001.09", pacs002 = "001.11" } }
+[[banks]]
+name = "dflt"
+code = "024"
+codec = "iso20022"
+listen = "127.0.0.1:0"
+tls = false
+"#;
+
+    fn transfer(id: &str, to: &str) -> Transaction {
+        let mut t = credit_transfer();
+        t.receiving_bank = Some(BankCode::parse(to.as_bytes()).unwrap());
+        t.sending_bank = Some(BankCode::parse(b"950").unwrap());
+        t.settlement_date = Some(SettlementDate::parse(b"20261123").unwrap());
+        t.message_id = Some(MessageId::parse(id.as_bytes()).unwrap());
+        t.end_to_end_id = Some(EndToEndId::parse(id.as_bytes()).unwrap());
+        t
+    }
+
+    /// `txn` in the given pacs.008 / pacs.002 versions.
+    fn encode(txn: &Transaction, pacs008: &str, pacs002: &str) -> BytesMut {
+        let mut cfg = Iso20022Config::default();
+        cfg.versions.pacs008 = MessageVersion::parse(pacs008.as_bytes()).unwrap();
+        cfg.versions.pacs002 = MessageVersion::parse(pacs002.as_bytes()).unwrap();
+        let mut out = BytesMut::new();
+        Iso20022Codec::new(cfg).encode(txn, &mut out).unwrap();
+        out
+    }
+
+    /// Send `message` in one frame (default framing) and return the
+    /// answer's text, or `None` when none comes within a second.
+    async fn exchange(addr: SocketAddr, message: &[u8]) -> Option<String> {
+        let framer = Framer::new(Default::default()).unwrap();
+        let mut out = BytesMut::new();
+        let mark = framer.begin(&[], &mut out).unwrap();
+        out.extend_from_slice(message);
+        framer.finish(mark, &mut out).unwrap();
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        let answer = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                if let Some(f) = framer.decode(&mut buf).ok()? {
+                    return Some(f.message);
+                }
+                if tcp.read_buf(&mut buf).await.ok()? == 0 {
+                    return None;
+                }
+            }
+        });
+        let message = answer.await.ok()??;
+        Some(String::from_utf8(message.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_bank_speaks_its_configured_versions_and_drops_what_it_cannot_read() {
+        let sim = BankSim::bind(&SimConfig::from_toml_str(CONFIG).unwrap())
+            .await
+            .unwrap();
+        let (v09, dflt) = (
+            sim.bank_addr("v09").unwrap(),
+            sim.bank_addr("dflt").unwrap(),
+        );
+        let ledger = sim.ledger.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(sim.run(async {
+            let _ = stopped.await;
+        }));
+
+        let answer = exchange(v09, &encode(&transfer("V09A", "012"), "001.09", "001.11"))
+            .await
+            .expect("the configured bank answers its version");
+        for want in [
+            r#"xmlns="urn:iso:std:iso:20022:tech:xsd:pacs.002.001.11""#,
+            "<OrgnlMsgNmId>pacs.008.001.09</OrgnlMsgNmId>",
+            "<InstgAgt><FinInstnId><BICFI>BANKHKHHXXX</BICFI></FinInstnId></InstgAgt>",
+            "<TxSts>ACSC</TxSts>",
+        ] {
+            assert!(answer.contains(want), "{want} not in {answer}");
+        }
+        // Other versions are not accepted (`accept_other_versions` unset):
+        // neither bank reads the other's pacs.008, and neither answers it.
+        let default_version = encode(&transfer("V09B", "012"), "001.08", "001.10");
+        assert_eq!(exchange(v09, &default_version).await, None);
+        let newer = encode(&transfer("DFLA", "024"), "001.09", "001.11");
+        assert_eq!(exchange(dflt, &newer).await, None);
+        let answer = exchange(dflt, &encode(&transfer("DFLB", "024"), "001.08", "001.10"))
+            .await
+            .expect("the default bank answers the default version");
+        assert!(answer.contains("pacs.002.001.10"), "{answer}");
+
+        let view: serde_json::Value =
+            serde_json::from_str(&server::lock(&ledger).to_json(true)).unwrap();
+        let bad = |i: usize| view["banks"][i]["bad_messages"].as_u64();
+        assert_eq!((bad(0), bad(1)), (Some(1), Some(1)), "{view:#}");
+        assert_eq!(view["totals"]["approved"], 2, "{view:#}");
+        let _ = stop.send(());
+        run.await.unwrap().unwrap();
+    }
 }

@@ -302,7 +302,7 @@ mod tests {
     }
 
     fn auth(codec: &str, keys: AuthKeys) -> (BankAuth, Arc<dyn MessageCodec>) {
-        let codec = BankCodec::build(&CodecName::parse(codec).unwrap())
+        let codec = BankCodec::build(&CodecName::parse(codec).unwrap(), &Default::default())
             .unwrap()
             .authenticating()
             .codec;
@@ -429,10 +429,13 @@ mod tests {
             .software_keys(store)
             .start()
             .unwrap();
-        let codec = BankCodec::build(&CodecName::parse("iso8583:canonical").unwrap())
-            .unwrap()
-            .authenticating()
-            .codec;
+        let codec = BankCodec::build(
+            &CodecName::parse("iso8583:canonical").unwrap(),
+            &Default::default(),
+        )
+        .unwrap()
+        .authenticating()
+        .codec;
         let auth = BankAuth::new(
             hsm,
             codec.clone(),
@@ -466,7 +469,9 @@ mod tests {
 
     #[test]
     fn keys_must_fit_the_codec() {
-        let codec = BankCodec::build(&CodecName::Json).unwrap().codec;
+        let codec = BankCodec::build(&CodecName::Json, &Default::default())
+            .unwrap()
+            .codec;
         let e = BankAuth::new(
             hsm(),
             codec,

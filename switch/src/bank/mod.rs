@@ -13,7 +13,7 @@ mod pool;
 
 use std::sync::Arc;
 
-use fps_codecs::iso20022::Iso20022Codec;
+use fps_codecs::iso20022::{Iso20022Codec, Iso20022Config};
 use fps_codecs::iso8583::Iso8583Codec;
 use fps_codecs::json::JsonCodec;
 use fps_codecs::model::{MessageId, Rrn, Stan, TerminalId, Transaction};
@@ -130,8 +130,13 @@ pub enum CodecBuildError {
 }
 
 impl BankCodec {
-    /// Build the codec a config names.
-    pub fn build(name: &CodecName) -> Result<BankCodec, CodecBuildError> {
+    /// Build the codec a config names; an ISO 20022 codec takes `iso20022`
+    /// (the bank's `iso20022` table, see `BankConfig::iso20022_config`),
+    /// which the other codecs ignore.
+    pub fn build(
+        name: &CodecName,
+        iso20022: &Iso20022Config,
+    ) -> Result<BankCodec, CodecBuildError> {
         match name {
             CodecName::Iso8583(d) => {
                 let codec = Iso8583Codec::builtin(d)
@@ -147,10 +152,8 @@ impl BankCodec {
                 match_by: MatchBy::MessageId,
                 network_management: false,
             }),
-            // TODO(config): expose the codec's settings (own BIC, versions)
-            // in the bank's config; the defaults fit the HKICL FPS profile.
             CodecName::Iso20022 => Ok(BankCodec {
-                codec: Arc::new(Iso20022Codec::default()),
+                codec: Arc::new(Iso20022Codec::new(iso20022.clone())),
                 match_by: MatchBy::OriginalMessageId,
                 network_management: false,
             }),

@@ -253,7 +253,12 @@ impl BankPool {
         };
         let code = BankCode::parse(cfg.code.as_bytes()).map_err(|e| invalid(e.to_string()))?;
         let codec_name = CodecName::parse(&cfg.codec).ok_or_else(|| invalid("codec".into()))?;
-        let mut codec = BankCodec::build(&codec_name).map_err(|e| invalid(e.to_string()))?;
+        let iso20022 = cfg.iso20022_config().map_err(|errors| {
+            let (key, reason) = errors.into_iter().next().unwrap_or_default();
+            invalid(format!("iso20022.{key}: {reason}"))
+        })?;
+        let mut codec =
+            BankCodec::build(&codec_name, &iso20022).map_err(|e| invalid(e.to_string()))?;
         let auth = match &cfg.auth {
             None => None,
             Some(a) => {

@@ -147,6 +147,7 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigErrors> {
         }
         bank(&mut c, &p, b);
         bank_auth(&mut c, &p, b, cfg.hsm.is_some());
+        bank_iso20022(&mut c, &p, b);
     }
     if let Some(h) = &cfg.hsm {
         if let Err(errors) = h.validate() {
@@ -393,6 +394,30 @@ fn bank(c: &mut Collector, p: &str, b: &BankConfig) {
         1,
         MAX_TIMEOUT_MS,
     );
+}
+
+/// A bank's `iso20022` table: only on an ISO 20022 bank, and every value
+/// one the codec's own parsers take.
+fn bank_iso20022(c: &mut Collector, p: &str, b: &BankConfig) {
+    let Some(settings) = &b.iso20022 else {
+        return;
+    };
+    match CodecName::parse(&b.codec) {
+        // An unknown codec is reported at `codec`; the table is still checked.
+        Some(CodecName::Iso20022) | None => {}
+        Some(_) => {
+            c.err(
+                format!("{p}.iso20022"),
+                "only for a bank with codec = \"iso20022\"",
+            );
+            return;
+        }
+    }
+    if let Err(errors) = settings.codec_config() {
+        for (key, reason) in errors {
+            c.err(format!("{p}.iso20022.{key}"), reason);
+        }
+    }
 }
 
 /// A bank's `auth`: its keys, the `[hsm]` that holds them, and a codec
@@ -789,6 +814,72 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("tls"), "unknown key refused: {e}");
+    }
+
+    #[test]
+    fn iso20022_keys_left_out_keep_the_codec_defaults() {
+        use fps_codecs::iso20022::{Iso20022Config, MessageVersion};
+        let text = |table: &str| {
+            format!(
+                "[switch]\nparticipant_code = \"950\"\n[upstream]\nbind = \"127.0.0.1:0\"\n\
+                 tls = false\n[admin]\nbind = \"127.0.0.1:0\"\n[[banks]]\ncode = \"012\"\n\
+                 name = \"x\"\ncodec = \"iso20022\"\nendpoints = [\"127.0.0.1:1\"]\n\
+                 danger_plaintext = true\n{table}"
+            )
+        };
+        let bank = |table: &str| {
+            let cfg = Config::from_toml_str(&text(table)).unwrap();
+            cfg.validate().unwrap();
+            cfg.banks[0].iso20022_config().unwrap()
+        };
+        assert_eq!(bank(""), Iso20022Config::default());
+        assert_eq!(bank("iso20022 = {}\n"), Iso20022Config::default());
+        let one = bank("iso20022 = { versions = { camt056 = \"001.09\" } }\n");
+        let mut want = Iso20022Config::default();
+        want.versions.camt056 = MessageVersion::parse(b"001.09").unwrap();
+        assert_eq!(one, want);
+        let all = bank(
+            "[banks.iso20022]\nown_bic = \"FPSWHKHH\"\naccept_other_versions = true\n\
+             max_message_bytes = 8192\nclearing_system = \"\"\ndefault_utc_offset_minutes = -300\n\
+             proxy_codes = { mobile = \"MBNO\", fps_id = \"FPID\" }\n",
+        );
+        assert_eq!(
+            all.own_bic.map(|b| b.as_str().to_owned()).as_deref(),
+            Some("FPSWHKHH")
+        );
+        assert!(all.accept_other_versions);
+        assert_eq!(all.max_message_bytes, 8192);
+        assert_eq!(all.clearing_system, None);
+        assert_eq!(all.default_utc_offset_minutes, -300);
+        assert_eq!(all.proxy_codes.mobile.as_str(), "MBNO");
+        assert_eq!(all.proxy_codes.fps_id.as_str(), "FPID");
+        assert_eq!(all.proxy_codes.email.as_str(), "EMAL");
+        assert_eq!(all.versions, Iso20022Config::default().versions);
+    }
+
+    #[test]
+    fn parse_errors_name_the_key_path_of_their_span() {
+        let doc = "a = 1\n[t]\nb = { c = [1, { d = 2 }] }\n[[arr]]\nx = 1\n[[arr]]\ny = 2\n[arr.sub]\nz = 3\n";
+        let at = |needle: &str| key_path_at(doc, doc.find(needle).unwrap());
+        assert_eq!(at("a =").as_deref(), Some("a"));
+        assert_eq!(at("d =").as_deref(), Some("t.b.c[1].d"));
+        assert_eq!(at("2 }").as_deref(), Some("t.b.c[1].d"));
+        assert_eq!(at("x =").as_deref(), Some("arr[0].x"));
+        assert_eq!(at("y =").as_deref(), Some("arr[1].y"));
+        assert_eq!(at("z =").as_deref(), Some("arr[1].sub.z"));
+        // Not TOML: no path (the error itself is the parser's, at a line).
+        assert_eq!(key_path_at("a = = 1", 4), None);
+        let e = Config::from_toml_str(
+            "[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\nbogus = 1\n[admin]\nbind = \"127.0.0.1:0\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].path, "line 4");
+        assert!(
+            e.0[0]
+                .reason
+                .starts_with("upstream.bogus: unknown field `bogus`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -137,7 +137,7 @@ mod tests {
             enabled,
             identity: identity.map(str::to_owned),
             sha256,
-            codec: BankCodec::build(&CodecName::Json).unwrap(),
+            codec: BankCodec::build(&CodecName::Json, &Default::default()).unwrap(),
             salvage: None,
             framer: fps_codecs::framing::Framer::new(Default::default()).unwrap(),
             auth: None,

@@ -244,15 +244,20 @@ fn inbound_bank(
         BankCode::parse(b.code.as_bytes()).map_err(|e| invalid(at("code"), e.to_string()))?;
     let codec_name =
         CodecName::parse(&b.codec).ok_or_else(|| invalid(at("codec"), "unknown codec".into()))?;
-    let mut codec =
-        BankCodec::build(&codec_name).map_err(|e| invalid(at("codec"), e.to_string()))?;
+    let iso20022 = b.iso20022_config().map_err(|errors| {
+        let (key, reason) = errors.into_iter().next().unwrap_or_default();
+        invalid(at(&format!("iso20022.{key}")), reason)
+    })?;
+    let mut codec = BankCodec::build(&codec_name, &iso20022)
+        .map_err(|e| invalid(at("codec"), e.to_string()))?;
     let salvage = match &codec_name {
         CodecName::Iso8583(d) if d == "canonical" => {
             Iso8583Codec::builtin(d).map(Salvage::Canonical)
         }
         CodecName::Json => Some(Salvage::Json(JsonCodec::new())),
-        // The configuration `BankCodec::build` gives the bank's codec.
-        CodecName::Iso20022 => Some(Salvage::Iso20022(Iso20022Codec::default())),
+        // The configuration `BankCodec::build` gave the bank's codec: the
+        // same versions and size bound as its requests are decoded with.
+        CodecName::Iso20022 => Some(Salvage::Iso20022(Iso20022Codec::new(iso20022))),
         _ => None,
     };
     let auth = match &b.auth {
