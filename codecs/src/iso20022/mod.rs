@@ -117,9 +117,11 @@ mod decode;
 mod encode;
 mod paths;
 mod salvage;
+pub mod settings;
 pub mod status;
 mod values;
 
+pub use settings::{Iso20022ProxyCodeSettings, Iso20022Settings, Iso20022VersionSettings};
 pub use values::{
     minor_digits, Bic, ClearingSystemCode, CreationDateTime, MessageVersion, ProxyTypeCode,
     StatusCode,

@@ -8,8 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use fps_codecs::framing::{FrameConfig, Framer};
-use fps_codecs::iso20022::{
-    Bic, ClearingSystemCode, Iso20022Config, MessageVersion, ProxyTypeCode,
+use fps_codecs::iso20022::Iso20022Config;
+pub use fps_codecs::iso20022::{
+    Iso20022ProxyCodeSettings, Iso20022Settings, Iso20022VersionSettings,
 };
 use fps_codecs::model::BankCode;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -105,158 +106,6 @@ impl BankConfig {
         match &self.iso20022 {
             Some(s) => s.codec_config(),
             None => Ok(Iso20022Config::default()),
-        }
-    }
-}
-
-/// Smallest `iso20022.max_message_bytes` (as in the switch config).
-pub const MIN_ISO20022_MESSAGE_BYTES: usize = 4096;
-/// Largest `iso20022.max_message_bytes` (as in the switch config).
-pub const MAX_ISO20022_MESSAGE_BYTES: usize = 1024 * 1024;
-/// Widest `iso20022.default_utc_offset_minutes` either way (14 hours).
-pub const MAX_UTC_OFFSET_MINUTES: i64 = 14 * 60;
-
-/// A bank's `iso20022 = { ... }`: the same table as a bank's in the switch
-/// config (`fps_switch::config::Iso20022Settings`; the simulator does not
-/// depend on the switch, so it has its own copy). Every key is optional;
-/// an unset one keeps [`Iso20022Config::default`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Iso20022Settings {
-    /// Namespace version of each message, written and (unless
-    /// `accept_other_versions`) the only one accepted.
-    #[serde(default)]
-    pub versions: Iso20022VersionSettings,
-    /// Also accept other versions of the six messages (default `false`).
-    pub accept_other_versions: Option<bool>,
-    /// Largest message decoded, in bytes (default 65536).
-    pub max_message_bytes: Option<usize>,
-    /// BIC written as `GrpHdr/InstgAgt` of the bank's pacs messages (default: none).
-    pub own_bic: Option<String>,
-    /// `ClrSysId/Cd` written with each bank code (default `HKNCC`; `""`: none).
-    pub clearing_system: Option<String>,
-    /// `Prxy/Tp/Cd` of each kind of FPS proxy.
-    #[serde(default)]
-    pub proxy_codes: Iso20022ProxyCodeSettings,
-    /// Minutes east of UTC of a `CreDtTm` without a zone (default 480).
-    pub default_utc_offset_minutes: Option<i64>,
-}
-
-/// `iso20022.versions`: each message's version, e.g. `"001.09"`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Iso20022VersionSettings {
-    /// pacs.008 (default `001.08`).
-    pub pacs008: Option<String>,
-    /// pacs.002 (default `001.10`).
-    pub pacs002: Option<String>,
-    /// pacs.028 (default `001.03`).
-    pub pacs028: Option<String>,
-    /// pacs.004 (default `001.09`).
-    pub pacs004: Option<String>,
-    /// camt.056 (default `001.08`).
-    pub camt056: Option<String>,
-    /// camt.029 (default `001.09`).
-    pub camt029: Option<String>,
-}
-
-/// `iso20022.proxy_codes` (defaults `MOBN`, `EMAL`, `SVID`, `HKID`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Iso20022ProxyCodeSettings {
-    /// Mobile number.
-    pub mobile: Option<String>,
-    /// E-mail address.
-    pub email: Option<String>,
-    /// FPS identifier.
-    pub fps_id: Option<String>,
-    /// HKID number.
-    pub hkid: Option<String>,
-}
-
-impl Iso20022Settings {
-    /// The codec configuration, or every problem as (key under
-    /// `iso20022`, reason); reasons never repeat the value.
-    pub fn codec_config(&self) -> Result<Iso20022Config, Vec<(&'static str, String)>> {
-        let mut cfg = Iso20022Config::default();
-        let mut errors = Vec::new();
-        let v = &self.versions;
-        let versions = &mut cfg.versions;
-        for (key, text, slot) in [
-            ("versions.pacs008", &v.pacs008, &mut versions.pacs008),
-            ("versions.pacs002", &v.pacs002, &mut versions.pacs002),
-            ("versions.pacs028", &v.pacs028, &mut versions.pacs028),
-            ("versions.pacs004", &v.pacs004, &mut versions.pacs004),
-            ("versions.camt056", &v.camt056, &mut versions.camt056),
-            ("versions.camt029", &v.camt029, &mut versions.camt029),
-        ] {
-            let Some(text) = text else { continue };
-            match MessageVersion::parse(text.as_bytes()) {
-                Ok(version) => *slot = version,
-                Err(e) => errors.push((
-                    key,
-                    format!("not a message version: {} (e.g. \"001.09\")", e.reason),
-                )),
-            }
-        }
-        if let Some(accept) = self.accept_other_versions {
-            cfg.accept_other_versions = accept;
-        }
-        if let Some(n) = self.max_message_bytes {
-            if (MIN_ISO20022_MESSAGE_BYTES..=MAX_ISO20022_MESSAGE_BYTES).contains(&n) {
-                cfg.max_message_bytes = n;
-            } else {
-                errors.push((
-                    "max_message_bytes",
-                    format!("must be {MIN_ISO20022_MESSAGE_BYTES}..={MAX_ISO20022_MESSAGE_BYTES}"),
-                ));
-            }
-        }
-        if let Some(text) = &self.own_bic {
-            match Bic::parse(text.as_bytes()) {
-                Ok(bic) => cfg.own_bic = Some(bic),
-                Err(e) => errors.push(("own_bic", format!("not a BIC: {}", e.reason))),
-            }
-        }
-        match self.clearing_system.as_deref() {
-            None => {}
-            Some("") => cfg.clearing_system = None,
-            Some(text) => match ClearingSystemCode::parse(text.as_bytes()) {
-                Ok(code) => cfg.clearing_system = Some(code),
-                Err(e) => errors.push((
-                    "clearing_system",
-                    format!("not a clearing system code: {}", e.reason),
-                )),
-            },
-        }
-        let p = &self.proxy_codes;
-        let codes = &mut cfg.proxy_codes;
-        for (key, text, slot) in [
-            ("proxy_codes.mobile", &p.mobile, &mut codes.mobile),
-            ("proxy_codes.email", &p.email, &mut codes.email),
-            ("proxy_codes.fps_id", &p.fps_id, &mut codes.fps_id),
-            ("proxy_codes.hkid", &p.hkid, &mut codes.hkid),
-        ] {
-            let Some(text) = text else { continue };
-            match ProxyTypeCode::parse(text.as_bytes()) {
-                Ok(code) => *slot = code,
-                Err(e) => errors.push((key, format!("not a proxy type code: {}", e.reason))),
-            }
-        }
-        if let Some(minutes) = self.default_utc_offset_minutes {
-            let bounds = -MAX_UTC_OFFSET_MINUTES..=MAX_UTC_OFFSET_MINUTES;
-            match i16::try_from(minutes) {
-                Ok(m) if bounds.contains(&minutes) => cfg.default_utc_offset_minutes = m,
-                _ => errors.push((
-                    "default_utc_offset_minutes",
-                    format!("must be -{MAX_UTC_OFFSET_MINUTES}..={MAX_UTC_OFFSET_MINUTES}"),
-                )),
-            }
-        }
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(errors)
         }
     }
 }
@@ -1005,8 +854,8 @@ client_ca = "ca.crt"
             "banks[1].iso20022.versions.pacs002: not a message version",
             "banks[1].iso20022.clearing_system: not a clearing system code",
             "banks[1].iso20022.proxy_codes.hkid: not a proxy type code",
-            "banks[1].iso20022.max_message_bytes: must be",
-            "banks[1].iso20022.default_utc_offset_minutes: must be",
+            "banks[1].iso20022.max_message_bytes: 1 is outside",
+            "banks[1].iso20022.default_utc_offset_minutes: 841 is outside",
         ] {
             assert!(e.iter().any(|l| l.starts_with(want)), "{want} not in {e:?}");
         }
