@@ -93,6 +93,14 @@ pub struct Iso20022ProxyCodeSettings {
 }
 
 impl Iso20022Settings {
+    /// The codec configuration of a bank's optional table: the codec's
+    /// defaults without one, else [`Iso20022Settings::codec_config`].
+    pub fn codec_config_of(
+        table: Option<&Iso20022Settings>,
+    ) -> Result<Iso20022Config, Vec<(&'static str, String)>> {
+        table.map_or_else(|| Ok(Iso20022Config::default()), Self::codec_config)
+    }
+
     /// The codec configuration: [`Iso20022Config::default`] with the keys
     /// that are set, or every problem as (key under `iso20022`, reason).
     /// Reasons name what was expected and never repeat the value.

@@ -625,10 +625,7 @@ impl BankConfig {
     /// The ISO 20022 codec settings of this bank (the defaults without an
     /// `iso20022` table), or every problem as (key under `iso20022`, reason).
     pub fn iso20022_config(&self) -> Result<Iso20022Config, Vec<(&'static str, String)>> {
-        match &self.iso20022 {
-            Some(s) => s.codec_config(),
-            None => Ok(Iso20022Config::default()),
-        }
+        Iso20022Settings::codec_config_of(self.iso20022.as_ref())
     }
 }
 
