@@ -575,15 +575,15 @@ impl Conn {
         txn.stan = Some(Stan::new(((n + 500_000) % 999_999) as u32 + 1)?);
         // Originals use RRN digits below 10^9, duplicates from 10^9 up.
         txn.rrn = Some(Rrn::parse(
-            format!(
+            stack_fmt::<12>(format_args!(
                 "{:02}{:010}",
                 self.conn % 100,
                 MAX_REQUESTS_PER_CONNECTION + n
-            )
-            .as_bytes(),
+            ))?
+            .as_slice(),
         )?);
         txn.terminal_id = Some(TerminalId::parse(
-            format!("DUPL{:04}", self.conn % 10_000).as_bytes(),
+            stack_fmt::<8>(format_args!("DUPL{:04}", self.conn % 10_000))?.as_slice(),
         )?);
         let (f7, _, _) = clock_fields(SystemTime::now());
         txn.transmitted_at = Some(TransmissionDateTime::parse(&f7)?);
@@ -801,10 +801,10 @@ pub(crate) fn request(
     t.local_date = Some(LocalDate::parse(&f13)?);
     t.acquirer = Some(InstitutionId::parse(b"888001")?);
     t.rrn = Some(Rrn::parse(
-        format!("{:02}{:010}", conn % 100, seq).as_bytes(),
+        stack_fmt::<12>(format_args!("{:02}{:010}", conn % 100, seq))?.as_slice(),
     )?);
     t.terminal_id = Some(TerminalId::parse(
-        format!("LOAD{:04}", conn % 10_000).as_bytes(),
+        stack_fmt::<8>(format_args!("LOAD{:04}", conn % 10_000))?.as_slice(),
     )?);
     t.merchant_id = Some(MerchantId::parse(b"LOADTEST0000001")?);
     t.currency = Some(Currency::HKD);
@@ -817,15 +817,41 @@ pub(crate) fn request(
     // ledger's weak identity (accounts, amount) does not see false repeats.
     let (c, s) = (conn % 1000, seq % 1_000_000);
     t.debtor_account = Some(Account::parse(
-        format!("1{c:03}{s:06}{debtor_end}").as_bytes(),
+        stack_fmt::<12>(format_args!("1{c:03}{s:06}{debtor_end}"))?.as_slice(),
     )?);
     t.creditor_account = Some(Account::parse(
-        format!("2{c:03}{s:06}{creditor_end}").as_bytes(),
+        stack_fmt::<12>(format_args!("2{c:03}{s:06}{creditor_end}"))?.as_slice(),
     )?);
     t.idempotency_key = Some(IdempotencyKey::parse(
-        format!("load-{run_id}-{conn}-{seq}").as_bytes(),
+        stack_fmt::<64>(format_args!("load-{run_id}-{conn}-{seq}"))?.as_slice(),
     )?);
     Ok(t)
+}
+
+/// Text of at most `N` bytes formatted on the stack: the generator builds
+/// several ids per request, and a `format!` each was a heap allocation
+/// each on the core whose ceiling `compare-relay` measures.
+struct StackText<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackText<N> {
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// `args` formatted into a [`StackText`]; an error if it needs more than
+/// `N` bytes.
+fn stack_fmt<const N: usize>(args: std::fmt::Arguments<'_>) -> anyhow::Result<StackText<N>> {
+    use std::io::Write as _;
+    let mut buf = [0u8; N];
+    let mut rest = &mut buf[..];
+    rest.write_fmt(args)
+        .map_err(|_| anyhow::anyhow!("a generated id is longer than {N} bytes"))?;
+    let len = N - rest.len();
+    Ok(StackText { buf, len })
 }
 
 /// The wire form of proxy number `k` (1-based): `MOBN:+852-9000kkkk`.
@@ -867,6 +893,27 @@ fn civil(unix_s: u64) -> (u64, u64, u64, u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_formatted_on_the_stack_and_too_long_ones_refused() {
+        let t = stack_fmt::<12>(format_args!("{:02}{:010}", 7, 42)).unwrap();
+        assert_eq!(t.as_slice(), b"070000000042");
+        assert!(stack_fmt::<11>(format_args!("{:02}{:010}", 7, 42)).is_err());
+        let t = request(
+            "r1",
+            3,
+            5,
+            5,
+            Destination::Bank(0),
+            Outcome::InsufficientFunds,
+            &[BankCode::parse(b"003").unwrap()],
+        )
+        .unwrap();
+        assert_eq!(t.rrn.unwrap().as_str(), "030000000005");
+        assert_eq!(t.terminal_id.unwrap().as_str(), "LOAD0003");
+        assert_eq!(t.debtor_account.unwrap().expose(), "100300000551");
+        assert_eq!(t.idempotency_key.unwrap().as_str(), "load-r1-3-5");
+    }
 
     #[test]
     fn civil_dates_and_clock_fields() {
