@@ -36,8 +36,10 @@ const SPIN_BEFORE_PARK: u32 = 64;
 /// on the thread that owns the session. Replies sent back to back share one
 /// wake (the caller is still running when the second arrives). So while more
 /// requests are queued behind it, a worker holds finished replies, within
-/// these bounds, and sends them together.
-const MAX_HELD_REPLIES: usize = 8;
+/// these bounds, and sends them together: at most 32, fewer when that
+/// would keep the oldest past [`REPLY_HOLD_MAX`] (about 28 HMACs, 4
+/// ECDSA signatures).
+const MAX_HELD_REPLIES: usize = 32;
 /// Longest a finished reply is held, counting the next operation (predicted
 /// from the last one): a reply is never held for an operation slower than
 /// this (RSA), and latency grows by at most this under backlog only.
@@ -46,7 +48,20 @@ const REPLY_HOLD_MAX: Duration = Duration::from_micros(200);
 /// so that when they go out the worker still has work for the time callers
 /// take to submit their next requests: holding must never idle the worker.
 const HOLD_WHILE_QUEUED: usize = 2;
+/// ... and while the queued work would take at least this long: a caller
+/// woken by the replies takes that long to come back with more (a wake-up
+/// of a parked thread on another vCPU: 20-45 us on this project's VM,
+/// `fps-benches --bin wake-latency`), and the worker must not run dry
+/// meanwhile.
+const WAKE_COVER: Duration = Duration::from_micros(50);
 const _: () = assert!(MAX_HELD_REPLIES >= 1 && HOLD_WHILE_QUEUED >= 1);
+
+/// Whether `queued` requests of about `op` each keep a worker busy while
+/// the caller it would wake now comes back with more ([`WAKE_COVER`]).
+fn queue_covers_a_wake(queued: usize, op: Duration) -> bool {
+    queued >= HOLD_WHILE_QUEUED
+        && op.saturating_mul(u32::try_from(queued).unwrap_or(u32::MAX)) >= WAKE_COVER
+}
 
 /// One worker's handle on the key store. Calls may block.
 pub(crate) trait Engine: Send {
@@ -434,7 +449,7 @@ impl Worker {
             return true;
         };
         self.held.len() < MAX_HELD_REPLIES
-            && self.rx.len() >= HOLD_WHILE_QUEUED
+            && queue_covers_a_wake(self.rx.len(), self.last_op)
             && now.saturating_duration_since(since) + self.last_op <= REPLY_HOLD_MAX
     }
 
@@ -717,6 +732,14 @@ mod tests {
             }
             match message {
                 b"gate" => self.gate.wait(),
+                // About a SoftHSM2 HMAC: enough for a few queued requests
+                // to cover a caller's wake-up, so replies are held.
+                [b'm', ..] => {
+                    let until = Instant::now() + Duration::from_micros(10);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                }
                 b"bad" => {
                     return Err(HsmError::Pkcs11 {
                         function: "C_Sign".into(),
@@ -816,6 +839,18 @@ mod tests {
         let pool = pool(Arc::clone(&factory));
         assert!(matches!(mac(&pool, b"ab"), Ok(Reply::Bytes(v)) if v == b"ba"));
         assert_eq!(factory.opens.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn replies_are_held_only_while_the_queue_covers_a_wake() {
+        let us = Duration::from_micros;
+        // An HMAC on SoftHSM2 (7 us): 8 queued cover a 50 us wake-up, 4 not.
+        assert!(queue_covers_a_wake(8, us(7)));
+        assert!(!queue_covers_a_wake(4, us(7)));
+        // ECDSA (45 us): two queued are enough; one never is.
+        assert!(queue_covers_a_wake(2, us(45)));
+        assert!(!queue_covers_a_wake(1, us(500)));
+        assert!(!queue_covers_a_wake(0, us(45)));
     }
 
     /// Requests queued behind a busy worker are answered together (replies
