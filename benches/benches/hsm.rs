@@ -43,9 +43,15 @@ const TOKEN: &str = "fps-bench";
 const PIN: &str = "1234";
 const PIN_ENV: &str = "FPS_HSM_BENCH_PIN";
 const MESSAGE: &[u8] = b"0200F23A400108A18000000000001400000012345678901234400000000000012345";
-/// Requests in flight per session: one being served, the rest queued, so a
-/// worker never waits for the client to submit the next one.
-const IN_FLIGHT_PER_SESSION: usize = 4;
+/// Requests in flight per session: enough that a worker never waits for
+/// the client to submit more, which is what a throughput measures. A caller
+/// woken by a reply takes a thread wake-up to come back (44-50 us median,
+/// p99 up to 88 us on this project's 2-vCPU VM: `fps-benches --bin
+/// wake-latency`), 6-12 HMACs of work that must already be queued; at 4 in
+/// flight the worker runs dry and parks on every batch (measured: pool1/raw
+/// 0.73-0.83x at 4 vs 0.85-0.94x at 32). `FPS_HSM_BENCH_IN_FLIGHT=4` shows
+/// the under-driven case.
+const IN_FLIGHT_PER_SESSION: usize = 32;
 
 /// Requests in flight per session: `FPS_HSM_BENCH_IN_FLIGHT` (1..=32) or
 /// [`IN_FLIGHT_PER_SESSION`].
@@ -553,6 +559,9 @@ struct CaseRuns {
     /// 2 sessions, one module instance each; `None` without a copy.
     pool2_apart: Option<Run>,
     raw2: Run,
+    /// The raw loop on a spawned thread with a session of its own, as each
+    /// pool worker is (the `raw` loop runs on the process's main thread).
+    raw_spawned: Run,
     /// Two module instances; `None` when the module could not be copied.
     raw2_apart: Option<Run>,
 }
@@ -585,6 +594,7 @@ fn measure_case(bench: &Bench, case: Case) -> CaseRuns {
         }
     }
     let mut shared = vec![open(&bench.module), open(&bench.module)];
+    let mut spawned = vec![open(&bench.module)];
     let mut apart = bench
         .module_copy
         .as_deref()
@@ -595,10 +605,12 @@ fn measure_case(bench: &Bench, case: Case) -> CaseRuns {
         pool2: Run::default(),
         pool2_apart: pool2_apart.as_ref().map(|_| Run::default()),
         raw2: Run::default(),
+        raw_spawned: Run::default(),
         raw2_apart: apart.as_ref().map(|_| Run::default()),
     };
     for _ in 0..ROUNDS {
         raw_slice(&mut runs.raw, &bench.admin, case, raw_handle);
+        raw_threads_slice(&mut runs.raw_spawned, &mut spawned, case);
         pool_slice(&mut runs.pool1, &pool1, &key, 1);
         pool_slice(&mut runs.pool2, &pool2, &key, 2);
         if let (Some(run), Some(hsm)) = (runs.pool2_apart.as_mut(), pool2_apart.as_ref()) {
@@ -624,7 +636,7 @@ fn report(bench: &Bench) {
          pool2i: 2 sessions, one instance each (\"per_session\": a private copy of the .so)"
     );
     println!(
-        "{:<18} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7} {:>9} {:>8} {:>8}",
+        "{:<18} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7} {:>9} {:>7} {:>9} {:>10} {:>8} {:>8}",
         "mechanism",
         "raw op/s",
         "p99 us",
@@ -635,6 +647,7 @@ fn report(bench: &Bench) {
         "pool2i",
         "p99 us",
         "pool1/raw",
+        "pool1/rawT",
         "pool2/1",
         "pool2i/1"
     );
@@ -651,7 +664,7 @@ fn report(bench: &Bench) {
             |a| format!("{:>7.2}x", a.ops_per_sec() / pool1),
         );
         println!(
-            "{:<18} {:>9.0} {:>7.1} {:>9.0} {:>7.1} {:>9.0} {:>7.1} {apart} {:>8.2}x {:>7.2}x {apart_ratio}",
+            "{:<18} {:>9.0} {:>7.1} {:>9.0} {:>7.1} {:>9.0} {:>7.1} {apart} {:>8.2}x {:>9.2}x {:>7.2}x {apart_ratio}",
             case.name,
             r.raw.ops_per_sec(),
             r.raw.p99_us(),
@@ -660,6 +673,7 @@ fn report(bench: &Bench) {
             r.pool2.ops_per_sec(),
             r.pool2.p99_us(),
             pool1 / r.raw.ops_per_sec(),
+            pool1 / r.raw_spawned.ops_per_sec(),
             r.pool2.ops_per_sec() / pool1,
         );
         rows.push((case.name, r));
@@ -667,6 +681,10 @@ fn report(bench: &Bench) {
     println!(
         "targets: pool1/raw >= 0.90x; pool2i/pool1 >= 1.70x (2 cores; pool2i = per_session, \
          the dev config's setting; pool2/1, one shared instance, is capped by SoftHSM2's locks)"
+    );
+    println!(
+        "rawT: the same raw loop on a spawned thread with its own session, as every pool worker \
+         is (raw runs on the main thread; see the token-ceiling table)"
     );
 
     println!("\nCPU us per operation: threads calling the token (raw loop or pool workers), pool client thread;");
@@ -712,10 +730,21 @@ fn report(bench: &Bench) {
         );
     }
 
-    println!("\nToken ceiling: raw cryptoki, 2 threads x own session (no pool)");
     println!(
-        "{:<18} {:>10} {:>7} {:>9} {:>10} {:>7} {:>9}",
-        "mechanism", "1 module", "p99 us", "raw2/raw", "2 modules", "p99 us", "raw2/raw"
+        "\nToken ceiling: raw cryptoki without a pool: 1 spawned thread (rawT), and 2 threads x own session"
+    );
+    println!(
+        "{:<18} {:>10} {:>7} {:>9} {:>10} {:>7} {:>9} {:>10} {:>7} {:>9}",
+        "mechanism",
+        "rawT",
+        "p99 us",
+        "rawT/raw",
+        "1 module",
+        "p99 us",
+        "raw2/raw",
+        "2 modules",
+        "p99 us",
+        "raw2/raw"
     );
     for (name, r) in &mut rows {
         let raw = r.raw.ops_per_sec();
@@ -728,7 +757,10 @@ fn report(bench: &Bench) {
             )
         });
         println!(
-            "{name:<18} {:>10.0} {:>7.1} {:>8.2}x {apart}",
+            "{name:<18} {:>10.0} {:>7.1} {:>8.2}x {:>10.0} {:>7.1} {:>8.2}x {apart}",
+            r.raw_spawned.ops_per_sec(),
+            r.raw_spawned.p99_us(),
+            r.raw_spawned.ops_per_sec() / raw,
             r.raw2.ops_per_sec(),
             r.raw2.p99_us(),
             r.raw2.ops_per_sec() / raw
