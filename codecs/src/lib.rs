@@ -73,4 +73,13 @@ pub trait MessageCodec: Send + Sync + std::fmt::Debug {
     fn decode_authenticated(&self, payload: &[u8]) -> Result<Transaction, CodecError> {
         self.decode(payload)
     }
+
+    /// The skeleton of a request that failed to decode, when enough of it
+    /// is readable to answer it with a format error (`30`) matched to it:
+    /// its MTI and match key fields. `None` when it cannot be matched
+    /// safely (then the stream cannot be trusted: close the connection) or
+    /// the codec cannot tell (the default).
+    fn salvage_request(&self, _payload: &[u8]) -> Option<Transaction> {
+        None
+    }
 }

@@ -448,6 +448,10 @@ impl MessageCodec for Iso20022Codec {
         self.decode_message(payload).map(|d| d.transaction)
     }
 
+    fn salvage_request(&self, payload: &[u8]) -> Option<Transaction> {
+        Iso20022Codec::salvage_request(self, payload)
+    }
+
     fn encode(&self, txn: &Transaction, out: &mut BytesMut) -> Result<(), CodecError> {
         let created_at = Self::creation_time_for(txn)?;
         self.encode_at(txn, &created_at, out).map(|_| ())

@@ -17,6 +17,7 @@
 
 mod canonical;
 mod ebcdic_tables;
+mod salvage;
 pub mod spec;
 mod wire;
 
@@ -395,5 +396,9 @@ impl MessageCodec for Iso8583Codec {
             )));
         }
         Ok(txn)
+    }
+
+    fn salvage_request(&self, payload: &[u8]) -> Option<Transaction> {
+        Iso8583Codec::salvage_request(self, payload)
     }
 }

@@ -302,6 +302,10 @@ impl MessageCodec for JsonCodec {
         self.decode_checked(payload, false)
     }
 
+    fn salvage_request(&self, payload: &[u8]) -> Option<Transaction> {
+        JsonCodec::salvage_request(self, payload)
+    }
+
     fn encode(&self, txn: &Transaction, out: &mut BytesMut) -> Result<(), CodecError> {
         let start = out.len();
         encode::encode(txn, out)?;

@@ -99,6 +99,10 @@ pub struct BankStats {
     pub unexpected_responses: u64,
     /// Frames that did not decode as a message of the bank's codec.
     pub bad_messages: u64,
+    /// Of those, requests still readable enough to be matched (canonical
+    /// ISO 8583 of a sound layout, JSON or ISO 20022 with readable ids):
+    /// answered `30` format error, never booked. The rest go unanswered.
+    pub format_errors: u64,
     /// Requests whose MAC or signature was missing or did not verify
     /// (answered `63` security violation, never booked).
     pub auth_failures: u64,
@@ -524,6 +528,7 @@ impl Ledger {
             totals.status_inquiries += s.status_inquiries;
             totals.network += s.network;
             totals.bad_messages += s.bad_messages;
+            totals.format_errors += s.format_errors;
             totals.auth_failures += s.auth_failures;
             totals.bad_frames += s.bad_frames;
             totals.amount_approved_minor += s.amount_approved_minor;
@@ -742,6 +747,7 @@ struct Totals {
     status_inquiries: u64,
     network: u64,
     bad_messages: u64,
+    format_errors: u64,
     auth_failures: u64,
     bad_frames: u64,
     amount_approved_minor: u64,

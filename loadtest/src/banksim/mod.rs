@@ -3,7 +3,10 @@
 //! (`iso8583:<dialect>`, `iso20022`, `json`) through `fps-codecs`, with
 //! deterministic outcomes, seeded latency and fault injection, and a ledger
 //! served as JSON on `GET /ledger` so that tests can prove "no double debit"
-//! and "every timeout reversed".
+//! and "every timeout reversed". A request that does not decode is answered
+//! `30` (format error) when its ids can still be read
+//! ([`MessageCodec::salvage_request`], the rule the switch applies to its
+//! own peers), never booked; anything else is counted and left unanswered.
 //!
 //! - [`config`]: the TOML config and its validation;
 //! - [`auth`]: checking the switch's MACs and signatures, making the
@@ -306,6 +309,105 @@ tls = false
         });
         let message = answer.await.ok()??;
         Some(String::from_utf8(message.to_vec()).unwrap())
+    }
+
+    /// A canonical ISO 8583 bank and a JSON bank, plaintext.
+    const FORMAT_ERROR_CONFIG: &str = r#"
+[http]
+bind = "127.0.0.1:0"
+[[banks]]
+name = "iso"
+code = "003"
+codec = "iso8583:canonical"
+listen = "127.0.0.1:0"
+tls = false
+[[banks]]
+name = "json"
+code = "024"
+codec = "json"
+listen = "127.0.0.1:0"
+tls = false
+"#;
+
+    #[tokio::test]
+    async fn an_undecodable_request_with_readable_ids_is_answered_30_never_booked() {
+        use fps_codecs::iso8583::IsoMessage;
+        use fps_codecs::json::JsonCodec;
+        use fps_codecs::model::ResponseCode;
+
+        let sim = BankSim::bind(&SimConfig::from_toml_str(FORMAT_ERROR_CONFIG).unwrap())
+            .await
+            .unwrap();
+        let (iso, json) = (
+            sim.bank_addr("iso").unwrap(),
+            sim.bank_addr("json").unwrap(),
+        );
+        let ledger = sim.ledger.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(sim.run(async {
+            let _ = stopped.await;
+        }));
+
+        // Canonical 0200, sound layout, a letter in F4 (numeric).
+        let canonical = Iso8583Codec::builtin("canonical").unwrap();
+        let mut m = IsoMessage {
+            mti: *b"0200",
+            ..Default::default()
+        };
+        m.fields.insert(3, b"400000".to_vec());
+        m.fields.insert(4, b"000000012345".to_vec());
+        m.fields.insert(7, b"1123101500".to_vec());
+        m.fields.insert(11, b"424242".to_vec());
+        m.fields.insert(37, b"RRN000424242".to_vec());
+        m.fields.insert(41, b"TERM0042".to_vec());
+        m.fields.insert(100, b"003".to_vec());
+        let mut bad_amount = BytesMut::new();
+        canonical.encode_message(&m, &mut bad_amount).unwrap();
+        let f4 = bad_amount
+            .windows(12)
+            .position(|w| w == b"000000012345")
+            .unwrap();
+        bad_amount[f4 + 11] = b'X';
+        assert!(canonical.decode(&bad_amount).is_err());
+        let answer = exchange(iso, &bad_amount)
+            .await
+            .expect("a request with readable ids is answered");
+        let answer = canonical.decode(answer.as_bytes()).unwrap();
+        assert_eq!(answer.mti.as_str(), "0210");
+        assert_eq!(answer.response_code, Some(ResponseCode::FORMAT_ERROR));
+        assert_eq!(answer.stan.unwrap().value(), 424242);
+        assert_eq!(answer.rrn.unwrap().as_str(), "RRN000424242");
+        assert_eq!(answer.terminal_id.unwrap().as_str(), "TERM0042");
+
+        // The same message cut inside its last field: its offsets cannot
+        // be trusted, so no STAN is echoed and nothing is answered.
+        let cut = &bad_amount[..bad_amount.len() - 1];
+        assert_eq!(exchange(iso, cut).await, None);
+
+        // JSON: a readable request_id, a negative amount.
+        let codec = JsonCodec::new();
+        let mut t = credit_transfer();
+        t.receiving_bank = Some(BankCode::parse(b"024").unwrap());
+        t.message_id = Some(MessageId::parse(b"JSONFMT0001").unwrap());
+        let mut good = BytesMut::new();
+        codec.encode(&t, &mut good).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        doc["amount"]["minor"] = serde_json::json!(-5);
+        let bad = serde_json::to_vec(&doc).unwrap();
+        assert!(codec.decode(&bad).is_err());
+        let answer = exchange(json, &bad).await.expect("answered");
+        let answer = codec.decode(answer.as_bytes()).unwrap();
+        assert_eq!(answer.response_code, Some(ResponseCode::FORMAT_ERROR));
+        assert_eq!(answer.message_id, t.message_id);
+
+        let view: serde_json::Value =
+            serde_json::from_str(&server::lock(&ledger).to_json(true)).unwrap();
+        assert_eq!(view["totals"]["bad_messages"], 3, "{view:#}");
+        assert_eq!(view["totals"]["format_errors"], 2, "{view:#}");
+        assert_eq!(view["totals"]["transactions"], 0, "{view:#}");
+        assert_eq!(view["totals"]["approved"], 0, "{view:#}");
+        let _ = stop.send(());
+        run.await.unwrap().unwrap();
     }
 
     #[tokio::test]

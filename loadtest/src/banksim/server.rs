@@ -303,10 +303,11 @@ async fn plan(bank: &Bank, header: &[u8], message: &[u8]) -> Plan {
     };
     let req = match decoded {
         Ok(req) => req,
+        // The error names a field, never a value; the counts are enough here.
         Err(_) => {
-            // The error names a field, never a value; the count is enough here.
-            lock(&bank.ledger).stats_mut(bank.index).bad_messages += 1;
-            return none;
+            return format_error_plan(bank, header, message)
+                .await
+                .unwrap_or(none)
         }
     };
     let network = req.mti.class() == 8;
@@ -370,6 +371,41 @@ async fn plan(bank: &Bank, header: &[u8], message: &[u8]) -> Plan {
         }
     }
     encode_plan(bank, header, &answer, delay, fault, message.len())
+}
+
+/// The answer to a message that did not decode: `30` format error when the
+/// codec can still read enough of the request to match the answer to it
+/// (as a bank's host does, and as the switch does upstream), sealed like
+/// every answer; never booked, never faulted or delayed. `None` (no
+/// answer) for anything else: a response, or a message whose ids cannot
+/// be read.
+async fn format_error_plan(bank: &Bank, header: &[u8], message: &[u8]) -> Option<Plan> {
+    let salvaged = bank.codec.salvage_request(message);
+    {
+        let mut ledger = lock(&bank.ledger);
+        let stats = ledger.stats_mut(bank.index);
+        stats.bad_messages += 1;
+        if salvaged.is_some() {
+            stats.format_errors += 1;
+        }
+    }
+    let req = salvaged?;
+    let mut answer = req.response(ResponseCode::FORMAT_ERROR);
+    finish_answer(bank, &req, &mut answer);
+    if let Some(a) = &bank.auth {
+        if a.seal(&*bank.codec, &mut answer, false).await.is_err() {
+            lock(&bank.ledger).stats_mut(bank.index).encode_errors += 1;
+            return None;
+        }
+    }
+    Some(encode_plan(
+        bank,
+        header,
+        &answer,
+        Duration::ZERO,
+        None,
+        message.len(),
+    ))
 }
 
 /// Frame `answer` (or garbage, for that fault) with `header`.

@@ -204,4 +204,8 @@ impl MessageCodec for Authenticating {
     fn decode_authenticated(&self, payload: &[u8]) -> Result<Transaction, fps_codecs::CodecError> {
         self.0.decode_authenticated(payload)
     }
+
+    fn salvage_request(&self, payload: &[u8]) -> Option<Transaction> {
+        self.0.salvage_request(payload)
+    }
 }

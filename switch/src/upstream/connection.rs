@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 
-use super::{salvage, ConnSettings};
+use super::ConnSettings;
 use crate::conn::{serve_framed, Close, FrameHandler, FramedConn, Slot};
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
@@ -161,7 +161,8 @@ impl FrameHandler for Frames {
             Err(e) => {
                 metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "decode")
                     .increment(1);
-                match salvage::format_error_answer(&settings.codec, &frame.message) {
+                let salvaged = settings.codec.salvage_request(&frame.message);
+                match salvaged.map(|req| req.response(ResponseCode::FORMAT_ERROR)) {
                     Some(answer) => {
                         // Answered like any request, so error ratios see it.
                         let class = crate::pipeline::class_label(answer.mti.class());

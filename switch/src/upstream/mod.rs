@@ -2,7 +2,6 @@
 //! requests in flight per connection, answered in any order.
 
 mod connection;
-pub mod salvage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

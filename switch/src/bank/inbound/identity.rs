@@ -138,7 +138,6 @@ mod tests {
             identity: identity.map(str::to_owned),
             sha256,
             codec: BankCodec::build(&CodecName::Json, &Default::default()).unwrap(),
-            salvage: None,
             framer: fps_codecs::framing::Framer::new(Default::default()).unwrap(),
             auth: None,
             scope: fps_routing::idempotency::ClientScope::new("b").unwrap(),

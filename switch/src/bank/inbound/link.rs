@@ -167,11 +167,8 @@ impl FrameHandler for Frames {
             Err(e) => {
                 metrics::counter!(m::FRAME_ERRORS, "side" => SIDE, "reason" => "decode")
                     .increment(1);
-                let salvaged = bank
-                    .salvage
-                    .as_ref()
-                    .and_then(|s| s.format_error_answer(&frame.message));
-                match salvaged {
+                let salvaged = bank.codec.codec.salvage_request(&frame.message);
+                match salvaged.map(|req| req.response(ResponseCode::FORMAT_ERROR)) {
                     Some(answer) => {
                         let answer = salvaged_answer(bank, answer);
                         metrics::counter!(m::BANK_INBOUND_REQUESTS, "bank" => bank.name.clone(), "class" => class_label(answer.mti.class()))

@@ -26,10 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fps_codecs::framing::Framer;
-use fps_codecs::iso20022::Iso20022Codec;
-use fps_codecs::iso8583::Iso8583Codec;
-use fps_codecs::json::JsonCodec;
-use fps_codecs::model::{BankCode, ResponseCode, Transaction};
+use fps_codecs::model::BankCode;
 use fps_routing::idempotency::ClientScope;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -61,33 +58,6 @@ pub enum InboundError {
     },
 }
 
-/// Answering `30` to a bank request that does not decode, where enough of
-/// it can be read to match the answer to it.
-#[derive(Debug)]
-pub(crate) enum Salvage {
-    /// Canonical ISO 8583 whose layout is sound (as upstream does).
-    Canonical(Iso8583Codec),
-    /// A JSON object with a readable request `type` and `request_id`.
-    Json(JsonCodec),
-    /// Well-formed ISO 20022 XML of a request with readable ids.
-    Iso20022(Iso20022Codec),
-}
-
-impl Salvage {
-    /// The format-error answer to `message`, when it can be matched.
-    pub(crate) fn format_error_answer(&self, message: &[u8]) -> Option<Transaction> {
-        match self {
-            Salvage::Canonical(c) => crate::upstream::salvage::format_error_answer(c, message),
-            Salvage::Json(j) => j
-                .salvage_request(message)
-                .map(|req| req.response(ResponseCode::FORMAT_ERROR)),
-            Salvage::Iso20022(x) => x
-                .salvage_request(message)
-                .map(|req| req.response(ResponseCode::FORMAT_ERROR)),
-        }
-    }
-}
-
 /// One bank that may open links: how it is recognised and spoken to.
 #[derive(Debug)]
 pub(crate) struct InboundBank {
@@ -98,8 +68,6 @@ pub(crate) struct InboundBank {
     pub(crate) identity: Option<String>,
     pub(crate) sha256: Option<[u8; 32]>,
     pub(crate) codec: BankCodec,
-    /// How a request that does not decode may still be answered `30`.
-    pub(crate) salvage: Option<Salvage>,
     pub(crate) framer: Framer,
     pub(crate) auth: Option<Arc<BankAuth>>,
     /// Idempotency keys of this bank's requests live under this scope.
@@ -250,16 +218,6 @@ fn inbound_bank(
     })?;
     let mut codec = BankCodec::build(&codec_name, &iso20022)
         .map_err(|e| invalid(at("codec"), e.to_string()))?;
-    let salvage = match &codec_name {
-        CodecName::Iso8583(d) if d == "canonical" => {
-            Iso8583Codec::builtin(d).map(Salvage::Canonical)
-        }
-        CodecName::Json => Some(Salvage::Json(JsonCodec::new())),
-        // The configuration `BankCodec::build` gave the bank's codec: the
-        // same versions and size bound as its requests are decoded with.
-        CodecName::Iso20022 => Some(Salvage::Iso20022(Iso20022Codec::new(iso20022))),
-        _ => None,
-    };
     let auth = match &b.auth {
         None => None,
         Some(a) => {
@@ -291,7 +249,6 @@ fn inbound_bank(
         identity: inb.identity.as_ref().map(|s| s.to_ascii_lowercase()),
         sha256,
         codec,
-        salvage,
         framer,
         auth,
         scope,

@@ -1,74 +1,86 @@
 //! Answering a canonical message that does not decode: walk the canonical
-//! layout without content checks, keep the matching fields that parse, and
-//! answer `30` so the gateway can match the decline to its request.
+//! layout without content checks and keep the matching fields that parse,
+//! so that the sender can be answered `30` matched to its request (the
+//! switch's upstream listener and inbound bank links, and the bank
+//! simulator, all do).
 //!
-//! Only a message whose *layout* is sound is answered: every field the
+//! Only a message whose *layout* is sound is salvaged: every field the
 //! bitmaps announce is there with a readable length within its maximum, and
 //! the last one ends exactly where the message ends. Then only values are
 //! wrong, and the matching fields were read where the client wrote them. A
 //! broken layout (a bitmap or length that cannot be right, a field cut
 //! short, bytes left over) means every offset after the fault may be wrong,
-//! and an answer could echo a STAN the client never sent, so the connection
-//! is closed instead.
+//! and an answer could echo a STAN the client never sent, so the caller
+//! closes the connection instead.
 
-use fps_codecs::iso8583::{FieldLength, Iso8583Codec};
-use fps_codecs::model::{
-    InstitutionId, Mti, ProcessingCode, ResponseCode, Rrn, Stan, TerminalId, Transaction,
-    TransmissionDateTime,
+use super::spec::FieldLength;
+use super::Iso8583Codec;
+use crate::model::{
+    InstitutionId, Mti, ProcessingCode, Rrn, Stan, TerminalId, Transaction, TransmissionDateTime,
 };
 
-/// The `30` answer to a canonical request that failed to decode, or `None`
-/// when its layout is broken or its MTI or F11 cannot be read (then the
-/// stream cannot be trusted and the connection is closed). Responses are
-/// never answered.
-pub fn format_error_answer(codec: &Iso8583Codec, msg: &[u8]) -> Option<Transaction> {
-    let mti = Mti::parse(msg.get(..4)?).ok()?;
-    if mti.is_response() {
-        return None;
-    }
-    let mut req = Transaction::new(mti);
-    let mut pos = 4;
-    let mut bitmap = hex_u64(msg.get(pos..pos + 16)?)? as u128;
-    bitmap <<= 64;
-    pos += 16;
-    if bitmap & (1u128 << 127) != 0 {
-        bitmap |= u128::from(hex_u64(msg.get(pos..pos + 16)?)?);
+/// The dialect whose layout [`Iso8583Codec::salvage_request`] walks.
+const CANONICAL: &str = "canonical";
+
+impl Iso8583Codec {
+    /// The skeleton of a request in the canonical dialect that failed to
+    /// decode: its MTI and the matching fields that parse (F3, F7, F11,
+    /// F32, F37, F41), enough to answer it with a format error matched to
+    /// it. `None` when its layout is broken, its MTI or F11 cannot be read,
+    /// it is a response (never answered), or the codec is not the canonical
+    /// dialect: then the stream cannot be trusted.
+    pub fn salvage_request(&self, msg: &[u8]) -> Option<Transaction> {
+        if self.dialect.name != CANONICAL {
+            return None;
+        }
+        let mti = Mti::parse(msg.get(..4)?).ok()?;
+        if mti.is_response() {
+            return None;
+        }
+        let mut req = Transaction::new(mti);
+        let mut pos = 4;
+        let mut bitmap = hex_u64(msg.get(pos..pos + 16)?)? as u128;
+        bitmap <<= 64;
         pos += 16;
-    }
-    for n in 2u8..=128 {
-        if bitmap & (1u128 << (128 - u32::from(n))) == 0 {
-            continue;
+        if bitmap & (1u128 << 127) != 0 {
+            bitmap |= u128::from(hex_u64(msg.get(pos..pos + 16)?)?);
+            pos += 16;
         }
-        let spec = codec.dialect().field(n)?;
-        let len = match spec.length {
-            FieldLength::Fixed(len) => usize::from(len),
-            FieldLength::Var { digits, max } => {
-                let d = usize::from(digits);
-                let len = msg.get(pos..pos + d).and_then(ascii_usize)?;
-                if len > usize::from(max) {
-                    return None;
-                }
-                pos += d;
-                len
+        for n in 2u8..=128 {
+            if bitmap & (1u128 << (128 - u32::from(n))) == 0 {
+                continue;
             }
-        };
-        let value = msg.get(pos..pos + len)?;
-        pos += len;
-        match n {
-            3 => req.processing_code = ProcessingCode::parse(value).ok(),
-            7 => req.transmitted_at = TransmissionDateTime::parse(value).ok(),
-            11 => req.stan = Stan::parse(value).ok(),
-            32 => req.acquirer = InstitutionId::parse(value).ok(),
-            37 => req.rrn = Rrn::parse(value).ok(),
-            41 => req.terminal_id = TerminalId::parse(value).ok(),
-            _ => {}
+            let spec = self.dialect.field(n)?;
+            let len = match spec.length {
+                FieldLength::Fixed(len) => usize::from(len),
+                FieldLength::Var { digits, max } => {
+                    let d = usize::from(digits);
+                    let len = msg.get(pos..pos + d).and_then(ascii_usize)?;
+                    if len > usize::from(max) {
+                        return None;
+                    }
+                    pos += d;
+                    len
+                }
+            };
+            let value = msg.get(pos..pos + len)?;
+            pos += len;
+            match n {
+                3 => req.processing_code = ProcessingCode::parse(value).ok(),
+                7 => req.transmitted_at = TransmissionDateTime::parse(value).ok(),
+                11 => req.stan = Stan::parse(value).ok(),
+                32 => req.acquirer = InstitutionId::parse(value).ok(),
+                37 => req.rrn = Rrn::parse(value).ok(),
+                41 => req.terminal_id = TerminalId::parse(value).ok(),
+                _ => {}
+            }
         }
+        if pos != msg.len() {
+            return None;
+        }
+        req.stan?;
+        Some(req)
     }
-    if pos != msg.len() {
-        return None;
-    }
-    req.stan?;
-    Some(req.response(ResponseCode::FORMAT_ERROR))
 }
 
 /// Exactly 16 hex digits (`from_str_radix` alone would take a `+` sign).
@@ -91,8 +103,16 @@ fn ascii_usize(text: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iso8583::IsoMessage;
+    use crate::model::ResponseCode;
     use bytes::BytesMut;
-    use fps_codecs::iso8583::IsoMessage;
+
+    /// The `30` answer to `msg`, as the switch and the simulator make it.
+    fn format_error_answer(codec: &Iso8583Codec, msg: &[u8]) -> Option<Transaction> {
+        codec
+            .salvage_request(msg)
+            .map(|req| req.response(ResponseCode::FORMAT_ERROR))
+    }
 
     fn canonical() -> Iso8583Codec {
         Iso8583Codec::builtin("canonical").unwrap()
@@ -216,6 +236,19 @@ mod tests {
             b"0210000000000000000000",
         ] {
             assert!(format_error_answer(&codec, junk).is_none());
+        }
+    }
+
+    #[test]
+    fn only_the_canonical_dialect_is_walked() {
+        // A BCD dialect's bytes are not the canonical layout: even a
+        // message that happens to walk as canonical text is not salvaged.
+        let canonical = canonical();
+        let msg = b"02000020000000000000123456";
+        assert!(canonical.salvage_request(msg).is_some());
+        for name in super::super::builtin_names().filter(|n| *n != CANONICAL) {
+            let other = Iso8583Codec::builtin(name).unwrap();
+            assert!(other.salvage_request(msg).is_none(), "{name}");
         }
     }
 }
