@@ -311,6 +311,39 @@ tls = false
         Some(String::from_utf8(message.to_vec()).unwrap())
     }
 
+    /// A simulator of `config` serving until [`Running::stop`].
+    struct Running {
+        ledger: Arc<Mutex<Ledger>>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        run: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    impl Running {
+        /// Bind and serve `config`; the addresses of the banks named `names`.
+        async fn start<const N: usize>(config: &str, names: [&str; N]) -> ([SocketAddr; N], Self) {
+            let sim = BankSim::bind(&SimConfig::from_toml_str(config).unwrap())
+                .await
+                .unwrap();
+            let addrs = names.map(|n| sim.bank_addr(n).unwrap());
+            let ledger = sim.ledger.clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let run = tokio::spawn(sim.run(async {
+                let _ = stopped.await;
+            }));
+            (addrs, Running { ledger, stop, run })
+        }
+
+        /// `GET /ledger`'s document, with every bank.
+        fn ledger_view(&self) -> serde_json::Value {
+            serde_json::from_str(&server::lock(&self.ledger).to_json(true)).unwrap()
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(());
+            self.run.await.unwrap().unwrap();
+        }
+    }
+
     /// A canonical ISO 8583 bank and a JSON bank, plaintext.
     const FORMAT_ERROR_CONFIG: &str = r#"
 [http]
@@ -335,18 +368,7 @@ tls = false
         use fps_codecs::json::JsonCodec;
         use fps_codecs::model::ResponseCode;
 
-        let sim = BankSim::bind(&SimConfig::from_toml_str(FORMAT_ERROR_CONFIG).unwrap())
-            .await
-            .unwrap();
-        let (iso, json) = (
-            sim.bank_addr("iso").unwrap(),
-            sim.bank_addr("json").unwrap(),
-        );
-        let ledger = sim.ledger.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(sim.run(async {
-            let _ = stopped.await;
-        }));
+        let ([iso, json], sim) = Running::start(FORMAT_ERROR_CONFIG, ["iso", "json"]).await;
 
         // Canonical 0200, sound layout, a letter in F4 (numeric).
         let canonical = Iso8583Codec::builtin("canonical").unwrap();
@@ -400,30 +422,17 @@ tls = false
         assert_eq!(answer.response_code, Some(ResponseCode::FORMAT_ERROR));
         assert_eq!(answer.message_id, t.message_id);
 
-        let view: serde_json::Value =
-            serde_json::from_str(&server::lock(&ledger).to_json(true)).unwrap();
+        let view = sim.ledger_view();
         assert_eq!(view["totals"]["bad_messages"], 3, "{view:#}");
         assert_eq!(view["totals"]["format_errors"], 2, "{view:#}");
         assert_eq!(view["totals"]["transactions"], 0, "{view:#}");
         assert_eq!(view["totals"]["approved"], 0, "{view:#}");
-        let _ = stop.send(());
-        run.await.unwrap().unwrap();
+        sim.stop().await;
     }
 
     #[tokio::test]
     async fn a_bank_speaks_its_configured_versions_and_drops_what_it_cannot_read() {
-        let sim = BankSim::bind(&SimConfig::from_toml_str(CONFIG).unwrap())
-            .await
-            .unwrap();
-        let (v09, dflt) = (
-            sim.bank_addr("v09").unwrap(),
-            sim.bank_addr("dflt").unwrap(),
-        );
-        let ledger = sim.ledger.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let run = tokio::spawn(sim.run(async {
-            let _ = stopped.await;
-        }));
+        let ([v09, dflt], sim) = Running::start(CONFIG, ["v09", "dflt"]).await;
 
         let answer = exchange(v09, &encode(&transfer("V09A", "012"), "001.09", "001.11"))
             .await
@@ -447,12 +456,10 @@ tls = false
             .expect("the default bank answers the default version");
         assert!(answer.contains("pacs.002.001.10"), "{answer}");
 
-        let view: serde_json::Value =
-            serde_json::from_str(&server::lock(&ledger).to_json(true)).unwrap();
+        let view = sim.ledger_view();
         let bad = |i: usize| view["banks"][i]["bad_messages"].as_u64();
         assert_eq!((bad(0), bad(1)), (Some(1), Some(1)), "{view:#}");
         assert_eq!(view["totals"]["approved"], 2, "{view:#}");
-        let _ = stop.send(());
-        run.await.unwrap().unwrap();
+        sim.stop().await;
     }
 }
