@@ -12,6 +12,8 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use rustix::time::{
     timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
@@ -59,6 +61,7 @@ impl Pacer {
     /// before it. Cancel-safe: a wait dropped half-way leaves nothing
     /// behind that could end the next one early.
     pub async fn sleep_until(&self, deadline: Instant) {
+        let deadline = on_grid(deadline);
         if let Some(timer) = &self.timer {
             // A failed timer leaves the wait to the coarse way below.
             let _ = wait_on(timer, deadline).await;
@@ -70,6 +73,29 @@ impl Pacer {
             tokio::time::sleep_until(deadline).await;
         }
     }
+}
+
+/// Spacing of the instants a pacer wakes at (see [`on_grid`]).
+pub const GRID: Duration = Duration::from_micros(20);
+
+/// `deadline` rounded up to the process's pacing grid: multiples of
+/// [`GRID`] from one origin shared by every pacer. The connections'
+/// timers then expire together, in one timer interrupt and one reactor
+/// turn, instead of each on its own: at 40,000 TPS over 4 connections a
+/// timer per request cost about a quarter of the generator's CPU on a
+/// KVM guest (timer interrupts and their VM exits). A request leaves at
+/// most `GRID` after its intended time, and that delay is part of its
+/// latency (measured from the intended time), never hidden.
+pub fn on_grid(deadline: Instant) -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let Some(since) = deadline.checked_duration_since(origin) else {
+        return deadline;
+    };
+    let grid = GRID.as_nanos();
+    let steps = since.as_nanos().div_ceil(grid);
+    let rounded = u64::try_from(steps * grid).unwrap_or(u64::MAX);
+    origin + Duration::from_nanos(rounded)
 }
 
 /// Arm `timer` for `deadline` and wait for it to fire.
@@ -114,9 +140,29 @@ impl Default for Pacer {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_one_shared_grid() {
+        let base = on_grid(Instant::now() + Duration::from_millis(1));
+        // Never early, never a whole grid step late.
+        for ns in [0u64, 1, 5_000, 19_999, 20_000, 20_001, 333_333] {
+            let deadline = base + Duration::from_nanos(ns);
+            let woken = on_grid(deadline);
+            assert!(woken >= deadline, "{ns} ns");
+            assert!(woken - deadline < GRID, "{ns} ns");
+            // On the grid: a multiple of GRID from any other grid point.
+            assert_eq!((woken - base).as_nanos() % GRID.as_nanos(), 0, "{ns} ns");
+        }
+        // Deadlines within one step wake together.
+        assert_eq!(
+            on_grid(base + Duration::from_nanos(1)),
+            on_grid(base + Duration::from_nanos(19_999))
+        );
+        // A grid point stays put.
+        assert_eq!(on_grid(base), base);
+    }
 
     #[tokio::test]
     async fn a_wait_ends_at_or_after_its_deadline_with_sub_millisecond_deadlines() {
