@@ -1,5 +1,6 @@
-//! `fps-loadtest`: load generator for fps-switch (bank simulators and the
-//! demo orchestration arrive with the load-test issue).
+//! `fps-loadtest`: the load generator, bank simulators, chaos gateway,
+//! development PKI and HAProxy relay baseline for fps-switch (see the
+//! library's top doc for what each module owns).
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use fps_loadtest::load;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(
