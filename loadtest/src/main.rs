@@ -49,9 +49,16 @@ enum Command {
     CompareRelay(Box<fps_loadtest::relay::CompareRelayArgs>),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match runtime_for(&cli).build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fps-loadtest: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -59,6 +66,23 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The tokio runtime for a command: the current-thread scheduler when it
+/// runs on one CPU (`taskset -c N`, and `compare-relay`, which pins its
+/// generator and simulator to one core itself), work stealing otherwise.
+/// On one CPU the work-stealing scheduler runs a task woken by the running
+/// task first, so every answer or request left in a write of its own; in
+/// wake order they share one (as in `fps-switch`, see its `runtime` module).
+fn runtime_for(cli: &Cli) -> tokio::runtime::Builder {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus == 1 || matches!(cli.command, Command::CompareRelay(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all();
+    builder
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {

@@ -18,7 +18,9 @@
 //! load, close links idle above `pool.min` and sign off at shutdown.
 //!
 //! Process-level choices for a steady request path: transparent huge pages
-//! are turned off at start (`main.rs`), and background threads (key-store
+//! are turned off at start (`main.rs`), one thread runs the current-thread
+//! scheduler so frames queued in one pass leave in one write ([`runtime`]),
+//! and background threads (key-store
 //! commits, metrics upkeep, journal rotation) run at lower priority
 //! ([`threads`]).
 
@@ -36,6 +38,7 @@ pub mod keystore;
 pub mod metrics;
 pub mod pipeline;
 pub mod routing;
+pub mod runtime;
 pub mod safety;
 pub mod threads;
 pub mod tls;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use fps_switch::config::{Config, LogFormat};
+use fps_switch::runtime::Scheduler;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -67,16 +68,15 @@ fn main() -> ExitCode {
             };
             init_logging(&cfg);
             no_transparent_huge_pages();
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let scheduler = Scheduler::for_this_process(cfg.switch.worker_threads);
+            let rt = match scheduler.build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
                     return ExitCode::from(EXIT_START);
                 }
             };
+            tracing::info!(scheduler = %scheduler, "runtime");
             rt.block_on(run(cfg))
         }
     }

@@ -470,6 +470,11 @@ pub struct SwitchConfig {
     /// The switch's FPS participant (clearing member) code, 3 digits: the
     /// debtor agent of the transfers it sends. Required by ISO 20022 banks.
     pub participant_code: Option<String>,
+    /// Threads that run the switch's tasks (I/O, codecs, routing). Default:
+    /// the CPUs this process may run on (its affinity mask, so `taskset -c
+    /// 0` means 1). See [`crate::runtime`] for why one thread gets a
+    /// different scheduler.
+    pub worker_threads: Option<usize>,
 }
 
 /// Log output.

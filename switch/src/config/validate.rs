@@ -118,6 +118,14 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigErrors> {
     if cfg.banks.len() > MAX_BANKS {
         c.err("banks", format!("more than {MAX_BANKS} banks"));
     }
+    if let Some(n) = cfg.switch.worker_threads {
+        c.range(
+            "switch.worker_threads".into(),
+            n,
+            1,
+            crate::runtime::MAX_WORKER_THREADS,
+        );
+    }
     match &cfg.switch.participant_code {
         Some(code) if fps_codecs::model::BankCode::parse(code.as_bytes()).is_err() => {
             c.err("switch.participant_code", "not 3 digits");
@@ -609,6 +617,30 @@ mod tests {
         assert!(!is_host_port("bank:0"));
         assert!(!is_host_port("bank:99999"));
         assert!(!is_host_port("ba nk:1"));
+    }
+
+    #[test]
+    fn worker_threads_is_optional_and_bounded() {
+        let text = |line: &str| {
+            format!(
+                "[switch]\n{line}\n[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\n\
+                 [admin]\nbind = \"127.0.0.1:0\"\n"
+            )
+        };
+        let unset = Config::from_toml_str(&text("")).unwrap();
+        assert_eq!(unset.switch.worker_threads, None);
+        unset.validate().unwrap();
+        let one = Config::from_toml_str(&text("worker_threads = 1")).unwrap();
+        assert_eq!(one.switch.worker_threads, Some(1));
+        one.validate().unwrap();
+        for bad in ["worker_threads = 0", "worker_threads = 1025"] {
+            let errs = Config::from_toml_str(&text(bad))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(errs.starts_with("switch.worker_threads: "), "{bad}: {errs}");
+        }
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! The tokio runtime the daemon runs on, and why one thread gets a
+//! different scheduler.
+//!
+//! With several threads the switch uses tokio's work-stealing scheduler.
+//! With one (the default when the process may run on one CPU, as in the
+//! relay benchmark, `taskset -c 0`) it uses the current-thread scheduler:
+//!
+//! - The work-stealing scheduler runs a task woken by the running task
+//!   next, ahead of every task already queued (its "LIFO slot"). When a
+//!   request task hands its frame to a connection's writer task, that
+//!   writer runs at once and writes the one frame. Under load, when one
+//!   read brings many requests and one bank read many answers, every frame
+//!   still left in a write of its own: 2.00 `sendto` per transaction at
+//!   30,000 TPS, where each loopback send costs the one core about 6 us.
+//! - The current-thread scheduler runs tasks in the order they were woken,
+//!   so the writer runs after the request tasks already queued and sends
+//!   their frames together ([`write_coalesced`](crate::conn)): 1.5-1.7
+//!   `sendto` per transaction at the same rate, about 4% less CPU per
+//!   transaction, and p99 19-25 ms instead of 58-360 ms at 30,000 TPS on the
+//!   project's 2-vCPU VM (README, Performance).
+//! - With one worker there is nothing to steal from, and the current-thread
+//!   scheduler does less bookkeeping per task.
+
+use std::io;
+use std::num::NonZeroUsize;
+
+/// Most worker threads a config may ask for.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
+/// Which scheduler runs the switch's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    /// One thread, tasks run in the order they were woken.
+    CurrentThread,
+    /// Work stealing across this many threads (at least 2).
+    MultiThread(usize),
+}
+
+impl Scheduler {
+    /// The scheduler for `configured` threads (`switch.worker_threads`),
+    /// or, when unset, for the `available` CPUs.
+    pub fn choose(configured: Option<usize>, available: usize) -> Scheduler {
+        match configured.unwrap_or(available).max(1) {
+            1 => Scheduler::CurrentThread,
+            n => Scheduler::MultiThread(n),
+        }
+    }
+
+    /// The scheduler for `configured` threads on this process's CPUs (its
+    /// affinity mask and cgroup quota, as the standard library reads them).
+    pub fn for_this_process(configured: Option<usize>) -> Scheduler {
+        let available = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        Scheduler::choose(configured, available)
+    }
+
+    /// Builds the runtime, timers and I/O enabled.
+    pub fn build(self) -> io::Result<tokio::runtime::Runtime> {
+        match self {
+            Scheduler::CurrentThread => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            Scheduler::MultiThread(n) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .enable_all()
+                .build(),
+        }
+    }
+}
+
+impl std::fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scheduler::CurrentThread => f.write_str("current_thread (1 thread)"),
+            Scheduler::MultiThread(n) => write!(f, "multi_thread ({n} threads)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use bytes::BytesMut;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn one_thread_gets_the_current_thread_scheduler() {
+        assert_eq!(Scheduler::choose(None, 1), Scheduler::CurrentThread);
+        assert_eq!(Scheduler::choose(Some(1), 8), Scheduler::CurrentThread);
+        assert_eq!(Scheduler::choose(None, 2), Scheduler::MultiThread(2));
+        assert_eq!(Scheduler::choose(Some(4), 1), Scheduler::MultiThread(4));
+        assert_eq!(Scheduler::choose(Some(0), 8), Scheduler::CurrentThread);
+    }
+
+    #[test]
+    fn the_runtimes_built_have_the_flavour_and_threads_asked_for() {
+        use tokio::runtime::RuntimeFlavor;
+        let rt = Scheduler::CurrentThread.build().unwrap();
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let rt = Scheduler::MultiThread(3).build().unwrap();
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(rt.metrics().num_workers(), 3);
+    }
+
+    /// Counts the writes it gets; reads end at once (`split` wants both).
+    struct CountingWriter {
+        writes: Arc<AtomicUsize>,
+        bytes: Vec<u8>,
+    }
+
+    impl AsyncRead for CountingWriter {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for CountingWriter {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.bytes.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// `tasks` request tasks, all woken in one scheduler pass, each hand a
+    /// frame to one connection's writer task; returns how many writes the
+    /// writer made.
+    fn writes_for_frames_of_one_pass(scheduler: Scheduler, tasks: u8) -> usize {
+        let rt = scheduler.build().unwrap();
+        rt.block_on(async move {
+            let writes = Arc::new(AtomicUsize::new(0));
+            let (frames_tx, frames_rx) = mpsc::channel::<BytesMut>(64);
+            let (_, wr) = tokio::io::split(CountingWriter {
+                writes: writes.clone(),
+                bytes: Vec::new(),
+            });
+            let writer = tokio::spawn(crate::conn::write_loop(frames_rx, wr));
+            // The request tasks wait on one gate, so opening it wakes them
+            // all in one pass, as one read of many requests would.
+            let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+            let mut requests = Vec::new();
+            for i in 0..tasks {
+                let frames = frames_tx.clone();
+                let mut gate = gate_rx.clone();
+                requests.push(tokio::spawn(async move {
+                    let _ = gate.wait_for(|open| *open).await;
+                    frames.send(BytesMut::from(&[i; 4][..])).await.unwrap();
+                }));
+            }
+            tokio::task::yield_now().await;
+            gate_tx.send(true).unwrap();
+            for r in requests {
+                r.await.unwrap();
+            }
+            drop(frames_tx);
+            writer.await.unwrap();
+            writes.load(Ordering::Relaxed)
+        })
+    }
+
+    #[test]
+    fn frames_of_tasks_woken_together_leave_in_one_write_on_one_thread() {
+        assert_eq!(
+            writes_for_frames_of_one_pass(Scheduler::CurrentThread, 16),
+            1
+        );
+    }
+}
