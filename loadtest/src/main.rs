@@ -51,6 +51,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    no_transparent_huge_pages();
     let rt = match runtime_for(&cli).build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -65,6 +66,19 @@ fn main() -> ExitCode {
             eprintln!("fps-loadtest: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Transparent huge pages off for this process, as in `fps-switch`:
+/// mimalloc asks for huge pages on its large regions, and the first touch
+/// of each then zeroes 2 MiB where the generator or the simulator was
+/// working (`perf sched` at 13,000 TPS: 3-5 ms at a stretch in
+/// `folio_zero_user` under `do_huge_pmd_anonymous_page`, while the switch
+/// sat idle waiting for requests). Children (the switch, HAProxy under
+/// `compare-relay`) inherit the setting.
+fn no_transparent_huge_pages() {
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("fps-loadtest: cannot turn transparent huge pages off ({e}): the first touch of each 2 MiB page may stall the load");
     }
 }
 
