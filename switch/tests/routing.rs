@@ -311,6 +311,10 @@ async fn reloading_the_proxy_directory_swaps_it_and_a_bad_file_keeps_the_old_one
 }
 
 /// The daemon reloads the directory on SIGHUP and logs counts, never values.
+/// It runs on one thread (`worker_threads = 1`, the current-thread
+/// scheduler), so that path of the binary (signals, the reload's blocking
+/// task, a clean stop) is exercised too; the other daemon tests use the
+/// default.
 #[cfg(unix)]
 #[test]
 fn sighup_reloads_the_proxy_directory_in_the_daemon() {
@@ -320,10 +324,22 @@ fn sighup_reloads_the_proxy_directory_in_the_daemon() {
 
     let pki = Pki::new();
     let proxies = write_file(&pki.dir, "proxies.csv", "FPID:1000001,003\n");
-    let text = config_toml(&pki, &[], "")
-        + &format!("[routing]\nproxy_directory = \"{}\"\n", proxies.display());
+    let text = config_toml(&pki, &[], "").replacen(
+        "participant_code = \"950\"\n",
+        "participant_code = \"950\"\nworker_threads = 1\n",
+        1,
+    ) + &format!("[routing]\nproxy_directory = \"{}\"\n", proxies.display());
     let config = write_file(&pki.dir, "hup.toml", &text);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fps-switch"))
+    /// Kills the daemon if the test fails first: it shares the test's
+    /// stderr, and a daemon left running would keep `cargo test` waiting.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_fps-switch"))
         .args(["run", "--config"])
         .arg(&config)
         .env("RUST_LOG", "info")
@@ -332,8 +348,9 @@ fn sighup_reloads_the_proxy_directory_in_the_daemon() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the binary runs");
+    let mut child = Daemon(child);
     let (tx, rx) = mpsc::channel::<String>();
-    let out = child.stdout.take().unwrap();
+    let out = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -367,13 +384,15 @@ fn sighup_reloads_the_proxy_directory_in_the_daemon() {
         assert!(ok, "kill -HUP");
     };
 
+    let line = wait_for("runtime");
+    assert!(line.contains("scheduler=current_thread"), "{line}");
     wait_for("fps-switch started");
     write_file(
         &pki.dir,
         "proxies.csv",
         "FPID:1000001,003\nFPID:1000002,003\n",
     );
-    hup(child.id());
+    hup(child.0.id());
     let line = wait_for("proxy directory reloaded");
     assert!(line.contains("entries=2"), "{line}");
 
@@ -382,15 +401,15 @@ fn sighup_reloads_the_proxy_directory_in_the_daemon() {
         "proxies.csv",
         "FPID:1000001,003\nFPID:1000003,3x\n",
     );
-    hup(child.id());
+    hup(child.0.id());
     let line = wait_for("proxy directory reload refused");
     assert!(line.contains("bad_lines=1"), "{line}");
     assert!(line.contains("kept_entries=2"), "{line}");
     assert!(!line.contains("1000003"), "no proxy value in logs: {line}");
 
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "{status}");
 }
