@@ -465,6 +465,56 @@ async fn an_unanswered_sign_off_does_not_hold_the_shutdown() {
     );
 }
 
+/// Requests that reach the switch together leave together: a link whose
+/// writer already holds frames takes the next request while its load is
+/// within a few requests of the least loaded, so the frames of one
+/// scheduler pass go out in one write on one link instead of one write on
+/// each link in turn (least-loaded alone spread these 8 over the 4 links,
+/// 2 each).
+#[tokio::test]
+async fn requests_arriving_together_share_a_link_and_its_write() {
+    let pki = Pki::new();
+    let bank = Bank::start(&pki, 300, true).await;
+    let sw = Running::start(&switch_toml(
+        &pki,
+        "together003",
+        bank.addr,
+        "{ min = 4, max = 4 }",
+        "max_in_flight = 64",
+    ))
+    .await;
+    wait_links_up(sw.admin, 4).await;
+    let mut gw = Gateway::connect_tls(sw.upstream, &pki, Some("gateway"))
+        .await
+        .unwrap();
+    // Written back to back on one thread: the switch reads them at once.
+    for stan in 1..=8 {
+        gw.send(&credit_transfer(stan, "003")).await;
+    }
+    for _ in 1..=8 {
+        let a = gw.recv().await.expect("an answer");
+        assert_eq!(a.response_code, Some(ResponseCode::APPROVED), "{a:?}");
+    }
+    bank.conns(|conns| {
+        let per_link: Vec<usize> = conns
+            .iter()
+            .map(|c| {
+                c.events
+                    .iter()
+                    .filter(|e| matches!(e, Event::Payment))
+                    .count()
+            })
+            .filter(|&n| n > 0)
+            .collect();
+        assert_eq!(per_link.iter().sum::<usize>(), 8, "{conns:?}");
+        assert!(
+            per_link.len() <= 2 && per_link.iter().any(|&n| n >= 4),
+            "payments per link: {per_link:?}"
+        );
+    });
+    assert!(sw.stop().await);
+}
+
 /// Item 2: load grows the pool from min to max (a link is opened when the
 /// least-loaded one is three quarters full); once idle for
 /// `pool.idle_close_ms` the extra links are taken out of selection, signed

@@ -154,6 +154,12 @@ impl Link {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Frames handed to this link's writer and not yet taken by it: the
+    /// writer will send them together with any that join them first.
+    pub(crate) fn queued_frames(&self) -> usize {
+        self.writer.max_capacity() - self.writer.capacity()
+    }
+
     /// Send `txn` (already carrying the switch's outbound ids) and wait for
     /// its answer until `deadline`.
     pub(crate) async fn request(
