@@ -1,7 +1,10 @@
 //! The pool of links to one bank: `min` kept open by supervisors that
 //! reconnect with exponential backoff and jitter, more opened under load up
 //! to `max` (when the least-loaded link is three quarters full),
-//! least-loaded selection. A link above `min` with nothing in flight for
+//! least-loaded selection, except that a request joins a link whose writer
+//! already holds frames while it is within a small slack of the least
+//! loaded (one write for requests that arrive together, [`BankPool`]'s
+//! `pick`). A link above `min` with nothing in flight for
 //! `pool.idle_close_ms` is taken out of selection, then closed and signed
 //! off; at shutdown every link is ([`BankPool::close`]). With `auth`, every
 //! request is MACed or signed before it goes to a link and every answer
