@@ -111,7 +111,6 @@ mod tests {
     /// Counts the writes it gets; reads end at once (`split` wants both).
     struct CountingWriter {
         writes: Arc<AtomicUsize>,
-        bytes: Vec<u8>,
     }
 
     impl AsyncRead for CountingWriter {
@@ -126,12 +125,11 @@ mod tests {
 
     impl AsyncWrite for CountingWriter {
         fn poll_write(
-            mut self: Pin<&mut Self>,
+            self: Pin<&mut Self>,
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
             self.writes.fetch_add(1, Ordering::Relaxed);
-            self.bytes.extend_from_slice(buf);
             Poll::Ready(Ok(buf.len()))
         }
         fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -152,7 +150,6 @@ mod tests {
             let (frames_tx, frames_rx) = mpsc::channel::<BytesMut>(64);
             let (_, wr) = tokio::io::split(CountingWriter {
                 writes: writes.clone(),
-                bytes: Vec::new(),
             });
             let writer = tokio::spawn(crate::conn::write_loop(frames_rx, wr));
             // The request tasks wait on one gate, so opening it wakes them

@@ -658,8 +658,7 @@ impl BankPool {
         if busy {
             self.grow();
         }
-        let least = best?.0;
-        let least_load = least.in_flight();
+        let (least, least_load) = best?;
         match queued {
             Some((link, load)) if load <= least_load + join_slack(max) && load < max => Some(link),
             _ => Some(least),
