@@ -76,8 +76,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_START);
                 }
             };
-            tracing::info!(scheduler = %scheduler, "runtime");
-            rt.block_on(run(cfg))
+            let busy_poll = cfg.switch.busy_poll && scheduler == Scheduler::CurrentThread;
+            if cfg.switch.busy_poll && !busy_poll {
+                tracing::warn!(scheduler = %scheduler, "switch.busy_poll applies to the single-thread runtime only (worker_threads = 1): ignored");
+            }
+            tracing::info!(scheduler = %scheduler, busy_poll, "runtime");
+            rt.block_on(run(cfg, busy_poll))
         }
     }
 }
@@ -96,7 +100,7 @@ fn no_transparent_huge_pages() {
     }
 }
 
-async fn run(cfg: Config) -> ExitCode {
+async fn run(cfg: Config, busy_poll: bool) -> ExitCode {
     let switch = match fps_switch::Switch::build(&cfg).await {
         Ok(s) => s,
         Err(e) => {
@@ -105,6 +109,7 @@ async fn run(cfg: Config) -> ExitCode {
         }
     };
     let reload = tokio::spawn(reload_on_hangup(switch.proxy_reloader()));
+    let spinner = busy_poll.then(|| tokio::spawn(fps_switch::runtime::busy_poll()));
     tracing::info!(
         upstream = %switch.upstream_addr(),
         admin = %switch.admin_addr(),
@@ -114,6 +119,9 @@ async fn run(cfg: Config) -> ExitCode {
     );
     let drained = switch.run(shutdown_signal()).await;
     reload.abort();
+    if let Some(spinner) = spinner {
+        spinner.abort();
+    }
     tracing::info!(drained, "fps-switch stopped");
     // Leave a moment for the last log lines; exit 0 either way: a drain
     // timeout is reported, not an error of the process.

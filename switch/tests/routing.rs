@@ -312,8 +312,9 @@ async fn reloading_the_proxy_directory_swaps_it_and_a_bad_file_keeps_the_old_one
 
 /// The daemon reloads the directory on SIGHUP and logs counts, never values.
 /// It runs on one thread (`worker_threads = 1`, the current-thread
-/// scheduler), so that path of the binary (signals, the reload's blocking
-/// task, a clean stop) is exercised too; the other daemon tests use the
+/// scheduler) and busy-polls (`busy_poll = true`), so that path of the
+/// binary (signals, the reload's blocking task, a clean stop with the
+/// polling task running) is exercised too; the other daemon tests use the
 /// default.
 #[cfg(unix)]
 #[test]
@@ -326,7 +327,7 @@ fn sighup_reloads_the_proxy_directory_in_the_daemon() {
     let proxies = write_file(&pki.dir, "proxies.csv", "FPID:1000001,003\n");
     let text = config_toml(&pki, &[], "").replacen(
         "participant_code = \"950\"\n",
-        "participant_code = \"950\"\nworker_threads = 1\n",
+        "participant_code = \"950\"\nworker_threads = 1\nbusy_poll = true\n",
         1,
     ) + &format!("[routing]\nproxy_directory = \"{}\"\n", proxies.display());
     let config = write_file(&pki.dir, "hup.toml", &text);
@@ -386,6 +387,7 @@ fn sighup_reloads_the_proxy_directory_in_the_daemon() {
 
     let line = wait_for("runtime");
     assert!(line.contains("scheduler=current_thread"), "{line}");
+    assert!(line.contains("busy_poll=true"), "{line}");
     wait_for("fps-switch started");
     write_file(
         &pki.dir,
@@ -412,4 +414,5 @@ fn sighup_reloads_the_proxy_directory_in_the_daemon() {
         .status();
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status}");
+    wait_for("fps-switch stopped");
 }

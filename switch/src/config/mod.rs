@@ -475,6 +475,14 @@ pub struct SwitchConfig {
     /// 0` means 1). See [`crate::runtime`] for why one thread gets a
     /// different scheduler.
     pub worker_threads: Option<usize>,
+    /// Busy polling: the runtime's thread polls for I/O without sleeping
+    /// when it has nothing to run, so a request never waits for the core
+    /// to wake up (on a VM, an idle vCPU halts and its wake-up costs tens of
+    /// microseconds). Only for a switch with a core of its own: the thread
+    /// shows 100% busy. Single-thread runtime only. See
+    /// [`crate::runtime::busy_poll`].
+    #[serde(default)]
+    pub busy_poll: bool,
 }
 
 /// Log output.

@@ -125,6 +125,12 @@ pub(super) fn validate(cfg: &Config) -> Result<(), ConfigErrors> {
             1,
             crate::runtime::MAX_WORKER_THREADS,
         );
+        if cfg.switch.busy_poll && n > 1 {
+            c.err(
+                "switch.busy_poll",
+                format!("busy polling needs the single-thread runtime; worker_threads is {n}"),
+            );
+        }
     }
     match &cfg.switch.participant_code {
         Some(code) if fps_codecs::model::BankCode::parse(code.as_bytes()).is_err() => {
@@ -619,26 +625,44 @@ mod tests {
         assert!(!is_host_port("ba nk:1"));
     }
 
+    /// A minimal config with `lines` in its `[switch]` section.
+    fn with_switch_lines(lines: &str) -> Config {
+        Config::from_toml_str(&format!(
+            "[switch]\n{lines}\n[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\n\
+             [admin]\nbind = \"127.0.0.1:0\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn busy_poll_is_off_by_default_and_refused_with_several_threads() {
+        let unset = with_switch_lines("");
+        assert!(!unset.switch.busy_poll);
+        let on = with_switch_lines("busy_poll = true\nworker_threads = 1");
+        assert!(on.switch.busy_poll);
+        on.validate().unwrap();
+        // Unset threads: decided at start from the CPUs (a warning there).
+        with_switch_lines("busy_poll = true").validate().unwrap();
+        let errs = with_switch_lines("busy_poll = true\nworker_threads = 2")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            errs,
+            "switch.busy_poll: busy polling needs the single-thread runtime; worker_threads is 2"
+        );
+    }
+
     #[test]
     fn worker_threads_is_optional_and_bounded() {
-        let text = |line: &str| {
-            format!(
-                "[switch]\n{line}\n[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\n\
-                 [admin]\nbind = \"127.0.0.1:0\"\n"
-            )
-        };
-        let unset = Config::from_toml_str(&text("")).unwrap();
+        let unset = with_switch_lines("");
         assert_eq!(unset.switch.worker_threads, None);
         unset.validate().unwrap();
-        let one = Config::from_toml_str(&text("worker_threads = 1")).unwrap();
+        let one = with_switch_lines("worker_threads = 1");
         assert_eq!(one.switch.worker_threads, Some(1));
         one.validate().unwrap();
         for bad in ["worker_threads = 0", "worker_threads = 1025"] {
-            let errs = Config::from_toml_str(&text(bad))
-                .unwrap()
-                .validate()
-                .unwrap_err()
-                .to_string();
+            let errs = with_switch_lines(bad).validate().unwrap_err().to_string();
             assert!(errs.starts_with("switch.worker_threads: "), "{bad}: {errs}");
         }
     }
