@@ -68,7 +68,7 @@ fn haproxy_accepts_the_generated_configs() {
     })
     .unwrap();
     haproxy::write_combined_pem(&dir.join("switch.crt"), &dir.join("switch.key"), &pem).unwrap();
-    for tls in [false, true] {
+    for (tls, busy_poll) in [(false, false), (true, false), (false, true)] {
         let spec = RelaySpec {
             listen: "127.0.0.1:1".parse().unwrap(),
             bank: "127.0.0.1:2".parse().unwrap(),
@@ -78,6 +78,7 @@ fn haproxy_accepts_the_generated_configs() {
                 client_pem: pem.clone(),
                 bank_name: "bank003.fps.test".into(),
             }),
+            busy_poll,
         };
         let cfg = dir.join("haproxy.cfg");
         std::fs::write(&cfg, haproxy::render(&spec)).unwrap();
@@ -89,7 +90,7 @@ fn haproxy_accepts_the_generated_configs() {
             .unwrap();
         assert!(
             out.status.success(),
-            "tls={tls}: {}{}",
+            "tls={tls} busy_poll={busy_poll}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -170,6 +171,7 @@ async fn relay_round_trip(name: &str, tls: bool) {
         listen: free_port().unwrap(),
         bank,
         tls: relay_tls,
+        busy_poll: false,
     };
     let relay = haproxy::start(&bin, &spec, &dir, None).await.unwrap();
 

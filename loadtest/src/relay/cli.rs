@@ -80,6 +80,12 @@ pub struct CompareRelayArgs {
     /// simulated bank alone on the system core; issue 6: >= 2x the switch).
     #[arg(long)]
     pub no_generator_ceiling: bool,
+    /// Busy polling on both sides: the switch with `switch.busy_poll =
+    /// true`, HAProxy with `busy-polling`. Every system but the one being
+    /// measured is then stopped (SIGSTOP) while it is measured, since a
+    /// polling one would take the shared core.
+    #[arg(long)]
+    pub busy_poll: bool,
     /// Soft bound on the whole command, in seconds: searches are cut short
     /// to fit [default: 300; 420 with --mac, which adds a search per
     /// transport; 60 less with --no-generator-ceiling].
@@ -239,6 +245,7 @@ pub async fn main(a: CompareRelayArgs) -> anyhow::Result<bool> {
         },
         mac,
         generator_ceiling: !a.no_generator_ceiling,
+        busy_poll: a.busy_poll,
         budget: Duration::from_secs(budget_s),
         work_dir: a.work_dir,
         progress: !a.quiet,

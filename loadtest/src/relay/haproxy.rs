@@ -27,6 +27,8 @@ pub struct RelaySpec {
     pub bank: SocketAddr,
     /// `None` = plaintext on both legs.
     pub tls: Option<RelayTls>,
+    /// HAProxy's `busy-polling` (the pollers never sleep).
+    pub busy_poll: bool,
 }
 
 /// TLS files of the relay (HAProxy wants certificate and key in one PEM).
@@ -52,6 +54,9 @@ pub fn render(spec: &RelaySpec) -> String {
     let _ = writeln!(c, "global");
     let _ = writeln!(c, "    nbthread 1");
     let _ = writeln!(c, "    maxconn {MAX_CONNECTIONS}");
+    if spec.busy_poll {
+        let _ = writeln!(c, "    busy-polling");
+    }
     let _ = writeln!(c);
     let _ = writeln!(c, "defaults");
     let _ = writeln!(c, "    mode tcp");
@@ -165,6 +170,7 @@ mod tests {
             listen: "127.0.0.1:7000".parse().unwrap(),
             bank: "127.0.0.1:7003".parse().unwrap(),
             tls: None,
+            busy_poll: false,
         };
         let plain = render(&spec);
         assert!(plain.contains("mode tcp"));
@@ -172,6 +178,12 @@ mod tests {
         assert!(plain.contains("    bind 127.0.0.1:7000\n"));
         assert!(plain.contains("    server bank 127.0.0.1:7003\n"));
         assert!(!plain.contains("ssl"));
+        assert!(!plain.contains("busy-polling"));
+        spec.busy_poll = true;
+        assert!(
+            render(&spec).contains("global\n    nbthread 1\n    maxconn 4096\n    busy-polling\n")
+        );
+        spec.busy_poll = false;
         spec.tls = Some(RelayTls {
             server_pem: "/d/server.pem".into(),
             ca: "/d/ca.crt".into(),

@@ -154,6 +154,9 @@ pub struct ComparePlan {
     /// Also search the load generator's own maximum against the simulated
     /// bank alone on the system core ([`peer`]).
     pub generator_ceiling: bool,
+    /// Busy polling in the switch and HAProxy; the systems not being
+    /// measured are stopped meanwhile (`--busy-poll`).
+    pub busy_poll: bool,
     /// Soft bound on the whole comparison: searches are cut short to fit.
     pub budget: Duration,
     /// Keep the work directory (configs, certificates, logs) here instead
@@ -307,16 +310,44 @@ struct System {
     target: SocketAddr,
     tls: Option<load::TlsTarget>,
     process: Option<Supervised>,
+    /// Busy-polls (`--busy-poll`): never idle, so never waited on to
+    /// settle.
+    polls: bool,
 }
 
 impl System {
     /// Wait for the system's process to go idle (nothing to wait for
-    /// without one).
+    /// without one). A polling process never goes idle: it gets a short
+    /// pause to finish its background work instead.
     async fn settle(&self, limit: Duration) {
-        if let Some(p) = &self.process {
-            process::settle(p.pid(), limit).await;
+        match &self.process {
+            Some(_) if self.polls => tokio::time::sleep(limit.min(POLLING_SETTLE)).await,
+            Some(p) => process::settle(p.pid(), limit).await,
+            None => {}
         }
     }
+}
+
+/// How long a busy-polling system is given to settle between steps.
+const POLLING_SETTLE: Duration = Duration::from_millis(500);
+
+/// With `--busy-poll`, let only `systems[run]` have the system core: every
+/// other one is stopped (SIGSTOP) and this one continued (SIGCONT). A
+/// no-op without it.
+fn isolate(plan: &ComparePlan, systems: &[System], run: usize) -> anyhow::Result<()> {
+    if !plan.busy_poll {
+        return Ok(());
+    }
+    for (i, sys) in systems.iter().enumerate() {
+        if let Some(p) = &sys.process {
+            if i == run {
+                p.resume()?;
+            } else {
+                p.pause()?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn compare_transport(
@@ -376,6 +407,7 @@ async fn compare_transport(
         journal: plan.journal,
         journal_dir: dir.join("journal"),
         mac: None,
+        busy_poll: plan.busy_poll,
     };
     let mac_spec = match (mac, &mac_sim) {
         (Some(m), Some((mac_bank, ..))) => Some(switch::SwitchSpec {
@@ -414,6 +446,7 @@ async fn compare_transport(
         listen: process::free_port()?,
         bank,
         tls: relay_tls,
+        busy_poll: plan.busy_poll,
     };
     // The gateway's client certificate on every first leg.
     let load_tls = |server: &str| -> anyhow::Result<Option<load::TlsTarget>> {
@@ -435,6 +468,7 @@ async fn compare_transport(
         target: switch_spec.listen,
         tls: load_tls(SERVER_DNS)?,
         process: Some(switch),
+        polls: plan.busy_poll,
     }];
     // The MAC switch searched right after the plain one: this machine's
     // speed drifts, and mac_ratio compares the two.
@@ -445,6 +479,7 @@ async fn compare_transport(
             target: spec.listen,
             tls: load_tls(SERVER_DNS)?,
             process: Some(p),
+            polls: plan.busy_poll,
         });
     }
     let relay = haproxy::start(&plan.haproxy_bin, &relay_spec, dir, core).await?;
@@ -453,6 +488,7 @@ async fn compare_transport(
         target: relay_spec.listen,
         tls: load_tls(SERVER_DNS)?,
         process: Some(relay),
+        polls: plan.busy_poll,
     });
     if plan.generator_ceiling {
         let listen = process::free_port()?;
@@ -464,12 +500,15 @@ async fn compare_transport(
             target: listen,
             tls: load_tls(BANK_DNS)?,
             process: Some(p),
+            polls: false,
         });
     }
 
     let per_transport = systems.len();
     let mut results = Vec::with_capacity(per_transport);
-    for (i, sys) in systems.iter_mut().enumerate() {
+    for i in 0..per_transport {
+        isolate(plan, &systems, i)?;
+        let sys = &mut systems[i];
         // Share what is left between the searches still to run, keeping
         // room for the fixed-rate runs and the other transports' start-up.
         let searches_left = (left.transports * per_transport - i) as u32;
@@ -499,11 +538,13 @@ async fn compare_transport(
         [max_of(SWITCH), max_of(RELAY)].into_iter(),
         plan.search.min_rate,
     );
-    for (sys, res) in systems.iter_mut().zip(results.iter_mut()) {
-        if sys.name == GENERATOR {
+    for (i, res) in results.iter_mut().enumerate() {
+        if systems[i].name == GENERATOR {
             // Its maximum is what it is for: no like-for-like p99.
             continue;
         }
+        isolate(plan, &systems, i)?;
+        let sys = &mut systems[i];
         // Its search may have ended on a failed step.
         recover(plan, sys, fixed_rate.min(plan.search.start_rate)).await?;
         res.fixed = Some(fixed_run(plan, transport, sys, fixed_rate).await?);
@@ -525,6 +566,10 @@ async fn compare_transport(
     };
     for sys in systems.drain(..) {
         if let Some(p) = sys.process {
+            // A stopped process would hold SIGTERM until continued.
+            if plan.busy_poll {
+                p.resume()?;
+            }
             p.stop(STOP_GRACE).await;
         }
     }
@@ -539,6 +584,7 @@ async fn compare_transport(
         target: bank,
         tls: load_tls(BANK_DNS)?,
         process: None,
+        polls: false,
     };
     let direct = fixed_run(plan, transport, &mut direct, fixed_rate).await?;
     let _ = stop_sim.send(());
@@ -864,6 +910,7 @@ fn settings(plan: &ComparePlan, mac: Option<&MacRun>) -> Settings {
             .map_or("off", |m| m.mechanism.as_str())
             .to_owned(),
         mac_setup: mac.map(MacRun::describe),
+        busy_poll: plan.busy_poll,
     }
 }
 
@@ -951,6 +998,7 @@ mod tests {
             journal: switch::Journal::Never,
             journal_dir: "/d/j".into(),
             mac: Some(run.clone()),
+            busy_poll: false,
         };
         let v: toml::Value = toml::from_str(&switch::render(&spec)).unwrap();
         let switch_hsm: fps_hsm::HsmConfig = v["hsm"].clone().try_into().unwrap();
@@ -993,6 +1041,7 @@ mod tests {
             journal: switch::Journal::Never,
             mac,
             generator_ceiling: true,
+            busy_poll: false,
             budget: Duration::from_secs(360),
             work_dir: None,
             progress: false,
@@ -1028,6 +1077,7 @@ mod tests {
             target,
             tls: None,
             process: None,
+            polls: false,
         };
         let mut plan = test_plan(None);
         // Answers are what this is about; a debug build under parallel

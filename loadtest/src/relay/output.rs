@@ -65,6 +65,10 @@ pub struct Settings {
     pub mac: String,
     /// What the MAC run MACs and with which HSM (`None` when `off`).
     pub mac_setup: Option<String>,
+    /// `--busy-poll`: the switch and HAProxy busy-polled, and each was
+    /// measured with the others stopped.
+    #[serde(default)]
+    pub busy_poll: bool,
 }
 
 /// One transport (plaintext or TLS): both systems.
@@ -497,6 +501,7 @@ mod tests {
                 budget_s: 360,
                 mac: if mac { "hmac" } else { "off" }.into(),
                 mac_setup: mac.then(|| "mac-hmac".into()),
+                busy_poll: false,
             },
             plaintext: Some(r),
             tls: None,

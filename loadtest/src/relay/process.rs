@@ -123,6 +123,30 @@ impl Supervised {
         }
     }
 
+    /// Stops the process (SIGSTOP) until [`Supervised::resume`]: it takes no
+    /// CPU meanwhile, whatever it was doing.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Continues a paused process (SIGCONT; harmless on a running one).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, which: &str) -> anyhow::Result<()> {
+        let Some(child) = &self.child else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .args([which, &child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {which} {}: {status}", self.name);
+        Ok(())
+    }
+
     /// SIGTERM, up to `grace` to exit, then SIGKILL; always reaped.
     pub async fn stop(mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {
@@ -359,6 +383,47 @@ mod tests {
         assert!(x > 0);
         assert!(cpu_time(None).unwrap() >= t0);
         assert!(m.busy().unwrap() >= 0.0);
+    }
+
+    /// The process state letter of `pid` (`/proc/PID/stat`, third field).
+    fn state(pid: u32) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.chars().next().unwrap()
+    }
+
+    /// Waits (up to 2 s) for `pid` to be in one of `states`: a signal takes
+    /// effect when the process next runs, not when `kill` returns.
+    async fn wait_state(pid: u32, states: &str) -> char {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let now = state(pid);
+            if states.contains(now) || Instant::now() > deadline {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_paused_process_is_stopped_until_resumed_and_still_stops() {
+        let log = std::env::temp_dir().join(format!("fps-relay-pause-{}", std::process::id()));
+        // A process that never sleeps, as a busy-polling system.
+        let args = ["-c".to_owned(), "while :; do :; done".to_owned()];
+        let p = Supervised::spawn("spinner", Path::new("/bin/sh"), &args, None, &log).unwrap();
+        let pid = p.pid();
+        p.pause().unwrap();
+        assert_eq!(wait_state(pid, "T").await, 'T', "stopped");
+        let cpu = cpu_time(Some(pid)).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(cpu_time(Some(pid)).unwrap(), cpu, "no CPU while stopped");
+        p.resume().unwrap();
+        assert_eq!(wait_state(pid, "R").await, 'R', "running again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(cpu_time(Some(pid)).unwrap() > cpu, "it runs again");
+        p.stop(Duration::from_secs(2)).await;
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let _ = std::fs::remove_file(&log);
     }
 
     #[test]

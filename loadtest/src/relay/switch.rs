@@ -62,6 +62,8 @@ pub struct SwitchSpec {
     /// `Some`: bank 003's requests MACed and its answers checked, with the
     /// run's key through a PKCS#11 `[hsm]` section.
     pub mac: Option<MacRun>,
+    /// `switch.busy_poll = true` (with one worker thread).
+    pub busy_poll: bool,
 }
 
 /// TLS files of the switch.
@@ -110,7 +112,11 @@ pub fn render(spec: &SwitchSpec) -> String {
     // Writing to a String cannot fail.
     let _ = writeln!(c, "# fps-loadtest compare-relay: the switch under test");
     let _ = writeln!(c, "[log]\nformat = \"human\"\nfilter = \"warn\"\n");
-    let _ = writeln!(c, "[switch]\nparticipant_code = \"950\"\n");
+    let _ = writeln!(c, "[switch]\nparticipant_code = \"950\"");
+    if spec.busy_poll {
+        let _ = writeln!(c, "worker_threads = 1\nbusy_poll = true");
+    }
+    let _ = writeln!(c);
     let _ = writeln!(c, "[upstream]\nbind = {}", quoted(&spec.listen.to_string()));
     match &spec.tls {
         None => {
@@ -223,6 +229,7 @@ mod tests {
             journal: Journal::Off,
             journal_dir: "/d/j".into(),
             mac: None,
+            busy_poll: false,
         };
         let plain = render(&spec);
         let v: toml::Value = toml::from_str(&plain).unwrap();
@@ -234,6 +241,12 @@ mod tests {
             Some("bank003")
         );
         assert!(v.get("journal").is_none());
+        assert!(v["switch"].get("busy_poll").is_none());
+        spec.busy_poll = true;
+        let v: toml::Value = toml::from_str(&render(&spec)).unwrap();
+        assert_eq!(v["switch"]["busy_poll"].as_bool(), Some(true));
+        assert_eq!(v["switch"]["worker_threads"].as_integer(), Some(1));
+        spec.busy_poll = false;
         spec.journal = Journal::Batch;
         spec.tls = Some(SwitchTls {
             cert: "/d/switch.crt".into(),
@@ -266,6 +279,7 @@ mod tests {
             journal: Journal::Never,
             journal_dir: "/d/j".into(),
             mac: Some(mac.run.clone()),
+            busy_poll: false,
         };
         let v: toml::Value = toml::from_str(&render(&spec)).unwrap();
         // The switch's own section type, with its own validation.

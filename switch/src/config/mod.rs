@@ -478,7 +478,9 @@ pub struct SwitchConfig {
     /// Busy polling: the runtime's thread polls for I/O without sleeping
     /// when it has nothing to run, so a request never waits for the core
     /// to wake up (on a VM, an idle vCPU halts and its wake-up costs tens of
-    /// microseconds). Only for a switch with a core of its own: the thread
+    /// microseconds). Only for a switch with a core of its own, without an
+    /// HSM pool on that core (its workers need it: measured, a MAC on every
+    /// message fails at rates that pass without busy polling): the thread
     /// shows 100% busy. Single-thread runtime only. See
     /// [`crate::runtime::busy_poll`].
     #[serde(default)]
