@@ -310,19 +310,23 @@ struct System {
     target: SocketAddr,
     tls: Option<load::TlsTarget>,
     process: Option<Supervised>,
-    /// Busy-polls (`--busy-poll`): never idle, so never waited on to
-    /// settle.
-    polls: bool,
 }
 
 impl System {
-    /// Wait for the system's process to go idle (nothing to wait for
-    /// without one). A polling process never goes idle: it gets a short
-    /// pause to finish its background work instead.
-    async fn settle(&self, limit: Duration) {
+    /// Whether it busy-polls: the switches and HAProxy under `--busy-poll`.
+    fn polls(&self, plan: &ComparePlan) -> bool {
+        plan.busy_poll && matches!(self.name, SWITCH | SWITCH_MAC | RELAY)
+    }
+
+    /// Wait (up to `plan.settle`) for the system's process to go idle
+    /// (nothing to wait for without one). A polling process never goes
+    /// idle: it gets a short pause to finish its background work instead.
+    async fn settle(&self, plan: &ComparePlan) {
         match &self.process {
-            Some(_) if self.polls => tokio::time::sleep(limit.min(POLLING_SETTLE)).await,
-            Some(p) => process::settle(p.pid(), limit).await,
+            Some(_) if self.polls(plan) => {
+                tokio::time::sleep(plan.settle.min(POLLING_SETTLE)).await;
+            }
+            Some(p) => process::settle(p.pid(), plan.settle).await,
             None => {}
         }
     }
@@ -468,7 +472,6 @@ async fn compare_transport(
         target: switch_spec.listen,
         tls: load_tls(SERVER_DNS)?,
         process: Some(switch),
-        polls: plan.busy_poll,
     }];
     // The MAC switch searched right after the plain one: this machine's
     // speed drifts, and mac_ratio compares the two.
@@ -479,7 +482,6 @@ async fn compare_transport(
             target: spec.listen,
             tls: load_tls(SERVER_DNS)?,
             process: Some(p),
-            polls: plan.busy_poll,
         });
     }
     let relay = haproxy::start(&plan.haproxy_bin, &relay_spec, dir, core).await?;
@@ -488,7 +490,6 @@ async fn compare_transport(
         target: relay_spec.listen,
         tls: load_tls(SERVER_DNS)?,
         process: Some(relay),
-        polls: plan.busy_poll,
     });
     if plan.generator_ceiling {
         let listen = process::free_port()?;
@@ -500,7 +501,6 @@ async fn compare_transport(
             target: listen,
             tls: load_tls(BANK_DNS)?,
             process: Some(p),
-            polls: false,
         });
     }
 
@@ -548,7 +548,7 @@ async fn compare_transport(
         // Its search may have ended on a failed step.
         recover(plan, sys, fixed_rate.min(plan.search.start_rate)).await?;
         res.fixed = Some(fixed_run(plan, transport, sys, fixed_rate).await?);
-        sys.settle(plan.settle).await;
+        sys.settle(plan).await;
     }
     // Both sides' counts of refused MACs, before the processes go.
     let mac_auth_failures = match (&mac_spec, &mac_sim) {
@@ -566,10 +566,6 @@ async fn compare_transport(
     };
     for sys in systems.drain(..) {
         if let Some(p) = sys.process {
-            // A stopped process would hold SIGTERM until continued.
-            if plan.busy_poll {
-                p.resume()?;
-            }
             p.stop(STOP_GRACE).await;
         }
     }
@@ -584,7 +580,6 @@ async fn compare_transport(
         target: bank,
         tls: load_tls(BANK_DNS)?,
         process: None,
-        polls: false,
     };
     let direct = fixed_run(plan, transport, &mut direct, fixed_rate).await?;
     let _ = stop_sim.send(());
@@ -669,7 +664,7 @@ async fn search_system(
             transport.as_str()
         );
     }
-    sys.settle(plan.settle).await;
+    sys.settle(plan).await;
 
     let mut search = RateSearch::new(plan.search);
     let mut steps = Vec::new();
@@ -708,7 +703,7 @@ async fn search_system(
             }
             passed = step.passed;
             steps.push(step);
-            sys.settle(plan.settle).await;
+            sys.settle(plan).await;
             if passed {
                 break;
             }
@@ -748,7 +743,7 @@ async fn recover(plan: &ComparePlan, sys: &mut System, rate: u64) -> anyhow::Res
         }
         tokio::time::sleep(RECOVER_PROBE).await;
     }
-    sys.settle(plan.settle).await;
+    sys.settle(plan).await;
     Ok(())
 }
 
@@ -1077,7 +1072,6 @@ mod tests {
             target,
             tls: None,
             process: None,
-            polls: false,
         };
         let mut plan = test_plan(None);
         // Answers are what this is about; a debug build under parallel

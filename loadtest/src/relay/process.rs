@@ -138,26 +138,21 @@ impl Supervised {
         let Some(child) = &self.child else {
             return Ok(());
         };
-        let status = Command::new("kill")
-            .args([which, &child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
+        let status = kill(child.id(), which)?;
         anyhow::ensure!(status.success(), "kill {which} {}: {status}", self.name);
         Ok(())
     }
 
-    /// SIGTERM, up to `grace` to exit, then SIGKILL; always reaped.
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; always reaped. A
+    /// paused process is continued first: stopped, it would hold the
+    /// SIGTERM until the grace ran out.
     pub async fn stop(mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         if matches!(child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = kill(child.id(), "-CONT");
+            let _ = kill(child.id(), "-TERM");
             let deadline = Instant::now() + grace;
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 tokio::time::sleep(PROBE_INTERVAL).await;
@@ -175,6 +170,15 @@ impl Drop for Supervised {
             let _ = child.wait();
         }
     }
+}
+
+/// `kill SIGNAL pid` (e.g. `-TERM`), its output discarded.
+fn kill(pid: u32, which: &str) -> std::io::Result<ExitStatus> {
+    Command::new("kill")
+        .args([which, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
 }
 
 /// The last `lines` lines of a log file.
