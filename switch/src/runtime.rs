@@ -17,7 +17,7 @@
 //!   their frames together ([`write_coalesced`](crate::conn)): 1.5-1.7
 //!   `sendto` per transaction at the same rate, about 4% less CPU per
 //!   transaction, and p99 19-25 ms instead of 58-360 ms at 30,000 TPS on the
-//!   project's 2-vCPU VM (README, Performance).
+//!   project's 2-vCPU VM (docs/performance-log.md, "Relay baseline").
 //! - With one worker there is nothing to steal from, and the current-thread
 //!   scheduler does less bookkeeping per task.
 //!
@@ -94,12 +94,12 @@ impl std::fmt::Display for Scheduler {
 /// on every message and two switches on one core, 9,000 TPS failed with p99
 /// 0.1-1.8 s without the yield and passed with p99 1.7 ms with it).
 ///
-/// What it buys (README, Performance): no sleep and wake-up per idle
+/// What it buys (docs/performance-log.md, "Busy polling"): no sleep and wake-up per idle
 /// moment. On the project's VM an idle vCPU halts, and waking it costs the
 /// waker an IPI and the woken thread tens of microseconds. What it costs:
 /// the core is always busy, so only for a switch with a core of its own,
 /// and not one it shares with an HSM pool: even with the yield, a MAC on
-/// every message failed at 9,000 TPS while busy polling (README).
+/// every message failed at 9,000 TPS while busy polling (same place).
 pub async fn busy_poll() {
     loop {
         std::thread::yield_now();

@@ -11,7 +11,7 @@
 //! gets about a tenth of the core while a worker also wants it (kernel
 //! weights 110 vs 1024), and all of what a worker leaves idle. It can still
 //! hold the core for a while: the key-store writer ran up to 1.5 ms at a
-//! stretch at 11,000 TPS (perf sched, 2026-11-24; README, Relay baseline).
+//! stretch at 11,000 TPS (perf sched, 2026-11-24; docs/performance-log.md).
 
 /// Nice value added to a background thread (Linux nice is per thread).
 pub const BACKGROUND_NICE: i32 = 10;
