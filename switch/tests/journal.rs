@@ -719,3 +719,29 @@ impl Drop for TmpfsMount {
         }
     }
 }
+
+/// The journal hands a batch's wakes to a task on the runtime it was
+/// opened in. A journal opened on a runtime that is then never driven
+/// again, and used from another one, must still answer: the writer thread
+/// delivers wakes the dispatcher has not taken (after 20 ms).
+#[test]
+fn appends_awaited_on_another_runtime_resolve_when_the_opening_one_is_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let opener = current_thread();
+    let (j, _, _) = opener.block_on(async { open(cfg(dir.path())) });
+    let user = current_thread();
+    let lsns = user.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), append_range(&j, 1..=5))
+            .await
+            .expect("every append resolved, none stranded with the idle dispatcher")
+    });
+    assert_eq!(lsns, (1..=5).map(Lsn).collect::<Vec<_>>());
+    j.close().unwrap();
+    drop(opener);
+}

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam::channel::{self, Sender, TrySendError};
-use tokio::sync::oneshot;
 
+use super::completion::{Completion, Relay};
 use super::writer::{self, sync_dir, Core, Msg, Pending, Shared, Writer};
 use super::{
     scan, segment_file_name, Durable, FsyncMode, Journal, JournalConfig, JournalError, Lsn,
@@ -26,6 +26,8 @@ pub struct FileJournal {
     /// Some with `fsync = "never"`: appends write through it inline.
     inline: Option<Arc<Mutex<Core>>>,
     writer: Option<JoinHandle<Result<(), JournalError>>>,
+    /// Hands completed records' wakers to the runtime (see `completion.rs`).
+    relay: Arc<Relay>,
 }
 
 /// The writer thread's name with group commit (`batch`, `always`).
@@ -54,9 +56,11 @@ impl FileJournal {
             recovered.next_lsn.saturating_sub(1),
         ));
         let (tx, rx) = channel::bounded(cfg.queue_capacity);
+        let relay = Relay::start();
         let writer = Writer::open(
             Arc::clone(&shared),
             rx,
+            Arc::clone(&relay),
             &cfg,
             recovered.next_lsn,
             recovered.prev_sealed_bytes,
@@ -106,6 +110,7 @@ impl FileJournal {
                 shared,
                 inline,
                 writer: Some(handle),
+                relay,
             },
             report,
         ))
@@ -119,7 +124,7 @@ impl FileJournal {
     fn shutdown(&mut self) -> Result<(), JournalError> {
         // Dropping the only sender: the writer drains the queue and stops.
         self.tx = None;
-        match self.writer.take() {
+        let stopped = match self.writer.take() {
             Some(handle) => handle.join().unwrap_or_else(|_| {
                 Err(JournalError::io(
                     &self.shared.dir,
@@ -127,7 +132,11 @@ impl FileJournal {
                 ))
             }),
             None => Ok(()),
-        }
+        };
+        // After the writer's last completions: the dispatcher wakes them
+        // and stops.
+        self.relay.close();
+        stopped
     }
 
     /// Highest lsn that is in the journal (durable per the fsync mode):
@@ -191,13 +200,13 @@ impl FileJournal {
 
     /// Queue `record` for the writer thread's group commit.
     fn enqueue(&self, tx: &Sender<Msg>, record: Vec<u8>) -> Result<Durable, JournalError> {
-        let (done, rx) = oneshot::channel();
+        let done = Arc::new(Completion::default());
         let pending = Pending {
             payload: record,
-            done: Some(done),
+            done: Some(Arc::clone(&done)),
         };
         match tx.try_send(Msg::Record(pending)) {
-            Ok(()) => Ok(Durable::waiting(rx)),
+            Ok(()) => Ok(Durable::waiting(done)),
             Err(TrySendError::Full(_)) => Err(JournalError::Full),
             Err(TrySendError::Disconnected(_)) => Err(JournalError::Closed),
         }

@@ -67,7 +67,11 @@
 //! a [`Durable`] at once. One writer thread per journal drains up to
 //! `max_batch_records` (and [`MAX_BATCH_BYTES`]), assigns lsns, writes the
 //! batch with one positional write, syncs per [`FsyncMode`], and completes
-//! the batch's [`Durable`]s in lsn order. Under load (the previous batch
+//! the batch's [`Durable`]s in lsn order, waking their tasks with one wake
+//! of a dispatcher task on the runtime (a wake per record from outside the
+//! runtime is a system call each: in a closed-loop run with 256 requests
+//! in flight this took the switch with a journal from 40-43 to 30 us of
+//! CPU per transaction, and 23,000-24,500 to 30,000 TPS). Under load (the previous batch
 //! held 16 records or more) with `fsync = "batch"`, a batch of fewer than
 //! 64 records waits up to 200 us for more first: fewer fsyncs for the same
 //! records; a quiet journal never waits. A caller that must learn how a
@@ -93,6 +97,7 @@
 //! inquire), never as proof that nothing was written. Every acknowledged
 //! record is on disk.
 
+mod completion;
 mod file;
 mod format;
 mod memory;
@@ -103,10 +108,11 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use completion::Completion;
 
 pub use file::FileJournal;
 pub use memory::MemoryJournal;
@@ -361,6 +367,11 @@ impl JournalError {
 /// [`JournalError::Unavailable`] when the write failed (the record is not
 /// in the journal), or [`JournalError::Closed`] when the writer stopped
 /// without writing it.
+///
+/// With group commit the task awaiting it is woken from the runtime the
+/// journal was opened in (one cross-thread wake per batch, see
+/// `completion.rs`); should that runtime not run, the writer thread wakes
+/// it after 20 ms instead.
 #[derive(Debug)]
 #[must_use = "a record is only durable once its Durable resolves to Ok"]
 pub struct Durable {
@@ -381,7 +392,7 @@ pub trait DurableWatch: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 enum DurableState {
     Ready(Option<Result<Lsn, JournalError>>),
-    Waiting(oneshot::Receiver<Result<Lsn, JournalError>>),
+    Waiting(Arc<Completion>),
 }
 
 impl Durable {
@@ -393,9 +404,9 @@ impl Durable {
         }
     }
 
-    fn waiting(rx: oneshot::Receiver<Result<Lsn, JournalError>>) -> Self {
+    fn waiting(done: Arc<Completion>) -> Self {
         Durable {
-            state: DurableState::Waiting(rx),
+            state: DurableState::Waiting(done),
             watch: None,
         }
     }
@@ -416,10 +427,9 @@ impl Future for Durable {
         let this = self.get_mut();
         let result = match &mut this.state {
             DurableState::Ready(result) => result.take().unwrap_or(Err(JournalError::Closed)),
-            DurableState::Waiting(rx) => match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(result)) => result,
-                // The writer dropped the sender without answering: it stopped.
-                Poll::Ready(Err(_)) => Err(JournalError::Closed),
+            // Err(Closed) when the writer stopped without answering.
+            DurableState::Waiting(done) => match done.poll(cx) {
+                Poll::Ready(result) => result,
                 Poll::Pending => return Poll::Pending,
             },
         };
@@ -491,20 +501,19 @@ mod tests {
             .watched(watch())
             .await
             .is_err());
-        let (tx, rx) = oneshot::channel();
-        let waiting = Durable::waiting(rx).watched(watch());
-        tx.send(Ok(Lsn(9))).unwrap();
+        let done = Arc::new(Completion::default());
+        let waiting = Durable::waiting(Arc::clone(&done)).watched(watch());
+        assert!(done.set(Ok(Lsn(9))).is_none(), "nobody polled yet");
         assert_eq!(waiting.await.unwrap(), Lsn(9));
         // The writer stopped without answering.
-        let (tx, rx) = oneshot::channel::<Result<Lsn, JournalError>>();
-        drop(tx);
+        let done = Arc::new(Completion::default());
+        let _ = done.set(Err(JournalError::Closed));
         assert!(matches!(
-            Durable::waiting(rx).watched(watch()).await,
+            Durable::waiting(done).watched(watch()).await,
             Err(JournalError::Closed)
         ));
         // Dropped before it resolved: the watch is dropped, not called.
-        let (_tx, rx) = oneshot::channel();
-        drop(Durable::waiting(rx).watched(watch()));
+        drop(Durable::waiting(Arc::new(Completion::default())).watched(watch()));
         assert_eq!(*seen.lock().unwrap(), vec![Some(7), None, Some(9), None]);
     }
 

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
-use tokio::sync::oneshot;
 
+use super::completion::{Completion, Relay, RESCUE_AFTER};
 use super::format::{encode_record, SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use super::scan::PROBE_FILE_NAME;
 use super::{
@@ -98,7 +98,8 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct Pending {
     pub payload: Vec<u8>,
-    pub done: Option<oneshot::Sender<Result<Lsn, JournalError>>>,
+    /// Taken when the record is completed.
+    pub done: Option<Arc<Completion>>,
 }
 
 /// What the writer thread's queue carries.
@@ -111,10 +112,26 @@ pub(crate) enum Msg {
 }
 
 impl Pending {
-    fn complete(&mut self, result: Result<Lsn, JournalError>) {
-        if let Some(done) = self.done.take() {
-            // The caller may have stopped waiting; the record stands anyway.
-            let _ = done.send(result);
+    /// Records the result; the waiting task is woken with the batch's
+    /// [`Relay::flush`]. The caller may have stopped waiting: the record
+    /// stands anyway.
+    fn complete(&mut self, result: Result<Lsn, JournalError>, relay: &Relay) {
+        if let Some(waker) = self.done.take().and_then(|done| done.set(result)) {
+            relay.defer(waker);
+        }
+    }
+}
+
+impl Drop for Pending {
+    /// A record dropped unanswered (the writer stopping): its waiter sees
+    /// `Closed` at once.
+    fn drop(&mut self) {
+        if let Some(waker) = self
+            .done
+            .take()
+            .and_then(|d| d.set(Err(JournalError::Closed)))
+        {
+            waker.wake();
         }
     }
 }
@@ -154,6 +171,8 @@ pub(crate) struct Writer {
     core: Arc<Mutex<Core>>,
     shared: Arc<Shared>,
     rx: Receiver<Msg>,
+    /// Where completed records' wakers go (one wake per batch).
+    relay: Arc<Relay>,
     fsync: FsyncMode,
     max_batch_records: usize,
     batch: Vec<Pending>,
@@ -174,6 +193,7 @@ impl Writer {
     pub(crate) fn open(
         shared: Arc<Shared>,
         rx: Receiver<Msg>,
+        relay: Arc<Relay>,
         cfg: &JournalConfig,
         next_lsn: u64,
         prev_sealed_bytes: u64,
@@ -216,6 +236,7 @@ impl Writer {
             core: Arc::new(Mutex::new(core)),
             shared,
             rx,
+            relay,
             fsync: cfg.fsync,
             max_batch_records: cfg.max_batch_records,
             batch: Vec::with_capacity(cfg.max_batch_records),
@@ -234,7 +255,24 @@ impl Writer {
         // Bounded by the journal's lifetime: ends when the handle drops
         // its sender and the queue (at most queue_capacity) is empty.
         loop {
-            let msg = if self.shared.healthy() {
+            let msg = if self.shared.healthy() && self.relay.has_deferred() {
+                // Wakes handed to the dispatcher: deliver them here if it
+                // does not run (see `completion.rs`).
+                match self.rx.recv_timeout(RESCUE_AFTER) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        let stranded = self.relay.rescue();
+                        if stranded > 0 {
+                            tracing::debug!(
+                                stranded,
+                                "journal: woke appenders the dispatcher had not"
+                            );
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else if self.shared.healthy() {
                 match self.rx.recv() {
                     Ok(m) => m,
                     Err(_) => break,
@@ -244,6 +282,7 @@ impl Writer {
                 match self.rx.recv_deadline(next_probe) {
                     Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => {
+                        self.relay.rescue();
                         lock(&self.core).try_recover();
                         continue;
                     }
@@ -254,7 +293,8 @@ impl Writer {
                 self.stall_while_asked();
                 self.collect_batch(first);
                 let mut batch = std::mem::take(&mut self.batch);
-                lock(&self.core).commit(&mut batch);
+                lock(&self.core).commit(&mut batch, &self.relay);
+                self.relay.flush();
                 batch.clear();
                 self.batch = batch;
             }
@@ -369,10 +409,10 @@ impl Core {
     }
 
     /// Write the batch, sync per the mode, complete every record in order.
-    fn commit(&mut self, batch: &mut [Pending]) {
+    fn commit(&mut self, batch: &mut [Pending], relay: &Relay) {
         if !self.shared.healthy() || self.active.is_none() {
             for p in batch.iter_mut() {
-                p.complete(Err(JournalError::Unavailable));
+                p.complete(Err(JournalError::Unavailable), relay);
             }
         } else {
             metrics::histogram!(METRIC_BATCH_RECORDS).record(batch.len() as f64);
@@ -386,7 +426,7 @@ impl Core {
             for chunk in batch.chunks_mut(group) {
                 if failed {
                     for p in chunk.iter_mut() {
-                        p.complete(Err(JournalError::Unavailable));
+                        p.complete(Err(JournalError::Unavailable), relay);
                     }
                     continue;
                 }
@@ -402,7 +442,7 @@ impl Core {
                         newest_unix_ms = unix_ms;
                         written += chunk.len() as u64;
                         for (k, p) in chunk.iter_mut().enumerate() {
-                            p.complete(Ok(Lsn(base + k as u64)));
+                            p.complete(Ok(Lsn(base + k as u64)), relay);
                         }
                     }
                     Err(e) => {
@@ -410,7 +450,7 @@ impl Core {
                         failed = true;
                         // Lsns from `base` on are not consumed.
                         for p in chunk.iter_mut() {
-                            p.complete(Err(JournalError::Unavailable));
+                            p.complete(Err(JournalError::Unavailable), relay);
                         }
                     }
                 }
