@@ -239,6 +239,20 @@ mod tests {
         }
     }
 
+    /// A relay whose dispatcher runs on a current-thread runtime (driven
+    /// only inside `block_on`) and has been polled once.
+    fn relay_on_a_runtime() -> (tokio::runtime::Runtime, Arc<Relay>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let relay = runtime.block_on(async {
+            let relay = Relay::start();
+            tokio::task::yield_now().await; // the dispatcher's first poll
+            relay
+        });
+        (runtime, relay)
+    }
+
     #[test]
     fn a_completion_answers_once_and_wakes_its_waiter() {
         let count = Arc::new(Count::default());
@@ -278,14 +292,7 @@ mod tests {
     /// dispatcher is gone, wakes are direct again.
     #[test]
     fn the_dispatcher_wakes_a_batch_and_nothing_is_lost_when_it_stops() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let relay = runtime.block_on(async {
-            let relay = Relay::start();
-            tokio::task::yield_now().await; // the dispatcher's first poll
-            relay
-        });
+        let (runtime, relay) = relay_on_a_runtime();
         assert!(relay.dispatching());
         let count = Arc::new(Count::default());
         let from_writer = {
@@ -320,14 +327,7 @@ mod tests {
 
     #[test]
     fn close_hands_the_deferred_to_the_dispatcher_and_stops_it() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let relay = runtime.block_on(async {
-            let relay = Relay::start();
-            tokio::task::yield_now().await;
-            relay
-        });
+        let (runtime, relay) = relay_on_a_runtime();
         let count = Arc::new(Count::default());
         relay.defer(Waker::from(Arc::clone(&count)));
         relay.close();
