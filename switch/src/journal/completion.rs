@@ -19,20 +19,21 @@
 //!
 //! A dispatcher that does not run (its runtime's threads all blocked, or
 //! the runtime idle while the journal is used from another one) must not
-//! strand a record's waiter: the writer thread, idle with wakes still
-//! undelivered after [`RESCUE_AFTER`], wakes them itself
-//! ([`Relay::rescue`]).
+//! strand a record's waiter: wakes still undelivered [`RESCUE_AFTER`] after
+//! they were handed over are woken by the writer thread itself
+//! ([`Relay::rescue_due`], checked before every batch and when idle).
 
 use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use super::{JournalError, Lsn};
 
 /// How long wakes may wait for the dispatcher before the writer thread
 /// delivers them itself. Far above the dispatcher's normal delay (a
 /// scheduler pass of the runtime), short enough to bound a stall.
-pub(crate) const RESCUE_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+const RESCUE_AFTER: Duration = Duration::from_millis(20);
 
 /// The outcome of one queued record and who waits for it.
 #[derive(Debug, Default)]
@@ -89,6 +90,8 @@ pub(crate) struct Relay {
 struct RelayState {
     /// Wakers to wake from the runtime.
     deferred: Vec<Waker>,
+    /// When the oldest of `deferred` was handed over.
+    deferred_since: Option<Instant>,
     /// The dispatcher task, once it has been polled.
     dispatcher: Option<Waker>,
     /// No dispatcher (none started, or it stopped): wake directly.
@@ -118,6 +121,9 @@ impl Relay {
             drop(state);
             waker.wake();
         } else {
+            if state.deferred.is_empty() {
+                state.deferred_since = Some(Instant::now());
+            }
             state.deferred.push(waker);
         }
     }
@@ -138,20 +144,29 @@ impl Relay {
         }
     }
 
-    /// Whether wakes wait for the dispatcher.
-    pub fn has_deferred(&self) -> bool {
-        !lock(&self.state).deferred.is_empty()
-    }
-
-    /// Wakes, from the calling thread, what the dispatcher has not taken
-    /// yet; returns how many.
-    pub fn rescue(&self) -> usize {
-        let deferred = mem::take(&mut lock(&self.state).deferred);
-        let stranded = deferred.len();
-        for waker in deferred {
+    /// For the writer thread: wakes, from the calling thread, what has
+    /// waited for the dispatcher [`RESCUE_AFTER`] or longer (returning
+    /// `None`: nothing waits now); otherwise how long until what waits is
+    /// due (`None` when nothing waits).
+    pub fn rescue_due(&self, now: Instant) -> Option<Duration> {
+        let stranded = {
+            let mut state = lock(&self.state);
+            let since = state.deferred_since?;
+            let waited = now.saturating_duration_since(since);
+            if waited < RESCUE_AFTER {
+                return Some(RESCUE_AFTER - waited);
+            }
+            state.deferred_since = None;
+            mem::take(&mut state.deferred)
+        };
+        tracing::debug!(
+            stranded = stranded.len(),
+            "journal: woke appenders its dispatcher had not"
+        );
+        for waker in stranded {
             waker.wake();
         }
-        stranded
+        None
     }
 
     /// Stops the dispatcher after it wakes what is deferred; later wakes
@@ -191,6 +206,7 @@ impl Dispatcher {
             {
                 state.dispatcher = Some(cx.waker().clone());
             }
+            state.deferred_since = None;
             (mem::take(&mut state.deferred), state.closed)
         };
         for waker in deferred {
@@ -210,6 +226,7 @@ impl Drop for Dispatcher {
             let mut state = lock(&self.0.state);
             state.closed = true;
             state.dispatcher = None;
+            state.deferred_since = None;
             mem::take(&mut state.deferred)
         };
         for waker in deferred {
@@ -323,6 +340,23 @@ mod tests {
         assert!(!relay.dispatching());
         relay.defer(Waker::from(Arc::clone(&count)));
         assert_eq!(count.0.load(Ordering::SeqCst), 12);
+    }
+
+    #[test]
+    fn wakes_left_waiting_for_the_dispatcher_are_rescued_once_due() {
+        let (_runtime, relay) = relay_on_a_runtime(); // never driven again
+        let count = Arc::new(Count::default());
+        let now = Instant::now();
+        assert_eq!(relay.rescue_due(now), None, "nothing waits");
+        relay.defer(Waker::from(Arc::clone(&count)));
+        relay.flush();
+        let left = relay.rescue_due(now).expect("waiting, not due yet");
+        assert!(left <= RESCUE_AFTER);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(relay.rescue_due(Instant::now() + RESCUE_AFTER), None);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken by the rescue");
+        assert_eq!(relay.rescue_due(Instant::now() + RESCUE_AFTER), None);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "once");
     }
 
     #[test]

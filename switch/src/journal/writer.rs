@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 
-use super::completion::{Completion, Relay, RESCUE_AFTER};
+use super::completion::{Completion, Relay};
 use super::format::{encode_record, SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use super::scan::PROBE_FILE_NAME;
 use super::{
@@ -255,21 +255,14 @@ impl Writer {
         // Bounded by the journal's lifetime: ends when the handle drops
         // its sender and the queue (at most queue_capacity) is empty.
         loop {
-            let msg = if self.shared.healthy() && self.relay.has_deferred() {
-                // Wakes handed to the dispatcher: deliver them here if it
-                // does not run (see `completion.rs`).
-                match self.rx.recv_timeout(RESCUE_AFTER) {
+            // Wakes handed to a dispatcher that does not run are delivered
+            // here once due (see `completion.rs`); until then the wait for
+            // the next record is bounded by when they will be.
+            let rescue_in = self.relay.rescue_due(Instant::now());
+            let msg = if let (true, Some(due)) = (self.shared.healthy(), rescue_in) {
+                match self.rx.recv_timeout(due) {
                     Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
-                        let stranded = self.relay.rescue();
-                        if stranded > 0 {
-                            tracing::debug!(
-                                stranded,
-                                "journal: woke appenders the dispatcher had not"
-                            );
-                        }
-                        continue;
-                    }
+                    Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             } else if self.shared.healthy() {
@@ -279,11 +272,14 @@ impl Writer {
                 }
             } else {
                 let next_probe = lock(&self.core).next_probe;
-                match self.rx.recv_deadline(next_probe) {
+                let until =
+                    rescue_in.map_or(next_probe, |due| next_probe.min(Instant::now() + due));
+                match self.rx.recv_deadline(until) {
                     Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.relay.rescue();
-                        lock(&self.core).try_recover();
+                        if Instant::now() >= next_probe {
+                            lock(&self.core).try_recover();
+                        }
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
