@@ -720,6 +720,21 @@ impl Drop for TmpfsMount {
     }
 }
 
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A journal opened on a runtime (so its dispatcher task lives there) that
+/// the caller keeps but never drives again.
+fn opened_on_a_runtime_left_idle(dir: &Path) -> (tokio::runtime::Runtime, FileJournal) {
+    let opener = current_thread_runtime();
+    let (j, _, _) = opener.block_on(async { open(cfg(dir)) });
+    (opener, j)
+}
+
 /// The journal hands a batch's wakes to a task on the runtime it was
 /// opened in. A journal opened on a runtime that is then never driven
 /// again, and used from another one, must still answer: the writer thread
@@ -727,15 +742,8 @@ impl Drop for TmpfsMount {
 #[test]
 fn appends_awaited_on_another_runtime_resolve_when_the_opening_one_is_idle() {
     let dir = tempfile::tempdir().unwrap();
-    let current_thread = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let opener = current_thread();
-    let (j, _, _) = opener.block_on(async { open(cfg(dir.path())) });
-    let user = current_thread();
+    let (opener, j) = opened_on_a_runtime_left_idle(dir.path());
+    let user = current_thread_runtime();
     let lsns = user.block_on(async {
         tokio::time::timeout(Duration::from_secs(10), append_range(&j, 1..=5))
             .await
@@ -754,16 +762,9 @@ fn appends_awaited_on_another_runtime_resolve_when_the_opening_one_is_idle() {
 #[test]
 fn appends_resolve_with_an_idle_dispatcher_while_records_keep_arriving() {
     let dir = tempfile::tempdir().unwrap();
-    let current_thread = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let opener = current_thread();
-    let (j, _, _) = opener.block_on(async { open(cfg(dir.path())) });
+    let (opener, j) = opened_on_a_runtime_left_idle(dir.path());
     let j = Arc::new(j);
-    let user = current_thread();
+    let user = current_thread_runtime();
     user.block_on(async {
         let background = {
             let j = Arc::clone(&j);

@@ -98,6 +98,20 @@ struct RelayState {
     closed: bool,
 }
 
+impl RelayState {
+    /// Everything deferred, for the caller to wake once the lock is let go.
+    fn take_deferred(&mut self) -> Vec<Waker> {
+        self.deferred_since = None;
+        mem::take(&mut self.deferred)
+    }
+}
+
+fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
+    }
+}
+
 impl Relay {
     /// A relay with a dispatcher task on the current tokio runtime, or,
     /// outside one, a relay that always wakes directly.
@@ -145,27 +159,22 @@ impl Relay {
     }
 
     /// For the writer thread: wakes, from the calling thread, what has
-    /// waited for the dispatcher [`RESCUE_AFTER`] or longer (returning
-    /// `None`: nothing waits now); otherwise how long until what waits is
-    /// due (`None` when nothing waits).
-    pub fn rescue_due(&self, now: Instant) -> Option<Duration> {
+    /// waited for the dispatcher [`RESCUE_AFTER`] or longer, and returns
+    /// when what still waits will be due (`None` when nothing waits).
+    pub fn rescue_due(&self, now: Instant) -> Option<Instant> {
         let stranded = {
             let mut state = lock(&self.state);
-            let since = state.deferred_since?;
-            let waited = now.saturating_duration_since(since);
-            if waited < RESCUE_AFTER {
-                return Some(RESCUE_AFTER - waited);
+            let due = state.deferred_since? + RESCUE_AFTER;
+            if now < due {
+                return Some(due);
             }
-            state.deferred_since = None;
-            mem::take(&mut state.deferred)
+            state.take_deferred()
         };
         tracing::debug!(
             stranded = stranded.len(),
             "journal: woke appenders its dispatcher had not"
         );
-        for waker in stranded {
-            waker.wake();
-        }
+        wake_all(stranded);
         None
     }
 
@@ -206,12 +215,9 @@ impl Dispatcher {
             {
                 state.dispatcher = Some(cx.waker().clone());
             }
-            state.deferred_since = None;
-            (mem::take(&mut state.deferred), state.closed)
+            (state.take_deferred(), state.closed)
         };
-        for waker in deferred {
-            waker.wake();
-        }
+        wake_all(deferred);
         if closed {
             Poll::Ready(())
         } else {
@@ -226,12 +232,9 @@ impl Drop for Dispatcher {
             let mut state = lock(&self.0.state);
             state.closed = true;
             state.dispatcher = None;
-            state.deferred_since = None;
-            mem::take(&mut state.deferred)
+            state.take_deferred()
         };
-        for waker in deferred {
-            waker.wake();
-        }
+        wake_all(deferred);
     }
 }
 
@@ -346,12 +349,13 @@ mod tests {
     fn wakes_left_waiting_for_the_dispatcher_are_rescued_once_due() {
         let (_runtime, relay) = relay_on_a_runtime(); // never driven again
         let count = Arc::new(Count::default());
-        let now = Instant::now();
-        assert_eq!(relay.rescue_due(now), None, "nothing waits");
+        let before = Instant::now();
+        assert_eq!(relay.rescue_due(before), None, "nothing waits");
         relay.defer(Waker::from(Arc::clone(&count)));
         relay.flush();
-        let left = relay.rescue_due(now).expect("waiting, not due yet");
-        assert!(left <= RESCUE_AFTER);
+        let after = Instant::now();
+        let due = relay.rescue_due(after).expect("waiting, not due yet");
+        assert!(before + RESCUE_AFTER <= due && due <= after + RESCUE_AFTER);
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
         assert_eq!(relay.rescue_due(Instant::now() + RESCUE_AFTER), None);
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken by the rescue");

@@ -255,35 +255,29 @@ impl Writer {
         // Bounded by the journal's lifetime: ends when the handle drops
         // its sender and the queue (at most queue_capacity) is empty.
         loop {
-            // Wakes handed to a dispatcher that does not run are delivered
-            // here once due (see `completion.rs`); until then the wait for
-            // the next record is bounded by when they will be.
-            let rescue_in = self.relay.rescue_due(Instant::now());
-            let msg = if let (true, Some(due)) = (self.shared.healthy(), rescue_in) {
-                match self.rx.recv_timeout(due) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            } else if self.shared.healthy() {
-                match self.rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => break,
-                }
-            } else {
-                let next_probe = lock(&self.core).next_probe;
-                let until =
-                    rescue_in.map_or(next_probe, |due| next_probe.min(Instant::now() + due));
-                match self.rx.recv_deadline(until) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if Instant::now() >= next_probe {
-                            lock(&self.core).try_recover();
-                        }
-                        continue;
+            // Wait for the next record until the next thing due without
+            // one: the disk probe while unhealthy, and wakes handed to a
+            // dispatcher that does not run, delivered here once due (see
+            // `completion.rs`).
+            let rescue = self.relay.rescue_due(Instant::now());
+            let probe = (!self.shared.healthy()).then(|| lock(&self.core).next_probe);
+            let until = match (rescue, probe) {
+                (Some(r), Some(p)) => Some(r.min(p)),
+                (r, p) => r.or(p),
+            };
+            let received = match until {
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(until) => self.rx.recv_deadline(until),
+            };
+            let msg = match received {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    if probe.is_some_and(|p| Instant::now() >= p) {
+                        lock(&self.core).try_recover();
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
+                    continue;
                 }
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             if let Msg::Record(first) = msg {
                 self.stall_while_asked();
