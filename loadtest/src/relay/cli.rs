@@ -21,6 +21,16 @@ const GENERATOR_CEILING_BUDGET_S: u64 = 60;
 /// The development token's label (scripts/softhsm-init).
 const DEFAULT_TOKEN: &str = "fps-switch";
 
+/// What the fixed-rate rounds past the first add to the default budget:
+/// each system with a fixed-rate run (the switch, HAProxy, the switch with
+/// the MAC) once more per round, per transport, each run followed by its
+/// drain and at most its settle.
+fn extra_rounds_s(fixed_rounds: u32, transports: usize, run_ms: u64, mac: bool) -> u64 {
+    let systems = if mac { 3 } else { 2 };
+    let extra_ms = u64::from(fixed_rounds.saturating_sub(1)) * systems * transports as u64 * run_ms;
+    extra_ms.div_ceil(1000)
+}
+
 /// `fps-loadtest compare-relay` options. The defaults keep the whole
 /// command (both transports, both systems and the generator's ceiling)
 /// within about five minutes.
@@ -43,6 +53,11 @@ pub struct CompareRelayArgs {
     /// Length of each fixed-rate run (p99 at half the lower maximum), in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub fixed_ms: u64,
+    /// Fixed-rate runs per system, the systems taking turns (the p99
+    /// reported is the median run's: one run's p99 on this kind of machine
+    /// moves by 2-5x between runs of the same binary).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub fixed_rounds: u32,
     /// How long a step waits for its last answers, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub drain_ms: u64,
@@ -88,7 +103,8 @@ pub struct CompareRelayArgs {
     pub busy_poll: bool,
     /// Soft bound on the whole command, in seconds: searches are cut short
     /// to fit [default: 300; 420 with --mac, which adds a search per
-    /// transport; 60 less with --no-generator-ceiling].
+    /// transport; 60 less with --no-generator-ceiling; plus the fixed-rate
+    /// rounds past the first].
     #[arg(long)]
     pub budget_s: Option<u64>,
     /// Core of the system under test (switch or HAProxy).
@@ -202,11 +218,18 @@ pub async fn main(a: CompareRelayArgs) -> anyhow::Result<bool> {
         } else {
             DEFAULT_BUDGET_S
         };
-        if a.no_generator_ceiling {
+        let searches = if a.no_generator_ceiling {
             full - GENERATOR_CEILING_BUDGET_S
         } else {
             full
-        }
+        };
+        searches
+            + extra_rounds_s(
+                a.fixed_rounds,
+                a.transports.len(),
+                a.fixed_ms + a.drain_ms + a.settle_ms,
+                mac.is_some(),
+            )
     });
     let plan = ComparePlan {
         switch_bin,
@@ -229,6 +252,7 @@ pub async fn main(a: CompareRelayArgs) -> anyhow::Result<bool> {
         step: Duration::from_millis(a.step_ms),
         step_attempts: a.step_attempts,
         fixed: Duration::from_millis(a.fixed_ms),
+        fixed_rounds: a.fixed_rounds,
         drain: Duration::from_millis(a.drain_ms),
         settle: Duration::from_millis(a.settle_ms),
         p99_limit_us: a.p99_limit_us,
@@ -313,6 +337,21 @@ mod tests {
     fn parse(args: &[&str]) -> Result<CompareRelayArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("compare-relay").chain(args.iter().copied()))
             .map(|c| c.args)
+    }
+
+    #[test]
+    fn fixed_rounds_are_three_by_default_and_bounded() {
+        assert_eq!(parse(&[]).unwrap().fixed_rounds, 3);
+        assert_eq!(parse(&["--fixed-rounds", "1"]).unwrap().fixed_rounds, 1);
+        for bad in ["0", "10"] {
+            let e = parse(&["--fixed-rounds", bad]).unwrap_err().to_string();
+            assert!(e.contains("--fixed-rounds"), "{e}");
+        }
+        // Two more rounds of two systems on two transports, 8 s each.
+        assert_eq!(extra_rounds_s(3, 2, 8_000, false), 64);
+        // A third system with --mac; one round adds nothing.
+        assert_eq!(extra_rounds_s(3, 1, 8_000, true), 48);
+        assert_eq!(extra_rounds_s(1, 2, 8_000, true), 0);
     }
 
     #[test]

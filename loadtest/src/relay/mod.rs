@@ -12,7 +12,12 @@
 //! For each system a short search ([`search`]) finds the highest rate it
 //! sustains (every request answered, p99 under the limit), then both run at
 //! one fixed rate, half the lower of the two maxima, for a like-for-like
-//! p99. The system under test gets core 0 (`taskset -c`), the load
+//! p99: `--fixed-rounds` runs each (3 by default), the systems taking
+//! turns, the median run's p99 reported (one run's p99 on a 2-vCPU VM
+//! moves by 2-5x between runs of the same binary), with every run's p99
+//! and each system's CPU time per transaction at that rate: a comparison
+//! of cost that holds even where the load generator's core, not the
+//! system's, bounds a maximum. The system under test gets core 0 (`taskset -c`), the load
 //! generator and the simulator (this process, `taskset -a -p`) core 1.
 //! A last run at the same fixed rate goes straight to the bank: the floor
 //! the generator and the simulator add by themselves. The switch journals
@@ -60,7 +65,9 @@ use crate::load;
 use crate::report::Report;
 pub use cli::{main, CompareRelayArgs, JournalArg, MacArg, TransportArg};
 use mac::{HsmUser, MacPlan, MacRun};
-use output::{Comparison, MacAuthFailures, Settings, Step, SystemResult, TransportResult};
+use output::{
+    Comparison, FixedRun, MacAuthFailures, Settings, Step, SystemResult, TransportResult,
+};
 use process::{CpuMeter, Machine, Supervised};
 use search::{RateSearch, SearchConfig};
 
@@ -136,6 +143,8 @@ pub struct ComparePlan {
     pub step_attempts: u32,
     /// Length of each fixed-rate run.
     pub fixed: Duration,
+    /// Fixed-rate runs per system (1..=9), the systems taking turns.
+    pub fixed_rounds: u32,
     /// How long a step waits for its last answers.
     pub drain: Duration,
     /// Longest wait for the system to go idle after a step.
@@ -512,7 +521,7 @@ async fn compare_transport(
         // Share what is left between the searches still to run, keeping
         // room for the fixed-rate runs and the other transports' start-up.
         let searches_left = (left.transports * per_transport - i) as u32;
-        let fixed_left = plan.fixed + plan.drain + Duration::from_secs(1);
+        let fixed_left = (plan.fixed + plan.drain + Duration::from_secs(1)) * plan.fixed_rounds;
         let reserve = fixed_left * (left.transports * per_transport) as u32
             + START_RESERVE * (left.transports - 1) as u32;
         let now = Instant::now();
@@ -538,17 +547,28 @@ async fn compare_transport(
         [max_of(SWITCH), max_of(RELAY)].into_iter(),
         plan.search.min_rate,
     );
-    for (i, res) in results.iter_mut().enumerate() {
-        if systems[i].name == GENERATOR {
-            // Its maximum is what it is for: no like-for-like p99.
-            continue;
+    // The generator's maximum is what it is for: no like-for-like p99.
+    let measured: Vec<usize> = (0..systems.len())
+        .filter(|&i| systems[i].name != GENERATOR)
+        .collect();
+    let mut runs: Vec<Vec<(Report, FixedRun)>> = vec![Vec::new(); systems.len()];
+    // Bounded: fixed_rounds (1..=9) rounds of one run per measured system.
+    for round in 0..plan.fixed_rounds.max(1) {
+        for i in round_order(&measured, round) {
+            isolate(plan, &systems, i)?;
+            let sys = &mut systems[i];
+            if round == 0 {
+                // Its search may have ended on a failed step.
+                recover(plan, sys, fixed_rate.min(plan.search.start_rate)).await?;
+            }
+            runs[i].push(fixed_run(plan, transport, sys, fixed_rate).await?);
+            sys.settle(plan).await;
         }
-        isolate(plan, &systems, i)?;
-        let sys = &mut systems[i];
-        // Its search may have ended on a failed step.
-        recover(plan, sys, fixed_rate.min(plan.search.start_rate)).await?;
-        res.fixed = Some(fixed_run(plan, transport, sys, fixed_rate).await?);
-        sys.settle(plan).await;
+    }
+    for (res, runs) in results.iter_mut().zip(runs) {
+        let (fixed, fixed_runs) = output::median_run(runs);
+        res.fixed = fixed;
+        res.fixed_runs = fixed_runs;
     }
     // Both sides' counts of refused MACs, before the processes go.
     let mac_auth_failures = match (&mac_spec, &mac_sim) {
@@ -581,7 +601,7 @@ async fn compare_transport(
         tls: load_tls(BANK_DNS)?,
         process: None,
     };
-    let direct = fixed_run(plan, transport, &mut direct, fixed_rate).await?;
+    let (direct, _) = fixed_run(plan, transport, &mut direct, fixed_rate).await?;
     let _ = stop_sim.send(());
     let _ = sim_task.await;
 
@@ -600,6 +620,8 @@ async fn compare_transport(
     };
     let p99 = |r: &SystemResult| r.fixed.as_ref().map(|f| f.p99_us);
     Ok(TransportResult {
+        switch_cpu_us_per_txn: output::median_cpu_us_per_txn(&switch_res.fixed_runs),
+        relay_cpu_us_per_txn: output::median_cpu_us_per_txn(&relay_res.fixed_runs),
         switch_tps: switch_res.max_tps,
         relay_tps: relay_res.max_tps,
         ratio: output::ratio(switch_res.max_tps, relay_res.max_tps),
@@ -631,19 +653,35 @@ async fn fixed_run(
     transport: Transport,
     sys: &mut System,
     rate: u64,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<(Report, FixedRun)> {
     let (report, step) = run_step(plan, sys, rate, plan.fixed).await?;
+    let run = FixedRun::of(&report, &step);
     if plan.progress {
         eprintln!(
-            "compare-relay: {} {:<6} fixed {:>7} TPS: p99 {} µs{}",
+            "compare-relay: {} {:<6} fixed {:>7} TPS: p99 {} µs, cpu system {}{}",
             transport.as_str(),
             sys.name,
             rate,
             report.p99_us,
+            run.cpu_us_per_txn.map_or_else(
+                || "?".to_owned(),
+                |us| format!("{us:.1} µs per transaction")
+            ),
             step.why.map_or_else(String::new, |w| format!(" ({w})"))
         );
     }
-    Ok(report)
+    Ok((report, run))
+}
+
+/// The order of the systems in fixed-rate round `round`: as listed, then
+/// reversed, and so on, so that no system always runs right after the
+/// same one (or always first, on a machine still settling).
+fn round_order(measured: &[usize], round: u32) -> Vec<usize> {
+    let mut order = measured.to_vec();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 /// Warm up, then search for the highest sustainable rate until the search
@@ -724,6 +762,7 @@ async fn search_system(
         limited_by,
         steps,
         fixed: None,
+        fixed_runs: Vec::new(),
     })
 }
 
@@ -881,6 +920,7 @@ fn settings(plan: &ComparePlan, mac: Option<&MacRun>) -> Settings {
         step_ms: plan.step.as_millis() as u64,
         step_attempts: plan.step_attempts,
         fixed_ms: plan.fixed.as_millis() as u64,
+        fixed_rounds: plan.fixed_rounds,
         drain_ms: plan.drain.as_millis() as u64,
         start_rate: plan.search.start_rate,
         min_rate: plan.search.min_rate,
@@ -912,6 +952,15 @@ fn settings(plan: &ComparePlan, mac: Option<&MacRun>) -> Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_rate_rounds_alternate_the_order_of_the_systems() {
+        let measured = [0, 1, 2];
+        assert_eq!(round_order(&measured, 0), [0, 1, 2]);
+        assert_eq!(round_order(&measured, 1), [2, 1, 0]);
+        assert_eq!(round_order(&measured, 2), [0, 1, 2]);
+        assert!(round_order(&[], 1).is_empty());
+    }
 
     #[test]
     fn the_fixed_rate_is_half_the_lower_maximum() {
@@ -1028,6 +1077,7 @@ mod tests {
             step: Duration::from_secs(2),
             step_attempts: 2,
             fixed: Duration::from_secs(5),
+            fixed_rounds: 1,
             drain: Duration::from_secs(1),
             settle: Duration::from_secs(2),
             p99_limit_us: 10_000,

@@ -31,6 +31,8 @@ pub struct Settings {
     pub step_attempts: u32,
     /// Length of each fixed-rate run, in milliseconds.
     pub fixed_ms: u64,
+    /// Fixed-rate runs per system, the systems taking turns.
+    pub fixed_rounds: u32,
     /// How long a step waits for its last answers, in milliseconds.
     pub drain_ms: u64,
     /// First rate of each search.
@@ -80,10 +82,16 @@ pub struct TransportResult {
     pub relay_tps: u64,
     /// `switch_tps / relay_tps` (`None` when the relay sustained nothing).
     pub ratio: Option<f64>,
-    /// The switch's p99 at `fixed_rate_tps`.
+    /// The switch's p99 at `fixed_rate_tps` (its median run's).
     pub switch_p99_us: Option<u64>,
-    /// HAProxy's p99 at `fixed_rate_tps`.
+    /// HAProxy's p99 at `fixed_rate_tps` (its median run's).
     pub relay_p99_us: Option<u64>,
+    /// The switch's CPU per transaction at `fixed_rate_tps` (µs, median
+    /// over its runs).
+    pub switch_cpu_us_per_txn: Option<f64>,
+    /// HAProxy's CPU per transaction at `fixed_rate_tps` (µs, median over
+    /// its runs).
+    pub relay_cpu_us_per_txn: Option<f64>,
     /// Rate of the fixed-rate runs: half the lower of the two maxima.
     pub fixed_rate_tps: u64,
     /// p99 at `fixed_rate_tps` with the load generator straight to the
@@ -153,8 +161,64 @@ pub struct SystemResult {
     pub limited_by: Option<String>,
     /// Every step of the search, in order.
     pub steps: Vec<Step>,
-    /// The fixed-rate run.
+    /// The median fixed-rate run (by p99) of `fixed_runs`.
     pub fixed: Option<Report>,
+    /// Every fixed-rate run, in the order they ran.
+    pub fixed_runs: Vec<FixedRun>,
+}
+
+/// One fixed-rate run, in short.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct FixedRun {
+    /// p50 latency (µs).
+    pub p50_us: u64,
+    /// p99 latency (µs).
+    pub p99_us: u64,
+    /// Answers per second.
+    pub achieved_tps: f64,
+    /// Every request answered once, correctly.
+    pub clean: bool,
+    /// Cores' worth of CPU the system under test used.
+    pub system_cpu: Option<f64>,
+    /// The system's CPU time per answered request (µs): at one rate for
+    /// both systems, what each costs per transaction, whatever the load
+    /// generator's own ceiling.
+    pub cpu_us_per_txn: Option<f64>,
+}
+
+impl FixedRun {
+    /// The summary of one run.
+    pub fn of(report: &Report, step: &Step) -> Self {
+        let cpu_us_per_txn = step
+            .system_cpu
+            .filter(|_| report.achieved_tps > 0.0)
+            .map(|cores| round1(cores * 1e6 / report.achieved_tps));
+        FixedRun {
+            p50_us: report.p50_us,
+            p99_us: report.p99_us,
+            achieved_tps: report.achieved_tps,
+            clean: report.clean(),
+            system_cpu: step.system_cpu,
+            cpu_us_per_txn,
+        }
+    }
+}
+
+/// The run with the median p99 (the upper one of an even count, the
+/// pessimistic pick) and every run's summary in the order they ran.
+pub fn median_run(runs: Vec<(Report, FixedRun)>) -> (Option<Report>, Vec<FixedRun>) {
+    let summaries: Vec<FixedRun> = runs.iter().map(|(_, run)| *run).collect();
+    let mut runs = runs;
+    runs.sort_by_key(|(report, _)| report.p99_us);
+    let median = runs.len() / 2;
+    (runs.into_iter().nth(median).map(|(r, _)| r), summaries)
+}
+
+/// The median (upper, for an even count) CPU per transaction over `runs`.
+pub fn median_cpu_us_per_txn(runs: &[FixedRun]) -> Option<f64> {
+    let mut cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_txn).collect();
+    cpu.sort_by(f64::total_cmp);
+    cpu.get(cpu.len() / 2).copied()
 }
 
 /// One step of a search.
@@ -196,6 +260,11 @@ pub fn limited_by(step: &Step) -> Option<&'static str> {
 /// Round to three decimals (ratios and CPU shares are not more precise).
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// Round to one decimal (microseconds of CPU per transaction).
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
 /// `numerator / denominator` to three decimals; `None` when the
@@ -300,6 +369,7 @@ impl fmt::Display for Comparison {
                 }
             }
         }
+        self.fmt_rounds(f)?;
         self.fmt_generator(f)?;
         if s.mac != "off" {
             self.fmt_mac(f, &mut notes)?;
@@ -309,13 +379,36 @@ impl fmt::Display for Comparison {
         }
         write!(
             f,
-            "ratio = switch / relay max TPS; fixed rate = {}; direct = load generator straight to the bank (the floor); {:.0} s in all",
-            s.fixed_rate_basis, self.elapsed_s
+            "ratio = switch / relay max TPS; fixed rate = {}; switch and relay p99 = the median of {} run(s) each; direct = load generator straight to the bank (the floor); {:.0} s in all",
+            s.fixed_rate_basis, s.fixed_rounds, self.elapsed_s
         )
     }
 }
 
 impl Comparison {
+    /// Every fixed-rate run's p99 and the CPU each system spent per
+    /// transaction at that rate, one line per transport measured.
+    fn fmt_rounds(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, r) in [("plaintext", &self.plaintext), ("tls", &self.tls)] {
+            let Some(r) = r else { continue };
+            let runs = |res: &SystemResult| {
+                let p99: Vec<String> = res.fixed_runs.iter().map(|x| thousands(x.p99_us)).collect();
+                p99.join(" / ")
+            };
+            let cpu = |us: Option<f64>| us.map_or_else(|| "?".to_owned(), |us| format!("{us:.1}"));
+            writeln!(
+                f,
+                "{name} at {} TPS: switch p99 {} µs, CPU {} µs per transaction; relay p99 {} µs, CPU {} µs per transaction",
+                thousands(r.fixed_rate_tps),
+                runs(&r.switch),
+                cpu(r.switch_cpu_us_per_txn),
+                runs(&r.relay),
+                cpu(r.relay_cpu_us_per_txn)
+            )?;
+        }
+        Ok(())
+    }
+
     /// The generator's ceiling, one line per transport measured.
     fn fmt_generator(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (name, r) in [("plaintext", &self.plaintext), ("tls", &self.tls)] {
@@ -424,19 +517,101 @@ mod tests {
         assert_eq!(round3(0.123_456), 0.123);
     }
 
-    fn system(max_tps: u64, p99_us: u64) -> SystemResult {
+    /// A clean report of one answer per second with this p99.
+    fn report(p99_us: u64) -> Report {
         let mut rec = crate::report::Recorder::new();
         rec.answer(std::time::Duration::from_micros(p99_us), "00", "003");
-        let mut fixed = rec.report(1, 1.0, std::time::Duration::from_secs(1));
-        fixed.p99_us = p99_us;
+        let mut r = rec.report(1, 1.0, std::time::Duration::from_secs(1));
+        r.p99_us = p99_us;
+        r
+    }
+
+    /// A step of `rate` with the system using `system_cpu` cores.
+    fn step(rate: u64, system_cpu: Option<f64>) -> Step {
+        Step {
+            rate_tps: rate,
+            passed: true,
+            why: None,
+            p99_us: 0,
+            offered: rate,
+            answered: rate,
+            achieved_tps: rate as f64,
+            system_cpu,
+            generator_cpu: Some(0.5),
+        }
+    }
+
+    fn system(max_tps: u64, p99_us: u64) -> SystemResult {
+        let fixed = report(p99_us);
         SystemResult {
             max_tps,
             lowest_failed_tps: None,
             converged: true,
             limited_by: None,
             steps: Vec::new(),
+            fixed_runs: vec![FixedRun::of(&fixed, &step(1, Some(0.25)))],
             fixed: Some(fixed),
         }
+    }
+
+    #[test]
+    fn the_fixed_rate_runs_report_their_median_and_cpu_per_transaction() {
+        let run = |p99_us: u64, cpu: Option<f64>| {
+            let mut r = report(p99_us);
+            r.achieved_tps = 16_000.0;
+            let summary = FixedRun::of(&r, &step(16_000, cpu));
+            (r, summary)
+        };
+        // 0.5 of a core at 16,000 answers per second: 31.25 us each.
+        let (first, summary) = run(2_000, Some(0.5));
+        assert_eq!(summary.cpu_us_per_txn, Some(31.3));
+        assert_eq!(summary.p99_us, 2_000);
+        assert!(summary.clean);
+        let (fixed, runs) = median_run(vec![
+            (first, summary),
+            run(9_000, Some(0.52)),
+            run(1_500, Some(0.48)),
+        ]);
+        // The median p99, not the first or the best run; the summaries in
+        // the order they ran.
+        assert_eq!(fixed.map(|r| r.p99_us), Some(2_000));
+        assert_eq!(
+            runs.iter().map(|r| r.p99_us).collect::<Vec<_>>(),
+            [2_000, 9_000, 1_500]
+        );
+        assert_eq!(median_cpu_us_per_txn(&runs), Some(31.3));
+        // An even count takes the worse of the middle two.
+        let (fixed, runs) = median_run(vec![run(1_000, Some(0.4)), run(3_000, None)]);
+        assert_eq!(fixed.map(|r| r.p99_us), Some(3_000));
+        // A run without a CPU reading is left out of the CPU median.
+        assert_eq!(median_cpu_us_per_txn(&runs), Some(25.0));
+        assert_eq!(median_run(Vec::new()), (None, Vec::new()));
+        assert_eq!(median_cpu_us_per_txn(&[]), None);
+    }
+
+    #[test]
+    fn every_fixed_rate_run_is_listed_with_the_cpu_per_transaction() {
+        let mut c = comparison(false);
+        if let Some(r) = c.plaintext.as_mut() {
+            let p99s = [1_800, 2_400, 5_100];
+            r.switch.fixed_runs = p99s
+                .iter()
+                .map(|&p| FixedRun::of(&report(p), &step(1, Some(0.3))))
+                .collect();
+            (r.switch_cpu_us_per_txn, r.relay_cpu_us_per_txn) = (Some(31.2), Some(10.4));
+        }
+        let table = c.to_string();
+        assert!(
+            table.contains(
+                "plaintext at 7,000 TPS: switch p99 1,800 / 2,400 / 5,100 µs, CPU 31.2 µs per transaction; relay p99 700 µs, CPU 10.4 µs per transaction"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("the median of 3 run(s) each"), "{table}");
+        let j = serde_json::to_value(&c).unwrap();
+        assert_eq!(j["plaintext"]["switch_cpu_us_per_txn"], 31.2);
+        assert_eq!(j["plaintext"]["switch"]["fixed_runs"][2]["p99_us"], 5_100);
+        assert_eq!(j["settings"]["fixed_rounds"], 3);
     }
 
     fn comparison(mac: bool) -> Comparison {
@@ -452,6 +627,8 @@ mod tests {
             ratio: ratio(switch.max_tps, relay.max_tps),
             switch_p99_us: Some(900),
             relay_p99_us: Some(700),
+            switch_cpu_us_per_txn: None,
+            relay_cpu_us_per_txn: None,
             fixed_rate_tps: 7_000,
             direct_p99_us: 600,
             switch_mac_tps: mac.then_some(switch_mac.max_tps),
@@ -484,6 +661,7 @@ mod tests {
                 step_ms: 1000,
                 step_attempts: 2,
                 fixed_ms: 5000,
+                fixed_rounds: 3,
                 drain_ms: 1000,
                 start_rate: 2000,
                 min_rate: 100,
