@@ -557,10 +557,9 @@ async fn compare_transport(
         for i in round_order(&measured, round) {
             isolate(plan, &systems, i)?;
             let sys = &mut systems[i];
-            if round == 0 {
-                // Its search may have ended on a failed step.
-                recover(plan, sys, fixed_rate.min(plan.search.start_rate)).await?;
-            }
+            // Its search, or its last round (the MAC switch's fixed rate
+            // may be above its maximum), may have ended overloaded.
+            recover(plan, sys, fixed_rate.min(plan.search.start_rate)).await?;
             runs[i].push(fixed_run(plan, transport, sys, fixed_rate).await?);
             sys.settle(plan).await;
         }
