@@ -205,11 +205,14 @@ impl FixedRun {
 }
 
 /// The run with the median p99 (the upper one of an even count, the
-/// pessimistic pick) and every run's summary in the order they ran.
+/// pessimistic pick) and every run's summary in the order they ran. A run
+/// that was not clean (a request unanswered or wrongly answered, or the
+/// run itself failed, which leaves its p99 at 0) ranks as the worst, so
+/// that it is never the one reported as typical by accident.
 pub fn median_run(runs: Vec<(Report, FixedRun)>) -> (Option<Report>, Vec<FixedRun>) {
     let summaries: Vec<FixedRun> = runs.iter().map(|(_, run)| *run).collect();
     let mut runs = runs;
-    runs.sort_by_key(|(report, _)| report.p99_us);
+    runs.sort_by_key(|(report, run)| (!run.clean, report.p99_us));
     let median = runs.len() / 2;
     (runs.into_iter().nth(median).map(|(r, _)| r), summaries)
 }
@@ -362,9 +365,11 @@ impl fmt::Display for Comparison {
                         "{name} {system}: search cut short (steps or time budget)"
                     ));
                 }
-                if res.fixed.as_ref().is_some_and(|rep| !rep.clean()) {
+                let unclean = res.fixed_runs.iter().filter(|r| !r.clean).count();
+                if unclean > 0 {
                     notes.push(format!(
-                        "{name} {system}: the fixed-rate run was not clean (see the JSON)"
+                        "{name} {system}: {unclean} of {} fixed-rate runs not clean (see the JSON)",
+                        res.fixed_runs.len()
                     ));
                 }
             }
@@ -587,6 +592,18 @@ mod tests {
         assert_eq!(median_cpu_us_per_txn(&runs), Some(25.0));
         assert_eq!(median_run(Vec::new()), (None, Vec::new()));
         assert_eq!(median_cpu_us_per_txn(&[]), None);
+        // A run that failed outright (p99 0, nothing answered) ranks as the
+        // worst, not the best: the median of these three is 3,000 us.
+        let mut failed = report(0);
+        failed.answered = 0;
+        let failed_run = FixedRun::of(&failed, &step(16_000, None));
+        assert!(!failed_run.clean);
+        let (fixed, _) = median_run(vec![
+            (failed, failed_run),
+            run(3_000, Some(0.5)),
+            run(2_000, Some(0.5)),
+        ]);
+        assert_eq!(fixed.map(|r| r.p99_us), Some(3_000));
     }
 
     #[test]
@@ -608,6 +625,17 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("the median of 3 run(s) each"), "{table}");
+        assert!(!table.contains("not clean"), "{table}");
+        // One run of three that lost a request is named, whichever run is
+        // the median.
+        if let Some(r) = c.plaintext.as_mut() {
+            r.switch.fixed_runs[2].clean = false;
+        }
+        let table = c.to_string();
+        assert!(
+            table.contains("plaintext switch: 1 of 3 fixed-rate runs not clean"),
+            "{table}"
+        );
         let j = serde_json::to_value(&c).unwrap();
         assert_eq!(j["plaintext"]["switch_cpu_us_per_txn"], 31.2);
         assert_eq!(j["plaintext"]["switch"]["fixed_runs"][2]["p99_us"], 5_100);
