@@ -17,8 +17,9 @@
 //! moves by 2-5x between runs of the same binary), with every run's p99
 //! and each system's CPU time per transaction at that rate: a comparison
 //! of cost that holds even where the load generator's core, not the
-//! system's, bounds a maximum. The system under test gets core 0 (`taskset -c`), the load
-//! generator and the simulator (this process, `taskset -a -p`) core 1.
+//! system's, bounds a maximum. The system under test gets core 0
+//! (`taskset -c`), the load generator and the simulator (this process,
+//! `taskset -a -p`) core 1.
 //! A last run at the same fixed rate goes straight to the bank: the floor
 //! the generator and the simulator add by themselves. The switch journals
 //! with `fsync = "never"` by default: every record is written, but the

@@ -213,15 +213,21 @@ pub fn median_run(runs: Vec<(Report, FixedRun)>) -> (Option<Report>, Vec<FixedRu
     let summaries: Vec<FixedRun> = runs.iter().map(|(_, run)| *run).collect();
     let mut runs = runs;
     runs.sort_by_key(|(report, run)| (!run.clean, report.p99_us));
-    let median = runs.len() / 2;
-    (runs.into_iter().nth(median).map(|(r, _)| r), summaries)
+    (upper_median(runs).map(|(r, _)| r), summaries)
 }
 
 /// The median (upper, for an even count) CPU per transaction over `runs`.
 pub fn median_cpu_us_per_txn(runs: &[FixedRun]) -> Option<f64> {
     let mut cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_txn).collect();
     cpu.sort_by(f64::total_cmp);
-    cpu.get(cpu.len() / 2).copied()
+    upper_median(cpu)
+}
+
+/// The middle element of `sorted` (best first); of an even count the
+/// upper of the middle two, the worse: the pessimistic pick.
+fn upper_median<T>(sorted: Vec<T>) -> Option<T> {
+    let middle = sorted.len() / 2;
+    sorted.into_iter().nth(middle)
 }
 
 /// One step of a search.

@@ -73,12 +73,11 @@
 //! in flight this took the switch with a journal from 40-43 to 30 us of
 //! CPU per transaction, and 23,000-24,500 to 30,000 TPS). Under load (the
 //! previous batch held 16 records or more) with `fsync = "batch"`, a batch
-//! of fewer than
-//! 64 records waits up to 200 us for more first: fewer fsyncs for the same
-//! records; a quiet journal never waits. A caller that must learn how a
-//! record's append ended even if its owner never awaits it attaches a
-//! [`DurableWatch`] ([`Durable::watched`]); [`FileJournal::durable_lsn`]
-//! says how far the journal is durable.
+//! of fewer than 64 records waits up to 200 us for more first: fewer
+//! fsyncs for the same records; a quiet journal never waits. A caller that
+//! must learn how a record's append ended even if its owner never awaits
+//! it attaches a [`DurableWatch`] ([`Durable::watched`]);
+//! [`FileJournal::durable_lsn`] says how far the journal is durable.
 //!
 //! # Disk trouble
 //!
