@@ -8,8 +8,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::clock::{Clock, SystemClock};
+use crate::inline::InlineSessions;
 use crate::keyring::{Accepted, KeyRing};
-use crate::pool::{class_for, EngineFactory, Job, Pool, Reply, Request, Shared};
+use crate::pool::{class_for, EngineFactory, Job, Pool, Reply, Request, Shared, Work};
 use crate::software::SoftwareKeyStore;
 use crate::{
     metrics, Backend, HsmConfig, HsmError, KeyRef, Mac, Mechanism, Operation, Signer, Verifier,
@@ -25,6 +26,8 @@ pub struct Hsm {
 
 #[derive(Debug)]
 struct Inner {
+    /// Declared before `pool`: on drop, its reopening threads stop first.
+    inline: Option<InlineSessions>,
     pool: Pool,
     shared: Arc<Shared>,
     backend: Backend,
@@ -93,13 +96,23 @@ impl HsmBuilder {
             store_name,
         });
         let pool = Pool::start(
-            factory,
+            Arc::clone(&factory),
             Arc::clone(&shared),
             config.threads,
             config.queue_bound,
         )?;
+        let inline = match config.inline_sessions {
+            0 => None,
+            count => Some(InlineSessions::open(
+                factory,
+                Arc::clone(&shared),
+                config.threads,
+                count,
+            )?),
+        };
         Ok(Hsm {
             inner: Arc::new(Inner {
+                inline,
                 pool,
                 shared,
                 backend: config.backend,
@@ -130,8 +143,10 @@ impl Hsm {
 
     /// Signs `message` with the newest version of `key`.
     pub async fn sign(&self, key: &KeyRef, message: Bytes) -> Result<Vec<u8>, HsmError> {
-        let rx = self.submit(Job::Crypto(Operation::Sign), key, message, Bytes::new())?;
-        bytes_reply(rx.await)
+        bytes_reply(
+            self.call(Job::Crypto(Operation::Sign), key, message, Bytes::new())
+                .await,
+        )
     }
 
     /// Checks `signature` over `message` (current version, or the previous
@@ -142,14 +157,18 @@ impl Hsm {
         message: Bytes,
         signature: Bytes,
     ) -> Result<(), HsmError> {
-        let rx = self.submit(Job::Crypto(Operation::Verify), key, message, signature)?;
-        unit_reply(rx.await)
+        unit_reply(
+            self.call(Job::Crypto(Operation::Verify), key, message, signature)
+                .await,
+        )
     }
 
     /// The MAC of `message` under the newest version of `key`.
     pub async fn mac(&self, key: &KeyRef, message: Bytes) -> Result<Vec<u8>, HsmError> {
-        let rx = self.submit(Job::Crypto(Operation::Mac), key, message, Bytes::new())?;
-        bytes_reply(rx.await)
+        bytes_reply(
+            self.call(Job::Crypto(Operation::Mac), key, message, Bytes::new())
+                .await,
+        )
     }
 
     /// Checks `tag` over `message` in constant time (current version, or the
@@ -160,8 +179,10 @@ impl Hsm {
         message: Bytes,
         tag: Bytes,
     ) -> Result<(), HsmError> {
-        let rx = self.submit(Job::Crypto(Operation::VerifyMac), key, message, tag)?;
-        unit_reply(rx.await)
+        unit_reply(
+            self.call(Job::Crypto(Operation::VerifyMac), key, message, tag)
+                .await,
+        )
     }
 
     /// Checks a truncated `tag` over `message`: it must be the leftmost
@@ -175,15 +196,16 @@ impl Hsm {
         message: Bytes,
         tag: Bytes,
     ) -> Result<(), HsmError> {
-        let rx = self.submit(Job::VerifyMacLeftmost, key, message, tag)?;
-        unit_reply(rx.await)
+        unit_reply(self.call(Job::VerifyMacLeftmost, key, message, tag).await)
     }
 
     /// Re-scans the store now and returns the versions `op` may use with
     /// `key`; fails with [`HsmError::KeyNotFound`] if there is none.
     pub async fn key_versions(&self, key: &KeyRef, op: Operation) -> Result<Accepted, HsmError> {
-        let rx = self.submit(Job::Scan(class_for(op)), key, Bytes::new(), Bytes::new())?;
-        versions_reply(rx.await)
+        versions_reply(
+            self.call(Job::Scan(class_for(op)), key, Bytes::new(), Bytes::new())
+                .await,
+        )
     }
 
     /// Checks at start that every `(key, operation)` the config uses exists,
@@ -224,48 +246,74 @@ impl Hsm {
         }
     }
 
-    fn submit(
+    /// Runs `job` on a free inline session of this thread, if any;
+    /// otherwise through the worker pool.
+    async fn call(
         &self,
         job: Job,
         key: &KeyRef,
         message: Bytes,
         expected: Bytes,
-    ) -> Result<oneshot::Receiver<Result<Reply, HsmError>>, HsmError> {
-        let (reply, rx) = oneshot::channel();
-        let request = Request {
+    ) -> Result<Reply, HsmError> {
+        let work = Work {
             job,
             key: key.clone(),
             message,
             expected,
+        };
+        match self.try_inline(&work) {
+            Some(result) => result,
+            None => self.submit(work)?.await.map_err(|_| HsmError::ShutDown)?,
+        }
+    }
+
+    /// [`Hsm::call`] for a thread that may block (no async runtime).
+    fn call_blocking(&self, work: Work) -> Result<Reply, HsmError> {
+        match self.try_inline(&work) {
+            Some(result) => result,
+            None => self
+                .submit(work)?
+                .blocking_recv()
+                .map_err(|_| HsmError::ShutDown)?,
+        }
+    }
+
+    fn try_inline(&self, work: &Work) -> Option<Result<Reply, HsmError>> {
+        self.inner.inline.as_ref()?.try_run(work)
+    }
+
+    fn submit(&self, work: Work) -> Result<oneshot::Receiver<Result<Reply, HsmError>>, HsmError> {
+        let (reply, rx) = oneshot::channel();
+        let label = work.job.label();
+        let request = Request {
+            work,
             enqueued_at: Instant::now(),
             reply,
         };
         if let Err(e) = self.inner.pool.submit(request) {
-            metrics::error(&e, job.label());
+            metrics::error(&e, label);
             return Err(e);
         }
         Ok(rx)
     }
 }
 
-type Received = Result<Result<Reply, HsmError>, oneshot::error::RecvError>;
-
-fn bytes_reply(received: Received) -> Result<Vec<u8>, HsmError> {
-    match received.map_err(|_| HsmError::ShutDown)?? {
+fn bytes_reply(received: Result<Reply, HsmError>) -> Result<Vec<u8>, HsmError> {
+    match received? {
         Reply::Bytes(bytes) => Ok(bytes),
         other => unreachable!("sign/mac answered {other:?}"),
     }
 }
 
-fn unit_reply(received: Received) -> Result<(), HsmError> {
-    match received.map_err(|_| HsmError::ShutDown)?? {
+fn unit_reply(received: Result<Reply, HsmError>) -> Result<(), HsmError> {
+    match received? {
         Reply::Verified => Ok(()),
         other => unreachable!("verify answered {other:?}"),
     }
 }
 
-fn versions_reply(received: Received) -> Result<Accepted, HsmError> {
-    match received.map_err(|_| HsmError::ShutDown)?? {
+fn versions_reply(received: Result<Reply, HsmError>) -> Result<Accepted, HsmError> {
+    match received? {
         Reply::Versions(accepted) => Ok(accepted),
         other => unreachable!("scan answered {other:?}"),
     }
@@ -288,13 +336,12 @@ impl HsmKey {
     }
 
     fn blocking(&self, op: Operation, message: &[u8], expected: &[u8]) -> Result<Reply, HsmError> {
-        let rx = self.hsm.submit(
-            Job::Crypto(op),
-            &self.key,
-            Bytes::copy_from_slice(message),
-            Bytes::copy_from_slice(expected),
-        )?;
-        rx.blocking_recv().map_err(|_| HsmError::ShutDown)?
+        self.hsm.call_blocking(Work {
+            job: Job::Crypto(op),
+            key: self.key.clone(),
+            message: Bytes::copy_from_slice(message),
+            expected: Bytes::copy_from_slice(expected),
+        })
     }
 }
 
@@ -304,7 +351,7 @@ impl Signer for HsmKey {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
-        bytes_reply(Ok(self.blocking(Operation::Sign, message, &[])))
+        bytes_reply(self.blocking(Operation::Sign, message, &[]))
     }
 }
 
@@ -314,7 +361,7 @@ impl Verifier for HsmKey {
     }
 
     fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), HsmError> {
-        unit_reply(Ok(self.blocking(Operation::Verify, message, signature)))
+        unit_reply(self.blocking(Operation::Verify, message, signature))
     }
 }
 
@@ -324,10 +371,10 @@ impl Mac for HsmKey {
     }
 
     fn generate(&self, message: &[u8]) -> Result<Vec<u8>, HsmError> {
-        bytes_reply(Ok(self.blocking(Operation::Mac, message, &[])))
+        bytes_reply(self.blocking(Operation::Mac, message, &[]))
     }
 
     fn verify(&self, message: &[u8], tag: &[u8]) -> Result<(), HsmError> {
-        unit_reply(Ok(self.blocking(Operation::VerifyMac, message, tag)))
+        unit_reply(self.blocking(Operation::VerifyMac, message, tag))
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! - the [`Signer`] / [`Verifier`] / [`Mac`] traits (rustls' `Signer` shape:
 //!   a key-bound object that turns bytes into a signature) and [`HsmError`];
-//! - [`Hsm`], the async facade the switch calls, with its bounded worker pool;
+//! - [`Hsm`], the async facade the switch calls, with its bounded worker pool
+//!   and optional inline sessions;
 //! - the PKCS#11 backend ([`pkcs11`], via `cryptoki`; SoftHSM2 in tests, the
 //!   operator's HSM in production: only module path and token label change);
 //! - the development-only [`software`] backend (`backend = "danger_software"`);
@@ -36,6 +37,17 @@
 //! one wake for several; bounded in count, in time (200 us) and to when
 //! enough work stays queued that the worker never idles for it (see
 //! `pool.rs`).
+//!
+//! **Inline sessions** (`inline_sessions = N`, default 0) are the exception,
+//! for tokens whose operations take microseconds in process (SoftHSM2, the
+//! software backend): N more logged-in sessions, each behind a mutex
+//! instead of a thread. A caller that can lock one without waiting runs its
+//! operation there, on its own thread, and pays no hand-off; otherwise (all
+//! in use, or one down and being reopened by a background thread) its
+//! request goes to the workers as above. On a switch pinned to one core the
+//! two hand-offs cost more than a SoftHSM2 HMAC (see `inline.rs` for the
+//! numbers); with a network HSM they would block the runtime for a round
+//! trip, so leave it at 0 there.
 //!
 //! A PKCS#11 module is normally loaded once per process and every session
 //! shares it; with `module_instances = "per_session"` each worker's session
@@ -85,12 +97,15 @@ pub mod config;
 pub mod devtoken;
 mod error;
 mod hsm;
+mod inline;
 pub mod keyring;
 mod mechanism;
 pub mod metrics;
 pub mod pkcs11;
 mod pool;
 pub mod software;
+#[cfg(test)]
+mod testing;
 
 pub use config::{Backend, HsmConfig, KeyRef, ModuleInstances, Pin, PinSource};
 pub use error::{ErrorKind, HsmError};

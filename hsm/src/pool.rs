@@ -139,14 +139,21 @@ pub(crate) enum Reply {
     Versions(Accepted),
 }
 
-/// One queued request.
+/// What one operation needs, wherever it runs (a worker, or the caller's
+/// own thread through an inline session, see `inline.rs`).
 #[derive(Debug)]
-pub(crate) struct Request {
+pub(crate) struct Work {
     pub job: Job,
     pub key: KeyRef,
     pub message: Bytes,
     /// The signature or tag to check (empty otherwise).
     pub expected: Bytes,
+}
+
+/// One queued request.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub work: Work,
     pub enqueued_at: Instant,
     pub reply: oneshot::Sender<Result<Reply, HsmError>>,
 }
@@ -295,7 +302,7 @@ struct Worker {
 /// What one worker keeps between requests so the hot path neither locks
 /// shared state nor allocates.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     /// The key versions of the keys this worker used.
     keys: KeyRingView,
     /// The versioned label of the last key used.
@@ -390,7 +397,7 @@ impl Worker {
         // One clock read for the queue wait and the operation's start.
         let started = Instant::now();
         let waited = started.saturating_duration_since(request.enqueued_at);
-        let op_label = request.job.label();
+        let op_label = request.work.job.label();
         self.metrics.queue_wait(waited);
         if waited > self.shared.request_timeout {
             let err = HsmError::Timeout {
@@ -422,7 +429,7 @@ impl Worker {
         match &result {
             Ok(_) => self
                 .metrics
-                .op_latency(request.key.mechanism(), op_label, took),
+                .op_latency(request.work.key.mechanism(), op_label, took),
             Err(e) => metrics::error(e, op_label),
         }
         self.hold(request.reply, result, finished);
@@ -473,7 +480,12 @@ impl Worker {
                 ),
             });
         };
-        execute(engine.as_mut(), &self.shared, request, &mut self.scratch)
+        execute(
+            engine.as_mut(),
+            &self.shared,
+            &request.work,
+            &mut self.scratch,
+        )
     }
 
     fn drop_engine(&mut self, cause: &Result<Reply, HsmError>) {
@@ -503,16 +515,16 @@ impl Worker {
     }
 }
 
-/// Runs one request on an engine: version lookup, then the operation.
-fn execute(
+/// Runs one operation on an engine: version lookup, then the operation.
+pub(crate) fn execute(
     engine: &mut dyn Engine,
     shared: &Shared,
-    request: &Request,
+    work: &Work,
     scratch: &mut Scratch,
 ) -> Result<Reply, HsmError> {
-    let key = &request.key;
+    let key = &work.key;
     let mechanism = key.mechanism();
-    let (op, leftmost) = match request.job {
+    let (op, leftmost) = match work.job {
         Job::Scan(class) => {
             let now = shared.clock.now();
             return scan(engine, shared, key, class, now).map(Reply::Versions);
@@ -553,25 +565,25 @@ fn execute(
         Operation::Sign => {
             let label = scratch.label.set(key.label(), accepted.current);
             engine
-                .sign(label, mechanism, &request.message)
+                .sign(label, mechanism, &work.message)
                 .map(Reply::Bytes)
         }
         Operation::Mac => {
             let label = scratch.label.set(key.label(), accepted.current);
             engine
-                .mac(label, mechanism, &request.message)
+                .mac(label, mechanism, &work.message)
                 .map(Reply::Bytes)
         }
         Operation::VerifyMac => {
             for version in accepted.verify_order() {
                 let label = scratch.label.set(key.label(), version);
-                let tag = match engine.mac(label, mechanism, &request.message) {
+                let tag = match engine.mac(label, mechanism, &work.message) {
                     Ok(tag) => tag,
                     // A previous version deleted before the overlap ended.
                     Err(HsmError::KeyNotFound { .. }) if version != accepted.current => continue,
                     Err(e) => return Err(e),
                 };
-                let expected = &request.expected[..];
+                let expected = &work.expected[..];
                 let compared = if leftmost {
                     // The length is public (it is the field's size), so
                     // refusing a short tag early leaks nothing.
@@ -591,7 +603,7 @@ fn execute(
         Operation::Verify => {
             for version in accepted.verify_order() {
                 let label = scratch.label.set(key.label(), version);
-                match engine.verify(label, mechanism, &request.message, &request.expected) {
+                match engine.verify(label, mechanism, &work.message, &work.expected) {
                     Ok(true) => return Ok(Reply::Verified),
                     Ok(false) => {}
                     Err(HsmError::KeyNotFound { .. }) if version != accepted.current => {}
@@ -632,13 +644,13 @@ pub(crate) fn class_for(op: Operation) -> KeyClass {
 
 /// Exponential backoff between session reopen attempts.
 #[derive(Debug)]
-struct Backoff {
+pub(crate) struct Backoff {
     next_wait: Duration,
     due_at: Option<Instant>,
 }
 
 impl Backoff {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Backoff {
             next_wait: BACKOFF_INITIAL,
             due_at: None,
@@ -650,7 +662,7 @@ impl Backoff {
     }
 
     /// Records a failed attempt; returns the wait before the next one.
-    fn fail(&mut self, now: Instant) -> Duration {
+    pub(crate) fn fail(&mut self, now: Instant) -> Duration {
         let wait = self.next_wait;
         self.due_at = Some(now + wait);
         self.next_wait = (self.next_wait * 2).min(BACKOFF_MAX);
@@ -670,145 +682,17 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::clock::SystemClock;
-
-    /// An engine whose MAC is the message reversed, failing on demand: the
-    /// next `fail_next` calls fail as a lost session, and the message
-    /// `b"bad"` fails as a device error of that request alone. The message
-    /// `b"gate"` blocks until the gate opens, so requests queue up behind it.
-    struct FakeEngine {
-        fail_next: Arc<AtomicUsize>,
-        gate: Arc<Gate>,
-        /// The worker index it was opened for, recorded in `failed_by`
-        /// when it fails as a lost session.
-        worker: usize,
-        failed_by: Arc<std::sync::Mutex<Vec<usize>>>,
-    }
-
-    /// A latch the test opens once.
-    #[derive(Default)]
-    struct Gate {
-        open: std::sync::Mutex<bool>,
-        opened: std::sync::Condvar,
-    }
-
-    impl Gate {
-        fn wait(&self) {
-            let mut open = self.open.lock().unwrap();
-            while !*open {
-                open = self.opened.wait(open).unwrap();
-            }
-        }
-
-        fn open(&self) {
-            *self.open.lock().unwrap() = true;
-            self.opened.notify_all();
-        }
-    }
-
-    impl Engine for FakeEngine {
-        fn versions(&mut self, _: &str, _: KeyClass) -> Result<Vec<u32>, HsmError> {
-            Ok(vec![1])
-        }
-        fn sign(&mut self, _: &str, _: Mechanism, _: &[u8]) -> Result<Vec<u8>, HsmError> {
-            unreachable!("MAC-only fake")
-        }
-        fn verify(&mut self, _: &str, _: Mechanism, _: &[u8], _: &[u8]) -> Result<bool, HsmError> {
-            unreachable!("MAC-only fake")
-        }
-        fn mac(&mut self, _: &str, _: Mechanism, message: &[u8]) -> Result<Vec<u8>, HsmError> {
-            if self
-                .fail_next
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                self.failed_by.lock().unwrap().push(self.worker);
-                return Err(HsmError::Unavailable {
-                    reason: "fake device error".into(),
-                });
-            }
-            match message {
-                b"gate" => self.gate.wait(),
-                // About a SoftHSM2 HMAC: enough for a few queued requests
-                // to cover a caller's wake-up, so replies are held.
-                [b'm', ..] => {
-                    let until = Instant::now() + Duration::from_micros(10);
-                    while Instant::now() < until {
-                        std::hint::spin_loop();
-                    }
-                }
-                b"bad" => {
-                    return Err(HsmError::Pkcs11 {
-                        function: "C_Sign".into(),
-                        rv: "CKR_DATA_INVALID".into(),
-                    })
-                }
-                _ => {}
-            }
-            Ok(message.iter().rev().copied().collect())
-        }
-    }
-
-    struct FakeFactory {
-        fail_next: Arc<AtomicUsize>,
-        open_failures: AtomicUsize,
-        opens: AtomicUsize,
-        gate: Arc<Gate>,
-        /// Worker index of every `open`, in order.
-        opened_for: std::sync::Mutex<Vec<usize>>,
-        failed_by: Arc<std::sync::Mutex<Vec<usize>>>,
-    }
-
-    impl FakeFactory {
-        fn new(fail_next: usize, open_failures: usize) -> Arc<Self> {
-            Arc::new(FakeFactory {
-                fail_next: Arc::new(AtomicUsize::new(fail_next)),
-                open_failures: AtomicUsize::new(open_failures),
-                opens: AtomicUsize::new(0),
-                gate: Arc::default(),
-                opened_for: std::sync::Mutex::default(),
-                failed_by: Arc::default(),
-            })
-        }
-    }
-
-    impl EngineFactory for FakeFactory {
-        fn open(&self, worker: usize) -> Result<Box<dyn Engine>, HsmError> {
-            self.opens.fetch_add(1, Ordering::SeqCst);
-            self.opened_for.lock().unwrap().push(worker);
-            if self
-                .open_failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                return Err(HsmError::Unavailable {
-                    reason: "fake token removed".into(),
-                });
-            }
-            Ok(Box::new(FakeEngine {
-                fail_next: Arc::clone(&self.fail_next),
-                gate: Arc::clone(&self.gate),
-                worker,
-                failed_by: Arc::clone(&self.failed_by),
-            }))
-        }
-    }
+    use crate::testing::{fake_shared, FakeFactory};
 
     fn pool(factory: Arc<FakeFactory>) -> Pool {
         pool_with(factory, 1, 4)
     }
 
     fn pool_with(factory: Arc<FakeFactory>, threads: usize, queue_bound: usize) -> Pool {
-        let shared = Arc::new(Shared {
-            keyring: KeyRing::new(Duration::from_secs(60), Duration::from_secs(60)),
-            clock: Arc::new(SystemClock),
-            request_timeout: Duration::from_secs(5),
-            store_name: "fake".into(),
-        });
-        Pool::start(factory, shared, threads, queue_bound).unwrap()
+        Pool::start(factory, fake_shared(), threads, queue_bound).unwrap()
     }
 
     fn submit_mac(
@@ -817,10 +701,12 @@ mod tests {
     ) -> Result<oneshot::Receiver<Result<Reply, HsmError>>, HsmError> {
         let (tx, rx) = oneshot::channel();
         pool.submit(Request {
-            job: Job::Crypto(Operation::Mac),
-            key: KeyRef::new("k", Mechanism::HmacSha256).unwrap(),
-            message: Bytes::from_static(message),
-            expected: Bytes::new(),
+            work: Work {
+                job: Job::Crypto(Operation::Mac),
+                key: KeyRef::new("k", Mechanism::HmacSha256).unwrap(),
+                message: Bytes::from_static(message),
+                expected: Bytes::new(),
+            },
             enqueued_at: Instant::now(),
             reply: tx,
         })?;

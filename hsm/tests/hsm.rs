@@ -175,6 +175,39 @@ fn pkcs11_backend_passes_the_suite() {
     runtime().block_on(backend_suite(&hsm, ed25519));
 }
 
+/// The suite again with the operations on the caller's thread (one inline
+/// session; the suite awaits one operation at a time, so each finds it
+/// free and runs inline), for both backends.
+#[test]
+fn both_backends_pass_the_suite_on_inline_sessions() {
+    let store = SoftwareKeyStore::new();
+    add_known_keys(&store, true);
+    let mut config = HsmConfig::danger_software();
+    config.inline_sessions = 1;
+    let hsm = software_hsm(store, config);
+    runtime().block_on(backend_suite(&hsm, true));
+
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    let ed25519 = admin.supports(Mechanism::Ed25519);
+    add_known_keys(&admin, ed25519);
+    let mut config = token.config();
+    config.inline_sessions = 1;
+    let hsm = Hsm::builder(config).start().unwrap();
+    runtime().block_on(async {
+        backend_suite(&hsm, ed25519).await;
+        rfc_vectors_after_adding(&admin, &hsm).await;
+    });
+}
+
+async fn rfc_vectors_after_adding(admin: &dyn KeySink, hsm: &Hsm) {
+    add_rfc_keys(admin);
+    hsm.refresh_keys();
+    rfc_vectors(hsm).await;
+}
+
 #[test]
 fn backends_verify_each_other() {
     let Some(token) = TestToken::new() else {
@@ -938,6 +971,79 @@ fn lost_login_is_recovered_transparently() {
     }
 }
 
+/// Many threads at once, each its own runtime, on two inline sessions and
+/// two workers: a caller finding both inline sessions taken goes to the
+/// pool, and every answer is right.
+#[test]
+fn inline_sessions_and_the_pool_together_answer_every_caller_right() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    add_known_keys(&token.admin(), false);
+    let mut config = token.config();
+    config.threads = 2;
+    config.inline_sessions = 2;
+    let hsm = Hsm::builder(config).start().unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..6u32 {
+            let hsm = hsm.clone();
+            scope.spawn(move || {
+                runtime().block_on(async {
+                    for i in 0..60u32 {
+                        let message = format!("thread {t} message {i}").into_bytes();
+                        if i % 3 == 0 {
+                            let signature = hsm
+                                .sign(&key("t-ec"), Bytes::from(message.clone()))
+                                .await
+                                .unwrap();
+                            assert!(independent_verify("t-ec", &message, &signature));
+                        } else {
+                            let tag = hsm
+                                .mac(&key("t-hmac"), Bytes::from(message.clone()))
+                                .await
+                                .unwrap();
+                            assert_eq!(tag, independent_mac("t-hmac", &message));
+                            hsm.verify_mac(&key("t-hmac"), Bytes::from(message), tag.into())
+                                .await
+                                .unwrap();
+                        }
+                    }
+                });
+            });
+        }
+    });
+    assert_eq!(hsm.queue_len(), 0);
+}
+
+/// A logout ends every session's login, the inline one's too: its next
+/// operation fails as a lost session, goes to a worker (which reopens and
+/// retries) and the inline session comes back on its own.
+#[test]
+fn lost_login_on_an_inline_session_is_recovered_transparently() {
+    let Some(token) = TestToken::new() else {
+        return;
+    };
+    let admin = token.admin();
+    add_known_keys(&admin, false);
+    let mut config = token.config();
+    config.threads = 1;
+    config.inline_sessions = 1;
+    let hsm = Hsm::builder(config).start().unwrap();
+    let mac = hsm.key(key("t-hmac"));
+    assert_eq!(
+        mac.generate(MESSAGE).unwrap(),
+        independent_mac("t-hmac", MESSAGE)
+    );
+    admin.session().logout().unwrap();
+    for _ in 0..50 {
+        assert_eq!(
+            mac.generate(MESSAGE).unwrap(),
+            independent_mac("t-hmac", MESSAGE)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn config_parses_from_toml_and_rejects_unknown_fields() {
     let config: HsmConfig = toml::from_str(
@@ -947,12 +1053,23 @@ fn config_parses_from_toml_and_rejects_unknown_fields() {
         token_label = "fps-switch"
         pin_env = "FPS_HSM_PIN"
         threads = 2
+        inline_sessions = 1
         queue_bound = 256
         key_rotation_overlap_secs = 600
         "#,
     )
     .unwrap();
     assert_eq!(config.queue_bound, 256);
+    assert_eq!((config.inline_sessions, config.sessions()), (1, 3));
+    let mut too_many = config.clone();
+    too_many.inline_sessions = fps_hsm::config::MAX_INLINE_SESSIONS + 1;
+    let errors = too_many.validate().unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("inline_sessions")),
+        "{errors:?}"
+    );
     assert_eq!(
         config.pin_source(),
         Some(PinSource::Env("FPS_HSM_PIN".into()))

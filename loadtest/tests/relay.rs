@@ -298,6 +298,7 @@ async fn the_mac_runs_key_lives_exactly_as_long_as_the_run() {
             token: token.clone(),
             pin: PinSource::Env("FPS_HSM_PIN".into()),
             softhsm2_conf: std::env::var_os("SOFTHSM2_CONF").map(PathBuf::from),
+            inline_sessions: 1,
         };
         let key = mac::preflight(&plan).await.unwrap();
         let run = key.run().clone();
@@ -369,6 +370,7 @@ async fn the_mac_runs_key_lives_exactly_as_long_as_the_run() {
         token: token.clone(),
         pin: PinSource::File(pin_file.clone()),
         softhsm2_conf: None,
+        inline_sessions: 1,
     };
     let e = format!("{:#}", mac::preflight(&plan).await.unwrap_err());
     let _ = std::fs::remove_file(&pin_file);

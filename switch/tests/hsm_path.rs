@@ -456,6 +456,48 @@ async fn maced_credit_transfers_round_trip_and_the_bank_verifies_them() {
     switch.stop().await;
 }
 
+/// The same MACed round trips with `[hsm] inline_sessions`: the switch's
+/// runtime threads MAC and check on sessions of their own (two, beside the
+/// two workers'), and the bank still verifies every request and the switch
+/// every answer.
+#[tokio::test]
+async fn maced_round_trips_on_inline_sessions() {
+    let Some(token) = token() else { return };
+    let hmac = Peer::start("iso8583:canonical", hmac_peer(), Tagging::Good).await;
+    let banks = [Bank {
+        name: "hmac003",
+        code: "003",
+        codec: "iso8583:canonical",
+        addr: hmac.addr,
+        auth: MAC_HMAC,
+    }];
+    let config = switch_toml(&token, &banks).replace(
+        "pin_env = \"FPS_HSM_PIN\"\n",
+        "pin_env = \"FPS_HSM_PIN\"\ninline_sessions = 2\n",
+    );
+    assert!(config.contains("inline_sessions = 2"));
+    let switch = Running::start(&config).await;
+    switch.wait_ready().await;
+    let mut gw = Gateway::connect_plain(switch.upstream).await.unwrap();
+    for stan in 1..=6 {
+        let answer = gw.request(&credit_transfer(stan, "003")).await;
+        assert_eq!(code(&answer), "00", "stan {stan}");
+    }
+    hmac.seen(|s| assert_eq!((s.verified, s.failed), (6, 0)));
+    let m = metrics(switch.admin).await;
+    // The sessions gauge is the process's (tests run switches side by side):
+    // at least this switch's two workers and two inline sessions.
+    assert!(
+        metric(&m, "fps_hsm_sessions").is_some_and(|n| n >= 4.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"fps_switch_bank_auth_failures_total{bank="hmac003"}"#),
+        Some(0.0)
+    );
+    switch.stop().await;
+}
+
 /// (b) An answer whose MAC is wrong is never approved: 68 upstream, the
 /// reversal goes to the bank (MACed too), the failure is counted.
 #[tokio::test]

@@ -57,8 +57,9 @@ pub fn default_module() -> Option<PathBuf> {
 /// Opens worker sessions on one token.
 pub(crate) struct Pkcs11Factory {
     /// The token as seen through each module instance: one entry with
-    /// `module_instances = "shared"`; one per worker with `per_session`
-    /// (worker `i` uses entry `i`, the first loaded from `module_path`).
+    /// `module_instances = "shared"`; one per session with `per_session`
+    /// (session `i` uses entry `i`, the first loaded from `module_path`;
+    /// the workers' sessions come first, then the inline ones).
     tokens: Vec<Token>,
     pin: Pin,
     /// The files behind `tokens[1..]` with `per_session`. Declared after
@@ -88,12 +89,12 @@ impl Pkcs11Factory {
             .read()?;
         let mut tokens = vec![Token::find(path, label)?];
         let copies = match config.module_instances {
-            ModuleInstances::PerSession if config.threads > 1 => {
+            ModuleInstances::PerSession if config.sessions() > 1 => {
                 let base = config
                     .module_copy_dir
                     .clone()
                     .unwrap_or_else(std::env::temp_dir);
-                let copies = instances::ModuleCopies::create(path, config.threads - 1, &base)?;
+                let copies = instances::ModuleCopies::create(path, config.sessions() - 1, &base)?;
                 for copy in copies.files() {
                     match Token::find(copy, label) {
                         Ok(token) => tokens.push(token),

@@ -84,11 +84,18 @@ impl Pkcs11Engine {
                 ),
             });
         }
-        let Some(handle) = find_key(&self.session, label, class, &self.store)? else {
+        let mut found = find_key(&self.session, label, class, &self.store)?;
+        if found.is_none() {
             // Private objects are invisible to a session whose login was
             // lost (C_Logout elsewhere in the process, token reset): that is
-            // a session failure, not a missing key.
+            // a session failure, not a missing key. The login is the
+            // token's, so another session may have restored it since the
+            // search (a worker or an inline session reopening): look again
+            // once it is known to be there.
             self.check_logged_in()?;
+            found = find_key(&self.session, label, class, &self.store)?;
+        }
+        let Some(handle) = found else {
             return Err(HsmError::KeyNotFound {
                 label: split_version(label)
                     .map_or(label, |(base, _)| base)
@@ -161,7 +168,10 @@ impl Engine for Pkcs11Engine {
     fn versions(&mut self, label: &str, class: KeyClass) -> Result<Vec<u32>, HsmError> {
         let versions = super::keys::versions(&self.session, label, class)?;
         if versions.is_empty() {
+            // As in `key`: a lost login hides private objects, and one
+            // restored meanwhile by another session shows them again.
             self.check_logged_in()?;
+            return super::keys::versions(&self.session, label, class);
         }
         Ok(versions)
     }

@@ -146,6 +146,12 @@ pub struct CompareRelayArgs {
     /// File holding the user PIN, instead of --hsm-pin-env.
     #[arg(long)]
     pub hsm_pin_file: Option<PathBuf>,
+    /// The MAC switch's `[hsm] inline_sessions`: sessions its runtime
+    /// thread uses directly, without handing each operation to the HSM
+    /// worker thread and the reply back (two thread switches on the one
+    /// core). 0 measures the worker pool alone.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub hsm_inline_sessions: u8,
     /// The fps-switch binary (default: next to this executable).
     #[arg(long)]
     pub switch_bin: Option<PathBuf>,
@@ -320,6 +326,7 @@ fn mac_plan(
         token,
         pin,
         softhsm2_conf: env("SOFTHSM2_CONF").map(PathBuf::from),
+        inline_sessions: usize::from(a.hsm_inline_sessions),
     })
 }
 

@@ -2,13 +2,14 @@
 //! per-transaction MAC through SoftHSM2 on both directions, at >= 0.6x its
 //! rate without. Bank 003 then carries `auth = { mac = KEY }` on both
 //! sides: the switch MACs each request and checks each answer through its
-//! `[hsm]` pool, over PKCS#11 in the SoftHSM2 token (one worker, on the
-//! switch's core); the simulated bank checks each request and MACs its
-//! answer (`banksim::auth`) in software, with the same key bytes
-//! (`backend = "danger_software"`), so that the load generator's core,
-//! which the simulator shares, is not spent on SoftHSM2 and the maximum
-//! measured is the switch's, not the load side's. With SoftHSM2 on both
-//! sides both cores saturated at about 10,000 TPS.
+//! `[hsm]`, over PKCS#11 in the SoftHSM2 token (by default on one inline
+//! session, that is on the switch's runtime thread, with one worker behind
+//! it on the same core: `--hsm-inline-sessions`); the simulated bank checks
+//! each request and MACs its answer (`banksim::auth`) in software, with the
+//! same key bytes (`backend = "danger_software"`, also inline), so that the
+//! load generator's core, which the simulator shares, is not spent on
+//! SoftHSM2 and the maximum measured is the switch's, not the load side's.
+//! With SoftHSM2 on both sides both cores saturated at about 10,000 TPS.
 //!
 //! The key is made for the run ([`preflight`]): fresh random bytes (32 for
 //! HMAC-SHA256, 16 for AES-CMAC), imported into the token under a label of
@@ -42,6 +43,12 @@ pub const SWITCH_HSM_THREADS: usize = 1;
 /// The simulator's HSM worker threads: one, for the same reason (it shares
 /// one core with the load generator).
 pub const SIM_HSM_THREADS: usize = 1;
+/// The simulator's inline sessions: its software MACs (about a
+/// microsecond) run on its own thread. Through its worker instead, the two
+/// thread hand-offs per MAC on the load core cost the simulator 56 us per
+/// transaction at 8,000 TPS (26 us inline) and capped every MAC run at
+/// about 14,000 TPS, whatever the switch could do.
+pub const SIM_HSM_INLINE_SESSIONS: usize = 1;
 /// Requests that may wait for an HSM worker, on each side (dev configs).
 pub const HSM_QUEUE_BOUND: usize = 4096;
 /// The switch's counter of bank answers whose MAC did not verify
@@ -125,6 +132,8 @@ pub struct MacPlan {
     /// `SOFTHSM2_CONF` as this process (and so the switch) sees it; only
     /// checked and named in messages, SoftHSM2 reads it itself.
     pub softhsm2_conf: Option<PathBuf>,
+    /// The switch's `[hsm] inline_sessions` (`--hsm-inline-sessions`).
+    pub inline_sessions: usize,
 }
 
 impl MacPlan {
@@ -200,15 +209,17 @@ impl MacRun {
                 };
                 format!(
                     "[hsm]\nbackend = \"pkcs11\"\nmodule_path = {}\ntoken_label = {}\n{pin}\n\
-                     threads = {SWITCH_HSM_THREADS}\nmodule_instances = \"per_session\"\n\
-                     queue_bound = {HSM_QUEUE_BOUND}\n",
+                     threads = {SWITCH_HSM_THREADS}\ninline_sessions = {}\n\
+                     module_instances = \"per_session\"\nqueue_bound = {HSM_QUEUE_BOUND}\n",
                     super::toml_string(&plan.module.display().to_string()),
-                    super::toml_string(&plan.token)
+                    super::toml_string(&plan.token),
+                    plan.inline_sessions,
                 )
             }
             HsmUser::Simulator => format!(
                 "[hsm]\nbackend = \"danger_software\"\ndanger_key_dir = {}\n\
-                 threads = {SIM_HSM_THREADS}\nqueue_bound = {HSM_QUEUE_BOUND}\n",
+                 threads = {SIM_HSM_THREADS}\ninline_sessions = {SIM_HSM_INLINE_SESSIONS}\n\
+                 queue_bound = {HSM_QUEUE_BOUND}\n",
                 super::toml_string(&self.key_dir.display().to_string())
             ),
         }
@@ -221,9 +232,11 @@ impl MacRun {
             "bank 003 auth mac = {label} ({mechanism}) on both sides, a random {bytes}-byte key made \
              for this run: the switch MACs each request and checks each answer through SoftHSM2 \
              over PKCS#11 (token {token} of {module}, key imported as {label}-v1, sensitive and \
-             not extractable; [hsm] threads {SWITCH_HSM_THREADS}, per_session); the simulated bank \
+             not extractable; [hsm] threads {SWITCH_HSM_THREADS}, inline_sessions {inline}, \
+             per_session); the simulated bank \
              checks each request and MACs each answer in software with the same key bytes \
-             ([hsm] backend danger_software, threads {SIM_HSM_THREADS}), so the load generator's \
+             ([hsm] backend danger_software, threads {SIM_HSM_THREADS}, inline_sessions \
+             {SIM_HSM_INLINE_SESSIONS}), so the load generator's \
              core, which it shares, is not spent on SoftHSM2; the key is destroyed in the token \
              and its file removed after the run",
             label = self.label,
@@ -231,6 +244,7 @@ impl MacRun {
             bytes = plan.mechanism.key_bytes(),
             token = plan.token,
             module = plan.module.display(),
+            inline = plan.inline_sessions,
         )
     }
 
@@ -549,6 +563,7 @@ impl RunWithModuleFile {
                     token: "fps-switch".into(),
                     pin: PinSource::Env("FPS_HSM_PIN".into()),
                     softhsm2_conf: None,
+                    inline_sessions: 1,
                 },
                 label: "relay-mac-hmac-test".into(),
                 key_dir: std::env::temp_dir().join(format!("fps-relay-{tag}-keys-{pid}")),
@@ -575,6 +590,7 @@ mod tests {
             token: "fps-switch".into(),
             pin,
             softhsm2_conf: Some("/nowhere/softhsm2.conf".into()),
+            inline_sessions: 1,
         }
     }
 
@@ -599,6 +615,7 @@ mod tests {
         assert_eq!(c.pin_env.as_deref(), Some("FPS_HSM_PIN"));
         assert_eq!(c.token_label.as_deref(), Some("fps-switch"));
         assert_eq!(c.threads, SWITCH_HSM_THREADS);
+        assert_eq!(c.inline_sessions, 1);
         assert_eq!(c.danger_key_dir, None);
         let r = run(
             MacMechanism::AesCmac,
@@ -622,6 +639,7 @@ mod tests {
         assert_eq!(c.backend, fps_hsm::Backend::DangerSoftware);
         assert_eq!(c.danger_key_dir.as_deref(), Some(r.key_dir.as_path()));
         assert_eq!(c.threads, SIM_HSM_THREADS);
+        assert_eq!(c.inline_sessions, SIM_HSM_INLINE_SESSIONS);
         assert_eq!(c.queue_bound, HSM_QUEUE_BOUND);
         assert_eq!(
             (c.module_path, c.token_label, c.pin_env),
