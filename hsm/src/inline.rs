@@ -158,20 +158,17 @@ impl InlineSessions {
             };
             let started = Instant::now();
             let result = execute(engine.as_mut(), &self.shared, work, &mut state.scratch);
-            let op_label = work.job.label();
-            match &result {
-                Err(HsmError::Unavailable { reason }) => {
-                    let reason = reason.clone();
-                    self.lose(position, state, &reason);
-                    return None;
-                }
-                Ok(_) => {
-                    state
-                        .metrics
-                        .op_latency(work.key.mechanism(), op_label, started.elapsed())
-                }
-                Err(e) => metrics::error(e, op_label),
+            if let Err(HsmError::Unavailable { reason }) = &result {
+                let reason = reason.clone();
+                self.lose(position, state, &reason);
+                return None;
             }
+            state.metrics.outcome(
+                work.key.mechanism(),
+                work.job.label(),
+                started.elapsed(),
+                &result,
+            );
             return Some(result);
         }
         None
@@ -333,18 +330,28 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_session_in_use_leaves_the_request_to_the_pool_without_waiting() {
-        let factory = FakeFactory::new(0, 0);
-        let inline = Arc::new(sessions(&factory, 1));
+    /// A thread that takes the first inline session and holds it inside an
+    /// operation until the factory's gate opens; returns once it is in.
+    fn hold_first_session(
+        factory: &FakeFactory,
+        inline: &Arc<InlineSessions>,
+    ) -> std::thread::JoinHandle<Option<Vec<u8>>> {
         let holder = {
-            let inline = Arc::clone(&inline);
+            let inline = Arc::clone(inline);
             std::thread::spawn(move || mac_of(inline.try_run(&work(b"gate"))))
         };
         // The holder is inside the operation once the fake recorded it.
         while factory.served_by.lock().unwrap().is_empty() {
             std::thread::yield_now();
         }
+        holder
+    }
+
+    #[test]
+    fn a_session_in_use_leaves_the_request_to_the_pool_without_waiting() {
+        let factory = FakeFactory::new(0, 0);
+        let inline = Arc::new(sessions(&factory, 1));
+        let holder = hold_first_session(&factory, &inline);
         assert_eq!(mac_of(inline.try_run(&work(b"abc"))), None);
         factory.gate.open();
         assert_eq!(holder.join().unwrap(), Some(b"etag".to_vec()));
@@ -356,13 +363,7 @@ mod tests {
     fn the_second_session_serves_while_the_first_is_busy() {
         let factory = FakeFactory::new(0, 0);
         let inline = Arc::new(sessions(&factory, 2));
-        let holder = {
-            let inline = Arc::clone(&inline);
-            std::thread::spawn(move || mac_of(inline.try_run(&work(b"gate"))))
-        };
-        while factory.served_by.lock().unwrap().is_empty() {
-            std::thread::yield_now();
-        }
+        let holder = hold_first_session(&factory, &inline);
         assert_eq!(mac_of(inline.try_run(&work(b"abc"))), Some(b"cba".to_vec()));
         let served: Vec<usize> = factory
             .served_by

@@ -77,6 +77,21 @@ impl WorkerMetrics {
         self.op_seconds[index].2.record(took.as_secs_f64());
     }
 
+    /// Records how an operation ended: its time when it succeeded, its
+    /// error kind when it failed.
+    pub(crate) fn outcome<T>(
+        &mut self,
+        mechanism: Mechanism,
+        op: &'static str,
+        took: Duration,
+        result: &Result<T, HsmError>,
+    ) {
+        match result {
+            Ok(_) => self.op_latency(mechanism, op, took),
+            Err(e) => error(e, op),
+        }
+    }
+
     pub(crate) fn queue_wait(&self, waited: Duration) {
         self.queue_wait.record(waited.as_secs_f64());
     }

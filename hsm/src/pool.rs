@@ -426,12 +426,8 @@ impl Worker {
         let finished = Instant::now();
         let took = finished.saturating_duration_since(started);
         self.last_op = took;
-        match &result {
-            Ok(_) => self
-                .metrics
-                .op_latency(request.work.key.mechanism(), op_label, took),
-            Err(e) => metrics::error(e, op_label),
-        }
+        self.metrics
+            .outcome(request.work.key.mechanism(), op_label, took, &result);
         self.hold(request.reply, result, finished);
     }
 
