@@ -628,6 +628,24 @@ async fn measure_put_and_lookup() {
         bytes as f64 / (1024.0 * 1024.0),
         bytes as f64 / N as f64
     );
+
+    // Expiry of every key, oldest first, in calls of at most 65,536.
+    let start = Instant::now();
+    let mut expired = 0;
+    loop {
+        let n = store.expire(u64::MAX, 65_536).expect("expire");
+        if n == 0 {
+            break;
+        }
+        expired += n;
+    }
+    let took = start.elapsed();
+    assert_eq!(expired as u64, N);
+    println!(
+        "expire: {N} keys in {:.1} ms = {:.0}/s",
+        took.as_secs_f64() * 1e3,
+        N as f64 / took.as_secs_f64()
+    );
 }
 
 fn percentile(samples: &mut [u64], p: f64) -> u64 {

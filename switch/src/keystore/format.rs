@@ -33,9 +33,24 @@
 //! | 1 + r | reason code length (1..=4) and characters, if flagged |
 //! | 1 + e | bank reference length (1..=35) and characters, if flagged |
 //!
-//! **Expiry index** (the key of the `by_time` table): completed Unix
-//! milliseconds (8 bytes) followed by the entry key, so a range scan from the
-//! start visits keys oldest first.
+//! **Expiry batch** (the `expiry` table, store format 3): one record per
+//! at most [`MAX_EXPIRY_BATCH_ENTRIES`] keys of one commit, so that a commit
+//! adds one index record per few thousand keys instead of one per key. Its
+//! key is the oldest completion time in the batch (Unix milliseconds, 8
+//! bytes) and the batch's sequence number (8 bytes), so a range scan from the
+//! start visits batches holding the oldest keys first. Its value:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | batch format version, `1` |
+//! | then, per entry, oldest first: | |
+//! | 8 | completed, Unix milliseconds |
+//! | 2 | entry key length `k` |
+//! | k | entry key |
+//!
+//! **Legacy expiry index** (the `by_time` table of store format 2, drained
+//! by expiry and no longer written): completed Unix milliseconds (8 bytes)
+//! followed by the entry key.
 //!
 //! A new layout gets a new version byte; decoders refuse versions they do
 //! not know rather than guess.
@@ -246,6 +261,93 @@ pub fn split_time_key(time_key: &[u8]) -> Result<(u64, &[u8]), KeyStoreError> {
     Ok((t, r.rest()))
 }
 
+/// Version byte that starts every expiry batch.
+pub const EXPIRY_BATCH_FORMAT: u8 = 1;
+/// Most entries in one expiry batch: bounds the record a commit writes and
+/// the part of it an expiry rewrites (a few hundred KB).
+pub const MAX_EXPIRY_BATCH_ENTRIES: usize = 4096;
+/// Bytes of an expiry batch's key.
+pub const EXPIRY_BATCH_KEY_BYTES: usize = 16;
+
+/// The key of an expiry batch: its oldest completion time, then its
+/// sequence number.
+pub fn expiry_batch_key(oldest_unix_ms: u64, seq: u64) -> [u8; EXPIRY_BATCH_KEY_BYTES] {
+    let mut key = [0u8; EXPIRY_BATCH_KEY_BYTES];
+    key[..8].copy_from_slice(&oldest_unix_ms.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Split an expiry batch's key into its oldest completion time and sequence
+/// number.
+pub fn split_expiry_batch_key(key: &[u8]) -> Result<(u64, u64), KeyStoreError> {
+    let mut r = Reader::new(key);
+    let oldest = r.u64()?;
+    let seq = r.u64()?;
+    r.finish()?;
+    Ok((oldest, seq))
+}
+
+/// Start an expiry batch in `out` (cleared first).
+pub fn start_expiry_batch(out: &mut Vec<u8>) {
+    out.clear();
+    out.push(EXPIRY_BATCH_FORMAT);
+}
+
+/// Append one entry to an expiry batch. Entries go in oldest first.
+pub fn push_expiry_entry(completed_unix_ms: u64, entry_key: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&completed_unix_ms.to_be_bytes());
+    // Entry keys are at most MAX_KEY_BYTES (a few hundred bytes).
+    out.extend_from_slice(
+        &u16::try_from(entry_key.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(entry_key);
+}
+
+/// One entry of an expiry batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryEntry<'a> {
+    /// When the key's transaction completed, Unix milliseconds.
+    pub completed_unix_ms: u64,
+    /// The entry key (of the `keys` table).
+    pub entry_key: &'a [u8],
+    /// Offset of this entry in the batch: `[version] ++ batch[start..]` is
+    /// the batch without the entries before it.
+    pub start: usize,
+}
+
+/// The entries of an expiry batch, oldest first; a damaged batch ends with
+/// `Corrupt` (and nothing after it).
+pub fn expiry_entries(
+    batch: &[u8],
+) -> Result<impl Iterator<Item = Result<ExpiryEntry<'_>, KeyStoreError>>, KeyStoreError> {
+    let mut r = Reader::new(batch);
+    if r.u8()? != EXPIRY_BATCH_FORMAT {
+        return Err(corrupt("unknown expiry batch format version"));
+    }
+    let mut failed = false;
+    Ok(std::iter::from_fn(move || {
+        if failed || r.buf.is_empty() {
+            return None;
+        }
+        let start = batch.len() - r.buf.len();
+        let entry = (|| {
+            let completed_unix_ms = r.u64()?;
+            let len = usize::from(r.u16()?);
+            let entry_key = r.take(len)?;
+            Ok(ExpiryEntry {
+                completed_unix_ms,
+                entry_key,
+                start,
+            })
+        })();
+        failed = entry.is_err();
+        Some(entry)
+    }))
+}
+
 /// Encoded value length for a record with no optional fields (for sizing).
 pub const MIN_VALUE_BYTES: usize = VALUE_FIXED_BYTES;
 
@@ -419,5 +521,61 @@ mod tests {
             decode_value(&[]),
             Err(KeyStoreError::Corrupt("truncated record"))
         ));
+    }
+
+    #[test]
+    fn expiry_batches_round_trip_and_refuse_damage() {
+        let key = expiry_batch_key(1_700_000_000_123, 42);
+        assert_eq!(
+            split_expiry_batch_key(&key).unwrap(),
+            (1_700_000_000_123, 42)
+        );
+        assert!(split_expiry_batch_key(&key[..15]).is_err());
+        assert!(split_expiry_batch_key(&[0u8; 17]).is_err());
+        // Keys sort by time, then sequence number.
+        assert!(expiry_batch_key(1, u64::MAX) < expiry_batch_key(2, 0));
+        assert!(expiry_batch_key(256, 0) > expiry_batch_key(255, u64::MAX));
+
+        let mut batch = Vec::new();
+        start_expiry_batch(&mut batch);
+        let entries: [(u64, &[u8]); 3] = [(5, b"first"), (5, b""), (9, &[0xff; 300])];
+        for (t, k) in entries {
+            push_expiry_entry(t, k, &mut batch);
+        }
+        let got: Vec<ExpiryEntry<'_>> = expiry_entries(&batch)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got.len(), 3);
+        for (e, (t, k)) in got.iter().zip(entries) {
+            assert_eq!((e.completed_unix_ms, e.entry_key), (t, k));
+        }
+        // The batch without its first entry, as expiry rewrites it.
+        let mut rest = Vec::new();
+        start_expiry_batch(&mut rest);
+        rest.extend_from_slice(&batch[got[1].start..]);
+        let tail: Vec<u64> = expiry_entries(&rest)
+            .unwrap()
+            .map(|e| e.unwrap().completed_unix_ms)
+            .collect();
+        assert_eq!(tail, [5, 9]);
+
+        // Every truncation ends in one Corrupt (or is a shorter valid batch),
+        // never a panic; an unknown version is refused.
+        for cut in 0..batch.len() {
+            match expiry_entries(&batch[..cut]) {
+                Err(_) => assert_eq!(cut, 0),
+                Ok(it) => {
+                    let items: Vec<_> = it.collect();
+                    let errors = items.iter().filter(|e| e.is_err()).count();
+                    assert!(errors <= 1);
+                    if errors == 1 {
+                        assert!(items.last().unwrap().is_err(), "nothing after the damage");
+                    }
+                }
+            }
+        }
+        batch[0] = 2;
+        assert!(expiry_entries(&batch).is_err());
     }
 }
