@@ -584,7 +584,17 @@ async fn upkeep(
         if let Some(ks) = &keystore {
             let ks = ks.clone();
             let before = crate::safety::unix_ms().saturating_sub(retention.as_millis() as u64);
-            let _ = tokio::task::spawn_blocking(move || ks.expire(before, 100_000)).await;
+            let expired = tokio::task::spawn_blocking(move || {
+                ks.expire_due(before, crate::keystore::MAX_EXPIRE_PER_CALL)
+            })
+            .await;
+            match expired {
+                Ok(Ok(n)) => tracing::debug!(keys = n, "key store: expired keys"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "key store expiry failed; retrying at the next pass")
+                }
+                Err(e) => tracing::warn!(error = %e, "key store expiry task failed"),
+            }
         }
     }
 }

@@ -140,6 +140,11 @@ pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
 /// Most keys one [`KeyStore::expire`] call deletes, whatever `max` says, so
 /// one expiry transaction never holds up the writer for long.
 pub const MAX_EXPIRE_PER_CALL: usize = 65_536;
+/// Most calls one [`KeyStore::expire_due`] makes (a bound: each call
+/// consumes what it looks at, so the loop ends long before it).
+pub const MAX_EXPIRE_CALLS: usize = 10_000;
+/// Pause between two of [`KeyStore::expire_due`]'s calls, for the writer.
+const EXPIRE_PAUSE: Duration = Duration::from_millis(2);
 /// On-disk format of the store as a whole (in the `meta` table). Format 1
 /// stored version 1 request fingerprints (FNV-1a): such a store is set
 /// aside at open (renamed `<file>.format<N>`) and a fresh one is rebuilt
@@ -647,9 +652,43 @@ impl KeyStore {
     /// transaction: call it from a blocking thread (`spawn_blocking`) on a
     /// timer.
     pub fn expire(&self, before_unix_ms: u64, max: usize) -> Result<usize, KeyStoreError> {
+        self.expire_step(before_unix_ms, max).map(|b| b.deleted)
+    }
+
+    /// Expire everything completed before `before_unix_ms`: [`expire`]
+    /// calls of at most `per_call` index entries (and
+    /// [`MAX_EXPIRE_PER_CALL`]), each its own transaction with a pause
+    /// after it so that the writer's commits go on, until one finds nothing
+    /// more to look at (at most [`MAX_EXPIRE_CALLS`] calls). Returns how
+    /// many keys were deleted. One call of the old size a minute fell
+    /// behind any rate above about 1,100 puts/s.
+    ///
+    /// [`expire`]: KeyStore::expire
+    pub fn expire_due(&self, before_unix_ms: u64, per_call: usize) -> Result<usize, KeyStoreError> {
+        let mut deleted = 0;
+        if per_call == 0 {
+            return Ok(0);
+        }
+        for _ in 0..MAX_EXPIRE_CALLS {
+            let step = self.expire_step(before_unix_ms, per_call)?;
+            deleted += step.deleted;
+            if step.left > 0 {
+                break;
+            }
+            std::thread::sleep(EXPIRE_PAUSE);
+        }
+        Ok(deleted)
+    }
+
+    /// One expiry transaction; the budget it ends with says whether it ran
+    /// out (`left == 0`: there may be more).
+    fn expire_step(&self, before_unix_ms: u64, max: usize) -> Result<ExpiryBudget, KeyStoreError> {
         let max = max.min(MAX_EXPIRE_PER_CALL);
         if max == 0 {
-            return Ok(0);
+            return Ok(ExpiryBudget {
+                left: 0,
+                deleted: 0,
+            });
         }
         let mut tx = self.shared.db()?.begin_write().map_err(db_err)?;
         tx.set_durability(self.shared.durability)
@@ -674,7 +713,7 @@ impl KeyStore {
             self.shared.legacy_index.store(false, Ordering::Release);
             tracing::info!("key store: format 2 expiry index drained and dropped");
         }
-        Ok(budget.deleted)
+        Ok(budget)
     }
 
     /// Wait until every put queued before this call is committed. Fails with
@@ -2141,6 +2180,34 @@ mod tests {
             "table dropped"
         );
         assert_eq!(store.len().unwrap(), 0);
+    }
+
+    /// `expire_due` keeps calling until nothing below the cut-off is left,
+    /// even when a call's entries were mostly not the keys' own (keys
+    /// stored again later), so deleted less than it looked at.
+    #[tokio::test]
+    async fn expire_due_goes_on_until_nothing_is_left() {
+        let dir = TempDir::new("due");
+        let store = KeyStore::open(KeyStoreConfig::new(dir.0.join("k.redb"))).unwrap();
+        for i in 0..300 {
+            store.put(record_at(i, 1_000 + i)).unwrap();
+        }
+        store.flush().await.unwrap();
+        // Keys 0..100 stored again, completed later: their old entries are
+        // looked at and skipped.
+        for i in 0..100 {
+            store.put(record_at(i, 5_000 + i)).unwrap();
+        }
+        store.flush().await.unwrap();
+        assert_eq!(store.expire_due(1_250, 0).unwrap(), 0);
+        // 250 entries below 1_250, 100 of them stale: 150 deleted, in
+        // calls of 7.
+        assert_eq!(store.expire_due(1_250, 7).unwrap(), 150);
+        assert_eq!(store.len().unwrap(), 150);
+        assert_eq!(store.expire_due(1_250, 7).unwrap(), 0);
+        assert_eq!(store.expire_due(u64::MAX, 7).unwrap(), 150);
+        assert_eq!(store.len().unwrap(), 0);
+        assert!(expiry_batches(&store).is_empty());
     }
 
     /// Dropping the store commits what is still queued.
