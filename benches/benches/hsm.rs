@@ -16,8 +16,10 @@
 //! and the ratios per mechanism, the CPU time per operation, then the
 //! token's own ceiling across sessions: raw cryptoki on 2 threads, each with
 //! its own session, no pool (a pool with 2 sessions cannot exceed it), once
-//! on one module instance and once on two (a copy of the .so). Skips
-//! (loudly) when SoftHSM2 is not installed.
+//! on one module instance and once on two (a copy of the .so); and last the
+//! same facade with inline sessions (`[hsm] inline_sessions`): one and two
+//! caller threads, each running its PKCS#11 calls itself on a session of
+//! its own, no hand-off. Skips (loudly) when SoftHSM2 is not installed.
 //!
 //! `cargo bench -p fps-benches --features hsm --bench hsm`
 //! (`FPS_HSM_BENCH_REPORT_ONLY=1` skips criterion: only the table.)
@@ -198,12 +200,16 @@ enum Layout {
     Shared(usize),
     /// 2 sessions, one module instance each (`module_instances = "per_session"`).
     PerSession,
+    /// `n` inline sessions (`[hsm] inline_sessions = n`, one module
+    /// instance each) beside the one worker the pool always has, driven by
+    /// `n` caller threads: each call runs on its caller's thread.
+    Inline(usize),
 }
 
 impl Layout {
     fn sessions(self) -> usize {
         match self {
-            Layout::Shared(n) => n,
+            Layout::Shared(n) | Layout::Inline(n) => n,
             Layout::PerSession => 2,
         }
     }
@@ -212,6 +218,7 @@ impl Layout {
         match self {
             Layout::Shared(n) => format!("pool_{n}_session"),
             Layout::PerSession => "pool_2_session_per_instance".into(),
+            Layout::Inline(n) => format!("inline_{n}_session"),
         }
     }
 }
@@ -222,7 +229,11 @@ fn pool(bench: &Bench, layout: Layout) -> Option<Hsm> {
     let mut config = HsmConfig::pkcs11(&bench.module, TOKEN, PinSource::Env(PIN_ENV.into()));
     config.threads = layout.sessions();
     config.queue_bound = 256;
-    if layout == Layout::PerSession {
+    if let Layout::Inline(n) = layout {
+        config.threads = 1;
+        config.inline_sessions = n;
+    }
+    if matches!(layout, Layout::PerSession | Layout::Inline(_)) {
         config.module_instances = ModuleInstances::PerSession;
         config.module_copy_dir = Some(bench.dir.clone());
     }
@@ -504,6 +515,40 @@ fn pool_slice(run: &mut Run, hsm: &Hsm, key: &KeyRef, sessions: usize) {
     );
 }
 
+/// One slice of inline sessions: `callers` threads, each driving its own
+/// requests through the async API, whose calls run on the caller's thread
+/// when it can take a free inline session (all of them here: one session
+/// per caller). The callers are the threads calling the token.
+fn inline_slice(run: &mut Run, hsm: &Hsm, key: &KeyRef, callers: usize) {
+    let per_caller: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..callers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let before = Sched::this_thread();
+                    let (latencies, elapsed) =
+                        drive(hsm, key, in_flight_per_session(), Until::Elapsed(SLICE));
+                    (latencies, elapsed, Sched::this_thread().since(before))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("inline caller"))
+            .collect()
+    });
+    run.threads = callers;
+    let elapsed = per_caller.iter().map(|c| c.1).max().unwrap_or_default();
+    let mut first = true;
+    for (latencies, _, used) in per_caller {
+        let wall = if std::mem::take(&mut first) {
+            elapsed
+        } else {
+            Duration::ZERO
+        };
+        run.add(latencies, wall, used, Sched::default());
+    }
+}
+
 /// Scheduler time of threads, from `/proc/.../schedstat` (Linux; zeros
 /// elsewhere): nanoseconds on a CPU, and runnable but waiting for one.
 #[derive(Clone, Copy, Default)]
@@ -575,6 +620,10 @@ struct CaseRuns {
     raw_spawned: Run,
     /// Two module instances; `None` when the module could not be copied.
     raw2_apart: Option<Run>,
+    /// One inline session, one caller thread; then two and two (`None`
+    /// when the module could not be copied).
+    inline1: Option<Run>,
+    inline2: Option<Run>,
 }
 
 fn measure_case(bench: &Bench, case: Case) -> CaseRuns {
@@ -589,6 +638,8 @@ fn measure_case(bench: &Bench, case: Case) -> CaseRuns {
     let pool1 = pool(bench, Layout::Shared(1)).expect("shared pool");
     let pool2 = pool(bench, Layout::Shared(2)).expect("shared pool");
     let pool2_apart = pool(bench, Layout::PerSession);
+    let inline1 = pool(bench, Layout::Inline(1));
+    let inline2 = pool(bench, Layout::Inline(2));
     for (sessions, hsm) in [
         (1, Some(&pool1)),
         (2, Some(&pool2)),
@@ -618,7 +669,15 @@ fn measure_case(bench: &Bench, case: Case) -> CaseRuns {
         raw2: Run::default(),
         raw_spawned: Run::default(),
         raw2_apart: apart.as_ref().map(|_| Run::default()),
+        inline1: inline1.as_ref().map(|_| Run::default()),
+        inline2: inline2.as_ref().map(|_| Run::default()),
     };
+    // Warm-up of every inline session: version scan, handle lookup.
+    for (callers, hsm) in [(1, inline1.as_ref()), (2, inline2.as_ref())] {
+        if let Some(hsm) = hsm {
+            inline_slice(&mut Run::default(), hsm, &key, callers);
+        }
+    }
     for _ in 0..ROUNDS {
         raw_slice(&mut runs.raw, &bench.admin, case, raw_handle);
         raw_threads_slice(&mut runs.raw_spawned, &mut spawned, case);
@@ -630,6 +689,12 @@ fn measure_case(bench: &Bench, case: Case) -> CaseRuns {
         raw_threads_slice(&mut runs.raw2, &mut shared, case);
         if let (Some(run), Some(sessions)) = (runs.raw2_apart.as_mut(), apart.as_mut()) {
             raw_threads_slice(run, sessions, case);
+        }
+        if let (Some(run), Some(hsm)) = (runs.inline1.as_mut(), inline1.as_ref()) {
+            inline_slice(run, hsm, &key, 1);
+        }
+        if let (Some(run), Some(hsm)) = (runs.inline2.as_mut(), inline2.as_ref()) {
+            inline_slice(run, hsm, &key, 2);
         }
     }
     runs
@@ -775,6 +840,42 @@ fn report(bench: &Bench) {
             r.raw2.ops_per_sec(),
             r.raw2.p99_us(),
             r.raw2.ops_per_sec() / raw
+        );
+    }
+
+    println!(
+        "\nInline sessions ([hsm] inline_sessions = n, per_session): each caller thread runs its \
+         own PKCS#11 calls, no hand-off; n callers, n sessions"
+    );
+    println!(
+        "{:<18} {:>10} {:>8} {:>7} {:>10} {:>7} {:>11} {:>10} {:>8} {:>8}",
+        "mechanism",
+        "raw op/s",
+        "inline1",
+        "p99 us",
+        "inline2",
+        "p99 us",
+        "inline1/raw",
+        "inline2/1",
+        "cpu1 us",
+        "cpu2 us"
+    );
+    for (name, r) in &mut rows {
+        let raw = r.raw.ops_per_sec();
+        let (Some(one), Some(two)) = (r.inline1.as_mut(), r.inline2.as_mut()) else {
+            println!("{name:<18} (not measured: no copy of the module)");
+            continue;
+        };
+        println!(
+            "{name:<18} {raw:>10.0} {:>8.0} {:>7.1} {:>10.0} {:>7.1} {:>10.2}x {:>9.2}x {:>8.1} {:>8.1}",
+            one.ops_per_sec(),
+            one.p99_us(),
+            two.ops_per_sec(),
+            two.p99_us(),
+            one.ops_per_sec() / raw,
+            two.ops_per_sec() / one.ops_per_sec(),
+            one.cpu_us_per_op(),
+            two.cpu_us_per_op(),
         );
     }
     println!();
