@@ -200,6 +200,10 @@ pub const KEYSTORE_LOOKUPS: &str = "fps_switch_keystore_lookups_total";
 pub const KEYSTORE_FILTER_BYTES: &str = "fps_switch_keystore_filter_bytes";
 /// Completed keys re-put into the key store from the journal at start-up.
 pub const KEYSTORE_CAUGHT_UP: &str = "fps_switch_keystore_caught_up_total";
+/// Keys deleted from the key store by expiry (past the retention).
+pub const KEYSTORE_EXPIRED: &str = "fps_switch_keystore_expired_total";
+/// Keys in the key store's file, set after each expiry pass.
+pub const KEYSTORE_KEYS: &str = "fps_switch_keystore_keys";
 
 /// Bank server certificates the switch refused during the TLS handshake, by
 /// `server_name` (the bank's configured `tls.server_name`, one per bank) and

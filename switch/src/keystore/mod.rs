@@ -365,6 +365,7 @@ impl KeyStore {
         }
         let opened = init_tables(&db)?;
         let stored_keys = stored_len(&db)?;
+        metrics::gauge!(m::KEYSTORE_KEYS).set(stored_keys as f64);
         let durability = if cfg.durable_commits {
             Durability::Immediate
         } else {
@@ -677,6 +678,7 @@ impl KeyStore {
             }
             std::thread::sleep(EXPIRE_PAUSE);
         }
+        metrics::gauge!(m::KEYSTORE_KEYS).set(self.len()? as f64);
         Ok(deleted)
     }
 
@@ -709,6 +711,7 @@ impl KeyStore {
             tx.delete_table(BY_TIME).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
+        metrics::counter!(m::KEYSTORE_EXPIRED).increment(budget.deleted as u64);
         if legacy_drained {
             self.shared.legacy_index.store(false, Ordering::Release);
             tracing::info!("key store: format 2 expiry index drained and dropped");
@@ -2201,9 +2204,18 @@ mod tests {
         store.flush().await.unwrap();
         assert_eq!(store.expire_due(1_250, 0).unwrap(), 0);
         // 250 entries below 1_250, 100 of them stale: 150 deleted, in
-        // calls of 7.
-        assert_eq!(store.expire_due(1_250, 7).unwrap(), 150);
+        // calls of 7; the metrics say so.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let deleted = metrics::with_local_recorder(&recorder, || store.expire_due(1_250, 7));
+        assert_eq!(deleted.unwrap(), 150);
         assert_eq!(store.len().unwrap(), 150);
+        let text = handle.render();
+        assert!(
+            text.contains("fps_switch_keystore_expired_total 150"),
+            "{text}"
+        );
+        assert!(text.contains("fps_switch_keystore_keys 150"), "{text}");
         assert_eq!(store.expire_due(1_250, 7).unwrap(), 0);
         assert_eq!(store.expire_due(u64::MAX, 7).unwrap(), 150);
         assert_eq!(store.len().unwrap(), 0);
