@@ -538,15 +538,10 @@ fn inline_slice(run: &mut Run, hsm: &Hsm, key: &KeyRef, callers: usize) {
     });
     run.threads = callers;
     let elapsed = per_caller.iter().map(|c| c.1).max().unwrap_or_default();
-    let mut first = true;
     for (latencies, _, used) in per_caller {
-        let wall = if std::mem::take(&mut first) {
-            elapsed
-        } else {
-            Duration::ZERO
-        };
-        run.add(latencies, wall, used, Sched::default());
+        run.add(latencies, Duration::ZERO, used, Sched::default());
     }
+    run.elapsed += elapsed;
 }
 
 /// Scheduler time of threads, from `/proc/.../schedstat` (Linux; zeros

@@ -1356,6 +1356,10 @@ struct Opened {
 
 fn init_tables(db: &Database) -> Result<Opened, KeyStoreError> {
     let tx = db.begin_write().map_err(db_err)?;
+    let legacy_index = tx
+        .list_tables()
+        .map_err(db_err)?
+        .any(|t| t.name() == BY_TIME.name());
     let opened;
     {
         tx.open_table(KEYS).map_err(db_err)?;
@@ -1385,18 +1389,11 @@ fn init_tables(db: &Database) -> Result<Opened, KeyStoreError> {
             high_water: read(META_HIGH_WATER_LSN)?,
             low_water: read(META_LOW_WATER_LSN)?,
             expiry_seq: read(META_EXPIRY_SEQ)?,
-            legacy_index: false,
+            legacy_index,
         };
     }
-    let legacy_index = match tx.list_tables() {
-        Ok(mut tables) => tables.any(|t| t.name() == BY_TIME.name()),
-        Err(e) => return Err(db_err(e)),
-    };
     tx.commit().map_err(db_err)?;
-    Ok(Opened {
-        legacy_index,
-        ..opened
-    })
+    Ok(opened)
 }
 
 /// Marks the writer gone however it exits (even by a panic), so puts answer
