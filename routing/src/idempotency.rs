@@ -526,6 +526,62 @@ impl IdempotencyIndex {
         }
     }
 
+    /// Make the room reserved by [`IdempotencyIndex::new`] resident now, on
+    /// an empty index: every slot of the table and of the completion queue
+    /// is written once (with placeholder keys, removed again before this
+    /// returns). Returns how many slots were written; 0 when the index is
+    /// not empty or its room could not be reserved up front (the tables
+    /// then grow as keys arrive, and filling them here would only move
+    /// that growth).
+    ///
+    /// Without it, the table's pages are first touched by the requests
+    /// themselves: keys hash to places all over the reservation, so until
+    /// most of it has been written (over a million requests at the default
+    /// capacity) a large share of claims each take a page fault. Measured
+    /// on a 2-vCPU KVM guest at 16,000 TPS: 0.44 faults per claim in a
+    /// switch's first minute, about 4.5 us each, some 5% of its CPU per
+    /// transaction. The same cost, paid once at start (the JVM's
+    /// `AlwaysPreTouch`, for the same reason).
+    pub fn pretouch(&mut self) -> usize {
+        if !self.entries.is_empty()
+            || !self.completed.is_empty()
+            || self.entries.capacity() < self.capacity
+            || self.completed.capacity() < self.capacity
+        {
+            return 0;
+        }
+        let Ok(scope) = ClientScope::new("pretouch") else {
+            return 0;
+        };
+        let mut digits = [0u8; 20];
+        for n in 0..self.capacity {
+            let Some(key) = placeholder_key(n as u64, &mut digits) else {
+                break;
+            };
+            let entry_key = EntryKey {
+                scope: scope.clone(),
+                key,
+            };
+            self.completed
+                .push_back((Millis::ZERO, entry_key.clone(), 0));
+            self.entries.insert(
+                entry_key,
+                Entry {
+                    fingerprint: Fingerprint(0),
+                    state: State::Pending {
+                        ticket: 0,
+                        lookup: false,
+                        waiters: Vec::new(),
+                    },
+                },
+            );
+        }
+        let written = self.entries.len();
+        self.entries.clear();
+        self.completed.clear();
+        written
+    }
+
     /// Decide what to do with `request` from client `scope` at `now`.
     pub fn claim(
         &mut self,
@@ -799,6 +855,23 @@ impl IdempotencyIndex {
     }
 }
 
+/// A distinct key for placeholder number `n` ([`IdempotencyIndex::pretouch`]):
+/// its decimal digits, written into `digits`.
+fn placeholder_key(mut n: u64, digits: &mut [u8; 20]) -> Option<RequestKey> {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    IdempotencyKey::parse(&digits[at..])
+        .ok()
+        .map(RequestKey::Explicit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -857,6 +930,71 @@ mod tests {
             idx.claim(&scope("CN=gateway-2"), &retry, Millis(10)),
             Ok(Claim::New(_))
         ));
+    }
+
+    #[test]
+    fn pretouch_writes_every_reserved_slot_and_leaves_an_empty_working_index() {
+        let mut idx = IdempotencyIndex::new(5_000, DEFAULT_RETENTION);
+        let (table, queue) = (idx.entries.capacity(), idx.completed.capacity());
+        assert_eq!(idx.pretouch(), 5_000);
+        assert!(idx.is_empty());
+        assert_eq!(idx.in_flight(), 0);
+        assert!(idx.completed.is_empty());
+        // The same allocations, kept: nothing grows on the request path.
+        assert_eq!(idx.entries.capacity(), table);
+        assert_eq!(idx.completed.capacity(), queue);
+        assert_eq!((idx.next_id, idx.evicted), (0, 0));
+        // No placeholder answers for a real key (their keys are digits, as
+        // a client's F123 may be).
+        let gw = scope("pretouch");
+        let Ok(Claim::New(t)) = idx.claim(&gw, &request("17", 100, 1), Millis(0)) else {
+            panic!("a placeholder key survived pretouch")
+        };
+        assert!(idx.complete(t, approved(), Millis(1)).is_empty());
+        assert!(matches!(
+            idx.claim(&gw, &request("17", 100, 2), Millis(2)),
+            Ok(Claim::Duplicate(_))
+        ));
+        // Full capacity still fits without evicting.
+        for n in 0..4_999u32 {
+            let key = format!("k{n}");
+            assert!(matches!(
+                idx.claim(&gw, &request(&key, 1, n % 999_999), Millis(3)),
+                Ok(Claim::New(_))
+            ));
+        }
+        assert_eq!((idx.len(), idx.evicted()), (5_000, 0));
+        assert_eq!(idx.entries.capacity(), table);
+    }
+
+    #[test]
+    fn pretouch_leaves_a_used_index_alone() {
+        let mut idx = IdempotencyIndex::new(100, DEFAULT_RETENTION);
+        let gw = scope("gw");
+        let Ok(Claim::New(t)) = idx.claim(&gw, &request("k", 1, 1), Millis(0)) else {
+            panic!()
+        };
+        assert_eq!(idx.pretouch(), 0);
+        assert_eq!(idx.len(), 1);
+        assert!(idx.complete(t, approved(), Millis(1)).is_empty());
+        assert_eq!(idx.pretouch(), 0);
+        assert!(matches!(
+            idx.claim(&gw, &request("k", 1, 2), Millis(2)),
+            Ok(Claim::Duplicate(_))
+        ));
+    }
+
+    #[test]
+    fn placeholder_keys_are_distinct_decimal_numbers() {
+        let mut d = [0u8; 20];
+        let key = |n: u64, d: &mut [u8; 20]| match placeholder_key(n, d) {
+            Some(RequestKey::Explicit(k)) => k.as_str().to_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(key(0, &mut d), "0");
+        assert_eq!(key(7, &mut d), "7");
+        assert_eq!(key(1_000_000, &mut d), "1000000");
+        assert_eq!(key(u64::MAX, &mut d), u64::MAX.to_string());
     }
 
     #[test]

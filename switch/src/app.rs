@@ -414,6 +414,15 @@ fn open_journal(
         cfg.idempotency.max_keys_in_memory,
         retention,
     );
+    if cfg.idempotency.pretouch {
+        let started = std::time::Instant::now();
+        let slots = index.pretouch();
+        tracing::info!(
+            keys = slots,
+            ms = started.elapsed().as_millis() as u64,
+            "idempotency index made resident"
+        );
+    }
     let Some(dir) = &cfg.journal.dir else {
         tracing::warn!("no [journal] dir: nothing survives a crash (development only)");
         let recovery = Replay::new(banks, &mut index, clock.now()).finish();

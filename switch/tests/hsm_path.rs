@@ -339,6 +339,10 @@ tls = false
 [admin]
 bind = "127.0.0.1:0"
 
+# Many small switches: no resident idempotency table up front.
+[idempotency]
+pretouch = false
+
 [shutdown]
 drain_timeout_ms = 2000
 
@@ -659,6 +663,10 @@ bind = "127.0.0.1:0"
 tls = false
 [admin]
 bind = "127.0.0.1:0"
+
+# Many small switches: no resident idempotency table up front.
+[idempotency]
+pretouch = false
 [[banks]]
 code = "003"
 name = "bank003"

@@ -69,6 +69,10 @@ max_connections = 1
 
 [admin]
 bind = "127.0.0.1:0"
+
+# Many small switches: no resident idempotency table up front.
+[idempotency]
+pretouch = false
 "#;
     let sw = Running::start(text).await;
     let mut first = Gateway::connect_plain(sw.upstream).await.unwrap();

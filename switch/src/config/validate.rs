@@ -654,6 +654,22 @@ mod tests {
     }
 
     #[test]
+    fn idempotency_pretouch_is_on_by_default_and_can_be_turned_off() {
+        let base =
+            "[upstream]\nbind = \"127.0.0.1:0\"\ntls = false\n[admin]\nbind = \"127.0.0.1:0\"\n";
+        let unset = Config::from_toml_str(base).unwrap();
+        assert!(unset.idempotency.pretouch);
+        let off =
+            Config::from_toml_str(&format!("{base}[idempotency]\npretouch = false\n")).unwrap();
+        assert!(!off.idempotency.pretouch);
+        off.validate().unwrap();
+        let typo = Config::from_toml_str(&format!("{base}[idempotency]\npretouched = false\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("pretouched"), "{typo}");
+    }
+
+    #[test]
     fn worker_threads_is_optional_and_bounded() {
         let unset = with_switch_lines("");
         assert_eq!(unset.switch.worker_threads, None);

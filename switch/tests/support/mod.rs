@@ -590,6 +590,10 @@ handshake_timeout_ms = 2000
 [admin]
 bind = "127.0.0.1:0"
 
+# Many small switches: no resident idempotency table up front.
+[idempotency]
+pretouch = false
+
 [shutdown]
 drain_timeout_ms = 2000
 "#,
