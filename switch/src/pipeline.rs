@@ -42,15 +42,20 @@ const NONE: &str = "none";
 // Lives on the stack for one request and is matched at once: boxing the
 // transactions would add two allocations per request for nothing.
 #[allow(clippy::large_enum_variant)]
+///
+/// Its transactions are boxed: the caller's future holds a `Forwarded`
+/// across several awaits, and two transactions inline (1.6 KB) made every
+/// request's future that much bigger, and every move of it (into its task,
+/// into its box) that much longer a `memcpy`.
 enum Forwarded {
     /// A bank answered in time.
     Answered {
         bank: usize,
-        sent: Transaction,
-        answer: Transaction,
+        sent: Box<Transaction>,
+        answer: Box<Transaction>,
     },
     /// Bytes may have reached `bank` and no usable answer came.
-    Unknown { bank: usize, sent: Transaction },
+    Unknown { bank: usize, sent: Box<Transaction> },
     /// Nothing reached any bank: answer `code` and release the key.
     NotSent {
         bank: Option<usize>,
@@ -149,7 +154,7 @@ impl Pipeline {
                     let why = "bank answer without a final response code";
                     return (
                         pool.name(),
-                        Box::pin(self.unknown(claimed, scope, bank, sent, req, why)).await,
+                        Box::pin(self.unknown(claimed, scope, bank, *sent, req, why)).await,
                     );
                 };
                 let txn = claimed.txn();
@@ -164,7 +169,7 @@ impl Pipeline {
                         let late = Outcome::new(ResponseCode::LATE);
                         self.remember(scope, req, bank, txn, &sent, &late);
                         if answer.response_code == Some(ResponseCode::APPROVED) {
-                            Box::pin(self.reverse(bank, txn, sent)).await;
+                            Box::pin(self.reverse(bank, txn, *sent)).await;
                         }
                         (pool.name(), req.response(ResponseCode::LATE))
                     }
@@ -175,7 +180,7 @@ impl Pipeline {
                 let name = self.pools[bank].name();
                 (
                     name,
-                    Box::pin(self.unknown(claimed, scope, bank, sent, req, why)).await,
+                    Box::pin(self.unknown(claimed, scope, bank, *sent, req, why)).await,
                 )
             }
             Forwarded::NotSent { bank, code } => {
@@ -222,7 +227,7 @@ impl Pipeline {
         loop {
             let bank = lease.link().index();
             let pool = self.pool(lease.link());
-            let mut sent = to_bank(req, self.participant, pool.code());
+            let mut sent = Box::new(to_bank(req, self.participant, pool.code()));
             pool.prepare(&mut sent);
             let result = match self.journal_sent(claimed, scope, pool, &sent).await {
                 Ok(framed) => pool.send_prepared(&sent, framed, deadline).await,
@@ -237,7 +242,11 @@ impl Pipeline {
             let why = match result {
                 Ok(answer) => {
                     lease.settle(LinkOutcome::Answered);
-                    return Forwarded::Answered { bank, sent, answer };
+                    return Forwarded::Answered {
+                        bank,
+                        sent,
+                        answer: Box::new(answer),
+                    };
                 }
                 Err(SendError::Rejected(why)) => {
                     // Refused by our side (the bank's codec): no verdict on the link.

@@ -510,19 +510,32 @@ impl BankPool {
         mut framed: Framed,
         deadline: Instant,
     ) -> Result<Transaction, SendError> {
-        let mut result = Err(SendError::NotSent("no link up"));
+        let mut why = "no link up";
         // A link the idle reaper takes away between the pick and the send
-        // refuses the request before anything leaves: try another.
+        // refuses the request before anything leaves: try another. Only
+        // the reason is kept across the awaits, not a transaction: this
+        // future is part of every request's.
         for _ in 0..MAX_LINK_ATTEMPTS {
-            result = match (self.pick(), &self.auth) {
+            let result = match (self.pick(), &self.auth) {
                 (Some(link), None) => link.request_framed(txn, &mut framed, deadline).await,
-                (Some(link), Some(auth)) => authenticated(&link, auth, txn, deadline).await,
+                // Boxed: MACs and signatures take HSM calls anyway, and the
+                // HSM's future inline would double this one's size for
+                // every bank.
+                (Some(link), Some(auth)) => {
+                    Box::pin(authenticated(&link, auth, txn, deadline)).await
+                }
                 (None, _) => Err(SendError::NotSent("no link up")),
             };
-            if result != Err(SendError::NotSent(LINK_CLOSING)) {
-                break;
+            match result {
+                Err(SendError::NotSent(LINK_CLOSING)) => why = LINK_CLOSING,
+                other => return self.counted(other),
             }
         }
+        self.counted(Err(SendError::NotSent(why)))
+    }
+
+    /// `result`, a failure counted by kind.
+    fn counted(&self, result: Result<Transaction, SendError>) -> Result<Transaction, SendError> {
         if let Err(e) = &result {
             metrics::counter!(m::SEND_FAILURES, "bank" => self.shared.name.clone(), "kind" => e.kind())
                 .increment(1);
