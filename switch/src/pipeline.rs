@@ -108,23 +108,23 @@ impl Pipeline {
     /// The one answer to an upstream request from the client `scope`, or
     /// `None` when the message is not a request (an upstream must not send
     /// responses; it is logged).
-    pub async fn handle(&self, req: Transaction, scope: &ClientScope) -> Option<Transaction> {
+    pub async fn handle(&self, req: &Transaction, scope: &ClientScope) -> Option<Transaction> {
         if req.is_response() {
             tracing::warn!(mti = %req.mti, "upstream sent a response message: ignored");
             return None;
         }
         let started = Instant::now();
         let (bank, answer) = match req.kind() {
-            Some(TxnKind::NetworkManagement) => (LOCAL, network(&req)),
-            Some(TxnKind::CreditTransfer) => self.credit_transfer(&req, scope).await,
+            Some(TxnKind::NetworkManagement) => (LOCAL, network(req)),
+            Some(TxnKind::CreditTransfer) => self.credit_transfer(req, scope).await,
             // Rare paths are boxed: the common one's future (moved on
             // every spawn) stays small.
             Some(TxnKind::Reversal | TxnKind::ReversalAdvice) => {
-                Box::pin(self.upstream_reversal(&req, scope)).await
+                Box::pin(self.upstream_reversal(req, scope)).await
             }
             _ => (NONE, req.response(ResponseCode::INVALID_TRANSACTION)),
         };
-        self.record(bank, &req, &answer, started);
+        self.record(bank, req, &answer, started);
         Some(answer)
     }
 

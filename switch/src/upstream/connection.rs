@@ -206,9 +206,15 @@ async fn handle(
     settings.in_flight.increment(1.0);
     // Boxed: the pipeline's future is kilobytes, and an unboxed one would
     // be copied several times on its way into the spawned task.
-    let answer = Box::pin(pipeline.handle(req, &scope)).await;
-    if let Some(answer) = answer {
-        send(&answer, &settings, &tx).await;
+    // Encoded before the channel's await, so that the answer is not part
+    // of this task's future (moved into the task at every spawn).
+    let frame = match Box::pin(pipeline.handle(&req, &scope)).await {
+        Some(answer) => answer_frame(&answer, &settings),
+        None => None,
+    };
+    if let Some(frame) = frame {
+        // Fails only when the writer is gone (connection broken).
+        let _ = tx.send(frame).await;
     }
     settings.in_flight.decrement(1.0);
     drop(permit);
@@ -218,6 +224,15 @@ async fn handle(
 /// bare `96` carrying only the matching fields goes instead: every request
 /// gets exactly one answer.
 async fn send(answer: &Transaction, settings: &ConnSettings, tx: &mpsc::Sender<BytesMut>) {
+    if let Some(frame) = answer_frame(answer, settings) {
+        // Fails only when the writer is gone (connection broken): nothing to do.
+        let _ = tx.send(frame).await;
+    }
+}
+
+/// The frame of `answer`, or of a bare `96` with its matching fields when
+/// it cannot be encoded; `None` only if neither can.
+fn answer_frame(answer: &Transaction, settings: &ConnSettings) -> Option<BytesMut> {
     let mut frame = BytesMut::with_capacity(crate::conn::ENCODE_BUFFER_BYTES);
     if !encode(answer, settings, &mut frame) {
         tracing::error!(mti = %answer.mti, "cannot encode upstream answer: sending 96");
@@ -229,11 +244,10 @@ async fn send(answer: &Transaction, settings: &ConnSettings, tx: &mpsc::Sender<B
         bare.response_code = Some(ResponseCode::SYSTEM_MALFUNCTION);
         frame.clear();
         if !encode(&bare, settings, &mut frame) {
-            return;
+            return None;
         }
     }
-    // Fails only when the writer is gone (connection broken): nothing to do.
-    let _ = tx.send(frame).await;
+    Some(frame)
 }
 
 fn encode(answer: &Transaction, settings: &ConnSettings, out: &mut BytesMut) -> bool {

@@ -249,7 +249,7 @@ async fn answer(req: &Transaction, bank: &InboundBank, pipeline: &Pipeline) -> O
         }
     }
     let (fwd, filled) = normalise(bank, req);
-    let mut answer = pipeline.handle(fwd, &bank.scope).await?;
+    let mut answer = pipeline.handle(&fwd, &bank.scope).await?;
     restore(&mut answer, req, filled);
     Some(seal(bank, own_ids(bank, answer)).await)
 }
