@@ -38,8 +38,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fps_codecs::model::{
-    Account, AuthId, EndToEndId, IdempotencyKey, InstitutionId, ProxyId, ReasonCode, ResponseCode,
-    Rrn, SettlementDate, Stan, Transaction, TransmissionDateTime,
+    write_padded, Account, AuthId, EndToEndId, IdempotencyKey, InstitutionId, ProxyId, ReasonCode,
+    ResponseCode, Rrn, SettlementDate, Stan, Transaction, TransmissionDateTime,
 };
 
 use crate::time::{duration_ms, Millis};
@@ -553,9 +553,8 @@ impl IdempotencyIndex {
         let Ok(scope) = ClientScope::new("pretouch") else {
             return 0;
         };
-        let mut digits = [0u8; 20];
         for n in 0..self.capacity {
-            let Some(key) = placeholder_key(n as u64, &mut digits) else {
+            let Some(key) = placeholder_key(n as u64) else {
                 break;
             };
             let entry_key = EntryKey {
@@ -856,18 +855,11 @@ impl IdempotencyIndex {
 }
 
 /// A distinct key for placeholder number `n` ([`IdempotencyIndex::pretouch`]):
-/// its decimal digits, written into `digits`.
-fn placeholder_key(mut n: u64, digits: &mut [u8; 20]) -> Option<RequestKey> {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    IdempotencyKey::parse(&digits[at..])
+/// its 20 zero-padded decimal digits (every `u64` fits).
+fn placeholder_key(n: u64) -> Option<RequestKey> {
+    let mut digits = [0u8; 20];
+    write_padded(n, &mut digits);
+    IdempotencyKey::parse(&digits)
         .ok()
         .map(RequestKey::Explicit)
 }
@@ -986,15 +978,14 @@ mod tests {
 
     #[test]
     fn placeholder_keys_are_distinct_decimal_numbers() {
-        let mut d = [0u8; 20];
-        let key = |n: u64, d: &mut [u8; 20]| match placeholder_key(n, d) {
+        let key = |n: u64| match placeholder_key(n) {
             Some(RequestKey::Explicit(k)) => k.as_str().to_owned(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(key(0, &mut d), "0");
-        assert_eq!(key(7, &mut d), "7");
-        assert_eq!(key(1_000_000, &mut d), "1000000");
-        assert_eq!(key(u64::MAX, &mut d), u64::MAX.to_string());
+        assert_eq!(key(0), "00000000000000000000");
+        assert_eq!(key(7), "00000000000000000007");
+        assert_eq!(key(1_000_000), "00000000000001000000");
+        assert_eq!(key(u64::MAX), u64::MAX.to_string());
     }
 
     #[test]
